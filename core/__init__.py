@@ -1,0 +1,1 @@
+"""Pure logic: never imports comfy, folder_paths, server or nodes."""

@@ -1,0 +1,1 @@
+"""ComfyUI adapters: the only place that imports folder_paths, comfy.*, server."""

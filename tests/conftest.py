@@ -1,0 +1,131 @@
+"""Two tiers.
+
+Tier 1 runs anywhere: the pack is loaded as a package the way ComfyUI loads it (by file
+location, not by putting the repo on sys.path: the host has a top-level ``nodes`` module too),
+and ``core/`` is tested directly.
+
+Tier 2 (tests marked ``tier2``) runs the pack inside a real ComfyUI found through
+``COMFYUI_PATH``, else ``~/ComfyUI``.  With no host, tier 2 is skipped and the run says so in one
+loud line; never silently.
+"""
+import importlib.util
+import os
+import pathlib
+import sys
+import types
+
+import pytest
+
+TESTS = pathlib.Path(__file__).resolve().parent
+REPO = TESTS.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from lean_testlib import harness  # noqa: E402
+
+PACK = "lean_nodes"  # the package name tier-1 tests import the pack under
+
+
+def load_pack_package(name=PACK, execute_init=False):
+    """Register the repo as package `name` so `import lean_nodes.core.canny` works.
+    execute_init=True runs __init__.py exactly as ComfyUI's load_custom_node does."""
+    if execute_init:
+        spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py",
+                                                      submodule_search_locations=[str(REPO)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        return mod
+    if name not in sys.modules:
+        mod = types.ModuleType(name)
+        mod.__path__ = [str(REPO)]
+        mod.__file__ = str(REPO / "__init__.py")
+        sys.modules[name] = mod
+    return sys.modules[name]
+
+
+load_pack_package()
+
+_HOST_PATH, _HOST_WHY = harness.find_host()
+_TIER2 = {"ran": False, "failed_start": None}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "tier2: needs a real ComfyUI host (COMFYUI_PATH or ~/ComfyUI)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def pytest_report_header(config):
+    if _HOST_PATH:
+        return f"lean tier 2: ComfyUI {harness.host_version(_HOST_PATH)} at {_HOST_PATH}"
+    return f"lean tier 2: NO HOST ({_HOST_WHY})"
+
+
+def pytest_collection_modifyitems(config, items):
+    if _HOST_PATH:
+        return
+    skip = pytest.mark.skip(reason=f"tier 2 skipped: no ComfyUI host found ({_HOST_WHY})")
+    for item in items:
+        if "tier2" in item.keywords:
+            item.add_marker(skip)
+
+
+def _status_line():
+    if _HOST_PATH and _TIER2["ran"]:
+        return f"TIER 2 RAN: ComfyUI {harness.host_version(_HOST_PATH)} at {_HOST_PATH}"
+    if _TIER2["failed_start"]:
+        return f"TIER 2 FAILED TO START: {_TIER2['failed_start']}"
+    if _HOST_PATH:
+        return "TIER 2 NOT RUN: a host was found but no tier-2 test was selected"
+    return f"TIER 2 SKIPPED: no ComfyUI host found ({_HOST_WHY}); set COMFYUI_PATH to a ComfyUI checkout"
+
+
+def pytest_terminal_summary(terminalreporter):
+    line = _status_line()
+    terminalreporter.write_sep("=", line, bold=True, yellow=not _TIER2["ran"], green=_TIER2["ran"])
+    status_file = os.environ.get("LEAN_TIER2_STATUS_FILE")
+    if status_file:
+        pathlib.Path(status_file).write_text(line + "\n")
+
+
+# ---------------------------------------------------------------- tier-2 fixtures
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    """A running ComfyUI with this pack loaded (one per test session)."""
+    if not _HOST_PATH:
+        pytest.skip(f"tier 2 skipped: no ComfyUI host found ({_HOST_WHY})")
+    base = tmp_path_factory.mktemp("comfy_base")
+    try:
+        host = harness.ComfyHost.start(_HOST_PATH, base)
+    except Exception as e:
+        _TIER2["failed_start"] = str(e).splitlines()[0]
+        raise
+    _TIER2["ran"] = True
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="session")
+def sd15_ckpt():
+    """Path of the cached random-weight SD1.5-layout fp16 checkpoint."""
+    from lean_testlib import sd15
+    return sd15.sd15_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def comfy_sd15(comfy, sd15_ckpt):
+    """The host, with the SD1.5 fixture in models/checkpoints as lean_sd15.safetensors."""
+    harness.link_model(comfy.base, "checkpoints", sd15_ckpt, "lean_sd15.safetensors")
+    return comfy
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, harness.ComfyHost):
+                rep.sections.append(("ComfyUI server log (last 150 lines)", value.log_tail(150)))
+                break
