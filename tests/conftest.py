@@ -50,11 +50,6 @@ _HOST_PATH, _HOST_WHY = harness.find_host()
 _TIER2 = {"ran": False, "failed_start": None}
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "tier2: needs a real ComfyUI host (COMFYUI_PATH or ~/ComfyUI)")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
-
-
 def pytest_report_header(config):
     if _HOST_PATH:
         return f"lean tier 2: ComfyUI {harness.host_version(_HOST_PATH)} at {_HOST_PATH}"

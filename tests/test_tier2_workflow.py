@@ -1,0 +1,105 @@
+"""Tier 2: UI-format workflows converted from the host's /object_info, and `scripts/lean.py run`."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lean_nodes.core import workflow
+from lean_testlib import REPO, graphs
+
+pytestmark = pytest.mark.tier2
+DATA = REPO / "tests" / "data"
+MAP = {"v1-5-pruned-emaonly-fp16.safetensors": "lean_sd15.safetensors"}
+
+
+def canonical(prompt):
+    """A prompt with node ids replaced by 'ClassType#k' so two prompts compare by structure."""
+    names = {}
+    for nid in sorted(prompt, key=lambda n: (prompt[n]["class_type"], json.dumps(
+            {k: v for k, v in prompt[n]["inputs"].items() if not isinstance(v, list)}, sort_keys=True))):
+        ct = prompt[nid]["class_type"]
+        names[nid] = f"{ct}#{sum(1 for v in names.values() if v.startswith(ct + '#'))}"
+    return {names[nid]: {k: ([names[v[0]], v[1]] if isinstance(v, list) else v) for k, v in node["inputs"].items()}
+            for nid, node in prompt.items()}
+
+
+def test_ui_workflow_converts_to_the_handwritten_api_prompt(comfy):
+    ui = json.loads((DATA / "txt2img_ui.json").read_text())
+    api = workflow.ui_to_api(ui, comfy.object_info(), MAP)
+    expected = graphs.txt2img(ckpt="lean_sd15.safetensors", positive="a red cube on a table", negative="blurry",
+                              seed=42, steps=1, cfg=7, prefix="lean_ui_run")
+    # the Note and the Reroute are not sent, the muted EmptyLatentImage is dropped, the seed's
+    # "control after generate" value is skipped, the VAE link is followed through the Reroute
+    assert canonical(api) == canonical(expected)
+
+
+def test_lean_run_executes_a_ui_workflow_in_the_host(comfy_sd15):
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "lean.py"), "run", str(DATA / "txt2img_ui.json"),
+                        "--url", comfy_sd15.url, "--map", "v1-5-pruned-emaonly-fp16.safetensors=lean_sd15.safetensors"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    paths = [line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("node #")]
+    assert len(paths) == 1 and pathlib.Path(paths[0]).is_file(), r.stdout
+    assert pathlib.Path(paths[0]).parent == comfy_sd15.base / "output"
+
+
+def test_lean_run_reports_a_failing_workflow(comfy):
+    bad = graphs.txt2img(ckpt="no_such_model.safetensors")
+    path = comfy.base / "bad_api.json"
+    path.write_text(json.dumps(bad))
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "lean.py"), "run", str(path), "--url", comfy.url],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "no_such_model.safetensors" in r.stdout + r.stderr
+
+
+def _templates():
+    try:
+        import comfyui_workflow_templates
+    except ImportError:
+        return []
+    root = pathlib.Path(comfyui_workflow_templates.__file__).parent / "templates"
+    return sorted(root.glob("*.json"))
+
+
+def _widget_count_matches(node, info):
+    values = node.get("widgets_values")
+    if not isinstance(values, list):
+        return True
+    return len(values) == sum(1 + extra for _, _, extra in workflow.widget_inputs(info[node["type"]]))
+
+
+def test_host_templates_convert_with_every_required_input(comfy):
+    """Every template shipped with the host's frontend that uses only nodes this host knows converts to a
+    prompt whose nodes have all their required inputs, with links to outputs of the right type."""
+    info = comfy.object_info()
+    checked = 0
+    for path in _templates():
+        ui = json.loads(path.read_text())
+        if not workflow.is_ui_workflow(ui) or ui.get("definitions"):
+            continue  # subgraphs are out of scope
+        if any(n["type"] not in info and n["type"] not in workflow.VIRTUAL_NODES for n in ui["nodes"]):
+            continue
+        if any(not _widget_count_matches(n, info) for n in ui["nodes"] if n["type"] in info):
+            continue  # saved with another version of a node than this host has
+        api = workflow.ui_to_api(ui, info)
+        for nid, node in api.items():
+            spec = info[node["class_type"]]["input"]
+            for name, ispec in (spec.get("required") or {}).items():
+                assert name in node["inputs"], f"{path.name}: #{nid} {node['class_type']} lacks {name}"
+                value = node["inputs"][name]
+                if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                    src = api[value[0]]
+                    out_type = info[src["class_type"]]["output"][value[1]]
+                    assert ispec[0] == "*" or out_type == "*" or out_type == ispec[0] or \
+                        (isinstance(ispec[0], str) and out_type in ispec[0].split(",")), \
+                        f"{path.name}: #{nid}.{name} wants {ispec[0]}, gets {out_type}"
+                elif ispec[0] == "INT":
+                    assert isinstance(value, int) and not isinstance(value, bool), f"{path.name}: #{nid}.{name}={value!r}"
+                elif ispec[0] == "FLOAT":
+                    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path.name}: #{nid}.{name}={value!r}"
+        checked += 1
+    if not _templates():
+        pytest.skip("the host's comfyui_workflow_templates package is not installed")
+    assert checked >= 20, f"only {checked} templates were convertible"
