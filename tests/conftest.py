@@ -119,6 +119,8 @@ def comfy_sd15(comfy, sd15_ckpt):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.when == "call" and not rep.skipped and "tier2" in item.keywords:
+        _TIER2["ran"] = True
     if rep.when == "call" and rep.failed:
         for value in getattr(item, "funcargs", {}).values():
             if isinstance(value, harness.ComfyHost):

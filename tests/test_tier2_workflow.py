@@ -103,3 +103,42 @@ def test_host_templates_convert_with_every_required_input(comfy):
     if not _templates():
         pytest.skip("the host's comfyui_workflow_templates package is not installed")
     assert checked >= 20, f"only {checked} templates were convertible"
+
+
+def test_lean_serve_starts_the_host_with_the_pack(tmp_path):
+    """`scripts/lean.py serve` finds the host (COMFYUI_PATH), loads the pack from outside the host's
+    custom_nodes and prints the URL it serves on."""
+    import os
+    import signal
+    import time
+    import urllib.request
+    from lean_testlib import harness
+
+    host, _ = harness.find_host()
+    (tmp_path / "custom_nodes").mkdir()  # the host lists it before anything else
+    port = harness.free_port()
+    env = dict(os.environ, COMFYUI_PATH=str(host))
+    if harness.needs_torchvision_shim():
+        env["PYTHONPATH"] = str(harness.SHIMS)
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "lean.py"), "serve", "--port", str(port), "--",
+                             "--base-directory", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)
+    try:
+        lines = []
+        t0 = time.time()
+        while time.time() - t0 < 240:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Lean Nodes: ComfyUI is running at" in line:
+                break
+        url = f"http://127.0.0.1:{port}"
+        assert any(url in l for l in lines), "".join(lines[-50:])
+        with urllib.request.urlopen(url + "/system_stats", timeout=10) as r:
+            argv = __import__("json").loads(r.read())["system"]["argv"]
+        assert "--cpu" in argv  # this machine has no GPU
+        assert any("comfyui-lean" in l and "seconds" in l and "IMPORT FAILED" not in l for l in lines), "".join(lines)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
