@@ -103,8 +103,8 @@ class ComfyHost:
     # ------------------------------------------------------------ lifecycle
     @classmethod
     def start(cls, comfy_path, base_dir, port=None, extra_args=(), env=None, timeout=240, python=sys.executable,
-              verbose="DEBUG"):
-        base = make_base_dir(base_dir)
+              verbose="DEBUG", link_pack=True):
+        base = make_base_dir(base_dir, link_pack=link_pack)
         port = port or free_port()
         log_path = base / "comfyui.log"
         e = dict(os.environ if env is None else env)
