@@ -77,3 +77,23 @@ def test_stock_checkpoint_fixture_loads_and_samples(comfy_sd15):
                 keys = set(re.findall(r"'([^']+)'", line))
                 assert keys <= ok, f"{pattern}: unexpected {keys - ok}"
     assert "left over keys" in log, "run the host at --verbose DEBUG so key mismatches are logged"
+
+
+def test_controlnet_fixture_loads_with_the_exact_layout(comfy_sd15):
+    from lean_testlib import controlnet, harness, images
+    import shutil
+    harness.link_model(comfy_sd15.base, "controlnet", controlnet.sd15_controlnet(), "lean_controlnet_sd15.safetensors")
+    shutil.copy(images.photo_png(), comfy_sd15.base / "input" / "lean_photo.png")
+    g = graphs.txt2img(prefix="smoke_cn")
+    g["10"] = {"class_type": "LoadImage", "inputs": {"image": "lean_photo.png"}}
+    g["11"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "lean_controlnet_sd15.safetensors"}}
+    g["12"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+        "positive": ["2", 0], "negative": ["3", 0], "control_net": ["11", 0], "image": ["10", 0], "vae": ["1", 2],
+        "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}}
+    g["5"]["inputs"]["positive"] = ["12", 0]
+    g["5"]["inputs"]["negative"] = ["12", 1]
+    entry = comfy_sd15.run(g)
+    assert len(comfy_sd15.output_files(entry)) == 1
+    log = comfy_sd15.log()
+    assert "missing controlnet keys" not in log and "unexpected controlnet keys" not in log, log[-3000:]
+    assert "error could not detect control model type" not in log
