@@ -123,6 +123,20 @@ class LeanLLMLoader:
         return (handle,)
 
 
+_SERVER = []
+
+
+def _prompt_server():
+    """The host's PromptServer instance (None outside a running host); the import is tried once."""
+    if not _SERVER:
+        try:
+            from server import PromptServer
+            _SERVER.append(PromptServer)
+        except Exception:
+            _SERVER.append(None)
+    return getattr(_SERVER[0], "instance", None) if _SERVER[0] is not None else None
+
+
 class _Streamer:
     """Per-token callback: cancel check every token; browser stream + ProgressBar batched every 50 ms."""
 
@@ -133,11 +147,7 @@ class _Streamer:
         self.pbar = comfy.utils.ProgressBar(int(max_tokens), node_id=node_id)
         self.node_id = node_id
         self.max_tokens = int(max_tokens)
-        try:
-            from server import PromptServer
-            self.server = getattr(PromptServer, "instance", None)
-        except Exception:
-            self.server = None
+        self.server = _prompt_server()
         self.pending = []
         self.next_flush = 0.0
         self.n = 0
