@@ -6,7 +6,8 @@
     free_all()                                                     # what ComfyUI's "unload models" calls
 
 At most MAX_LOCAL_MODELS in-process models are held at once (default 1: a second one replaces the first),
-because the users this pack is for have one GPU or 16-32 GB of RAM.
+because the users this pack is for have one GPU or 16-32 GB of RAM; the environment variable
+LEAN_LLM_MAX_MODELS raises it.
 """
 import collections
 import os
@@ -16,7 +17,16 @@ from .llm_backends import LlamaCppModel, OpenAIModel, Generation, seed32  # noqa
 from .llm_text import STYLES, build_messages, split_thinking  # noqa: F401
 
 BACKENDS = ["llama_cpp", "openai"]
-MAX_LOCAL_MODELS = 1
+
+
+def _env_int(name, default):
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+MAX_LOCAL_MODELS = _env_int("LEAN_LLM_MAX_MODELS", 1)
 
 
 def file_identity(path):
@@ -146,8 +156,11 @@ class PromptResult:
             return (f"No prompt: the model was still thinking (<think> never closed) when {why}, so 'prompt' is "
                     f"empty and the reasoning is only on 'thinking'. Raise max_tokens (reasoning models need "
                     f"1024 or more) or n_ctx.")
-        if not self.prompt:
+        if not self.prompt and self.thinking:
             return "No prompt: the model answered with nothing but reasoning. Try another seed or style."
+        if not self.prompt:
+            return (f"No prompt: the model returned no text ({self.n_tokens} tokens, {self.finish}). Try another "
+                    f"seed, style or model.")
         return f"{self.n_tokens} tokens ({self.finish})"
 
 

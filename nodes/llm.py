@@ -236,6 +236,13 @@ class LeanLLMPrompt:
                                            max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                            on_text=streamer, keep_loaded=keep_loaded)
             status = result.message(max_tokens)
+        except BaseException as e:
+            if type(e).__name__ == "InterruptProcessingException":
+                status = f"cancelled after {streamer.n} tokens"
+                log.info("[Lean LLM] %s", status)
+            else:
+                status = f"failed: {type(e).__name__}: {e}"
+            raise
         finally:
             if not keep_loaded:
                 log.info("[Lean LLM] freed %s after the run (keep_loaded=false)", llm.name)
