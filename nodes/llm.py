@@ -238,7 +238,7 @@ class LeanLLMPrompt:
             status = result.message(max_tokens)
         except BaseException as e:
             if type(e).__name__ == "InterruptProcessingException":
-                status = f"cancelled after {streamer.n} tokens"
+                status = f"cancelled after {streamer.n} token{'s' if streamer.n != 1 else ''}"
                 log.info("[Lean LLM] %s", status)
             else:
                 status = f"failed: {type(e).__name__}: {e}"
