@@ -151,8 +151,8 @@ class PromptResult:
     def message(self, max_tokens):
         """A one-line status for the UI and log."""
         if self.truncated:
-            why = (f"max_tokens ({max_tokens}) ran out" if self.finish == "length"
-                   else "it stopped (end of text or context full)")
+            why = {"length": f"max_tokens ({max_tokens}) ran out",
+                   "context": "the context (n_ctx) filled up"}.get(self.finish, "it ended its text")
             return (f"No prompt: the model was still thinking (<think> never closed) when {why}, so 'prompt' is "
                     f"empty and the reasoning is only on 'thinking'. Raise max_tokens (reasoning models need "
                     f"1024 or more) or n_ctx.")

@@ -23,6 +23,11 @@ INSTALL_HINT = (
     "-DGGML_CUDA=on\"). Or choose backend 'openai' and point base_url at a running llama.cpp server, "
     "LM Studio, vLLM or Ollama (http://127.0.0.1:11434/v1).")
 
+# GGUF architectures of diffusion models / encoders (ComfyUI-GGUF, stable-diffusion.cpp, llama.cpp mtmd):
+# a common mix-up when all .gguf files share a folder.
+NOT_TEXT_ARCHS = {"flux", "sd1", "sd3", "sdxl", "aura", "hidream", "hyvid", "ltxv", "wan", "lumina2", "cosmos",
+                  "chroma", "qwen_image", "t5", "t5encoder", "clip"}
+
 # Sampling settings shared by the node and the benchmark's raw llama_cpp path (llama_cpp's own defaults).
 TOP_K = 40
 MIN_P = 0.05
@@ -36,7 +41,7 @@ def seed32(seed):
 
 class Generation:
     """text: raw generated text (reasoning included); reasoning: reasoning the server returned apart;
-    opened_think: the prompt itself opened <think>; finish: 'stop' | 'length'."""
+    opened_think: the prompt itself opened <think>; finish: 'stop' | 'length' (max_tokens) | 'context' (n_ctx full)."""
     __slots__ = ("text", "reasoning", "n_tokens", "finish", "opened_think", "prompt_tokens")
 
     def __init__(self, text, n_tokens, finish, opened_think=False, reasoning="", prompt_tokens=0):
@@ -65,6 +70,11 @@ class LlamaCppModel:
         self.arch = llm_gguf.architecture(meta)
         if not self.arch:
             raise llm_gguf.GGUFError(f"'{name}' has no general.architecture: it is not a language model GGUF")
+        if self.arch in NOT_TEXT_ARCHS:
+            raise llm_gguf.GGUFError(
+                f"'{name}' is a GGUF image/video model or encoder (architecture '{self.arch}'), not a language "
+                f"model: load it with a GGUF UNet/CLIP loader node, and put a text model (e.g. "
+                f"Qwen2.5-1.5B-Instruct-Q4_K_M.gguf) in models/llm")
         llama_cpp = import_llama_cpp()
         self.path, self.name = path, name
         kw = dict(model_path=path, n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers), verbose=False)
@@ -138,6 +148,8 @@ class LlamaCppModel:
                 if on_text is not None:
                     on_text(piece, n)
                 if n >= budget:
+                    if budget < int(max_tokens):
+                        finish = "context"
                     break
         tail = decoder.decode(b"", final=True)
         if tail:

@@ -230,6 +230,8 @@ class LeanLLMPrompt:
         streamer = _Streamer(unique_id, max_tokens)
         result = None
         status = "failed"
+        if not llm.is_loaded():
+            log.info("[Lean LLM] loading %s again (it was freed)", llm.name)
         log.info("[Lean LLM] generating with %s: max_tokens=%d seed=%d", llm.name, max_tokens, seed)
         try:
             result = core_llm.write_prompt(llm, idea, style=style, system_prompt=system_prompt, seed=seed,

@@ -318,6 +318,26 @@ def test_unknown_architecture(tmp_path, cache):
     assert len(cache) == 0
 
 
+def test_diffusion_gguf_in_the_llm_folder(tmp_path, cache):
+    p = tiny_gguf.write_model(tmp_path / "flux1-dev-Q4_0.gguf", arch="llama", arch_name="flux")
+    with pytest.raises(ValueError, match=r"'flux1-dev-Q4_0.gguf' is a GGUF image/video model.*'flux'.*not a language"):
+        llm.load("llama_cpp", path=str(p), cache=cache)
+
+
+@needs_llama
+def test_context_full_is_reported(cache):
+    h = llm.load("llama_cpp", path=str(tiny_gguf.tiny_model("r1")), n_ctx=256, cache=cache)
+    n_prompt = h.model().generate(MESSAGES, seed=1, max_tokens=1).prompt_tokens
+    for seed in range(1, 40):
+        r = llm.write_prompt(h, "a red fox in the snow", "SD1.5 tags", seed=seed, max_tokens=4000, **SAMPLING)
+        if r.finish == "context":
+            break
+    else:
+        pytest.fail("every seed hit end-of-text before the context filled")
+    assert r.n_tokens == 256 - n_prompt
+    assert "the context (n_ctx) filled up" in r.message(4000) or not r.truncated
+
+
 def test_missing_llama_cpp_says_how_to_install(monkeypatch, cache):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp -> ImportError
     with pytest.raises(ImportError) as e:
