@@ -246,7 +246,7 @@ class LeanLLMPrompt:
                 status = f"failed: {type(e).__name__}: {e}"
             raise
         finally:
-            if not keep_loaded:
+            if not keep_loaded and not llm.is_loaded():
                 log.info("[Lean LLM] freed %s after the run (keep_loaded=false)", llm.name)
             streamer.done(result, status)
         if result.truncated or not result.prompt:
