@@ -16,3 +16,34 @@ def txt2img(ckpt="lean_sd15.safetensors", positive="a red cube on a table", nega
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+def llm_loader(model="tiny.gguf", backend="llama_cpp", base_url="http://127.0.0.1:8080/v1", model_id="",
+               n_ctx=512, n_gpu_layers=0, threads=0):
+    return {"class_type": "LeanLLMLoader", "inputs": {"backend": backend, "model": model, "base_url": base_url,
+                                                       "model_id": model_id, "n_ctx": n_ctx,
+                                                       "n_gpu_layers": n_gpu_layers, "threads": threads}}
+
+
+def llm_prompt(llm_link, idea="a red fox in the snow", style="SD1.5 tags", system_prompt="", seed=1,
+               max_tokens=32, temperature=0.7, top_p=0.9, keep_loaded=True):
+    return {"class_type": "LeanLLMPrompt", "inputs": {"llm": llm_link, "idea": idea, "style": style,
+                                                       "system_prompt": system_prompt, "seed": seed,
+                                                       "max_tokens": max_tokens, "temperature": temperature,
+                                                       "top_p": top_p, "keep_loaded": keep_loaded}}
+
+
+def llm_preview(loader=None, **prompt_kw):
+    """LeanLLMLoader -> LeanLLMPrompt -> stock PreviewAny (shows the prompt; ids "l", "p", "v")."""
+    return {"l": loader or llm_loader(), "p": llm_prompt(["l", 0], **prompt_kw),
+            "v": {"class_type": "PreviewAny", "inputs": {"source": ["p", 0]}}}
+
+
+def llm_txt2img(loader=None, prefix="lean_llm", **prompt_kw):
+    """LeanLLMLoader -> LeanLLMPrompt -> CLIPTextEncode -> KSampler -> VAEDecode -> SaveImage (stock txt2img,
+    its positive text linked to the LLM's prompt output; LLM nodes are "l" and "p")."""
+    g = txt2img(prefix=prefix)
+    g["l"] = loader or llm_loader()
+    g["p"] = llm_prompt(["l", 0], **prompt_kw)
+    g["2"]["inputs"]["text"] = ["p", 0]
+    return g

@@ -1,0 +1,267 @@
+"""Local LLM prompt writer: LeanLLMLoader -> LeanLLMPrompt (adapters; the logic is core/llm*.py)."""
+import hashlib
+import json
+import logging
+import os
+import time
+
+import folder_paths
+
+from ..core import llm as core_llm
+from ..core.llm_text import STYLES
+
+log = logging.getLogger("lean")
+
+LLM_FOLDER = "llm"
+NO_MODEL = "(no .gguf in models/llm)"
+STREAM_EVENT = "lean.llm.stream"
+UI_EVERY_S = 0.05  # stream / progress messages to the browser at most every 50 ms (batched tokens)
+
+
+def register_llm_folder():
+    """models/llm (plus any 'llm:' entry of extra_model_paths.yaml), listing .gguf files."""
+    folder_paths.add_model_folder_path(LLM_FOLDER, os.path.join(folder_paths.models_dir, LLM_FOLDER))
+    folder_paths.folder_names_and_paths[LLM_FOLDER][1].add(".gguf")
+
+
+def install_free_hook():
+    """ComfyUI's 'free memory / unload models' (POST /free, the Manager button, OOM recovery) calls
+    comfy.model_management.unload_all_models(); wrap it so it frees the LLMs held by this pack too."""
+    try:
+        import comfy.model_management as mm
+    except Exception:  # not inside a host
+        return False
+    orig = getattr(mm, "unload_all_models", None)
+    if orig is None or getattr(orig, "_lean_llm_hook", False):
+        return orig is not None
+
+    def unload_all_models(*args, **kwargs):
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            n = core_llm.free_all()
+            if n:
+                log.info("[Lean LLM] freed %d model(s) on ComfyUI's unload models", n)
+
+    unload_all_models._lean_llm_hook = True
+    unload_all_models.__wrapped__ = orig
+    mm.unload_all_models = unload_all_models
+    return True
+
+
+register_llm_folder()
+install_free_hook()
+
+
+def _model_list():
+    files = folder_paths.get_filename_list(LLM_FOLDER)
+    return files or [NO_MODEL]
+
+
+class LeanLLMLoader:
+    DESCRIPTION = ("Loads a local quantized language model (.gguf: Qwen2.5-Instruct, DeepSeek-R1-Distill, Llama, "
+                   "Q4_K_M/Q8_0...) with llama.cpp in this process, or connects to an OpenAI-compatible server "
+                   "(llama.cpp server, LM Studio, vLLM, Ollama /v1). Fully offline: nothing is downloaded. The "
+                   "loaded model is cached by its settings, so the next run costs no load.")
+    CATEGORY = "lean/llm"
+    RETURN_TYPES = ("LEAN_LLM",)
+    RETURN_NAMES = ("llm",)
+    OUTPUT_TOOLTIPS = ("The model handle, for LLM Prompt Writer.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "backend": (core_llm.BACKENDS, {"default": "llama_cpp", "tooltip":
+                        "llama_cpp: run the .gguf in ComfyUI's process (needs llama-cpp-python). openai: use any "
+                        "OpenAI-compatible server at base_url (llama.cpp server, LM Studio, vLLM, Ollama)."}),
+            "model": (_model_list(), {"tooltip": "The .gguf file, from ComfyUI/models/llm (or an 'llm:' folder in "
+                                                 "extra_model_paths.yaml). Used by backend llama_cpp only."}),
+            "base_url": ("STRING", {"default": "http://127.0.0.1:8080/v1", "tooltip":
+                         "openai backend only: the server's OpenAI address, e.g. http://127.0.0.1:8080/v1 (llama.cpp "
+                         "server), :1234/v1 (LM Studio), :11434/v1 (Ollama). The only address ever contacted."}),
+            "model_id": ("STRING", {"default": "", "tooltip":
+                         "openai backend only: the model name the server knows (empty: the first one it lists)."}),
+            "n_ctx": ("INT", {"default": 4096, "min": 256, "max": 131072, "step": 256, "tooltip":
+                      "Context length in tokens (prompt + answer). More costs memory; 4096 suits prompt writing, "
+                      "reasoning models may need 8192."}),
+            "n_gpu_layers": ("INT", {"default": -1, "min": -1, "max": 1000, "tooltip":
+                             "Layers to put on the GPU: -1 all, 0 CPU only. Lower it if the GPU runs out of memory. "
+                             "Ignored by a CPU-only llama-cpp-python build."}),
+            "threads": ("INT", {"default": 0, "min": 0, "max": 512, "tooltip":
+                        "CPU threads for llama.cpp; 0 = automatic (half the logical cores)."}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, backend, model, base_url, model_id, n_ctx, n_gpu_layers, threads):
+        # Same settings -> same value, so the node re-runs only when an input (or the file itself) changes.
+        if backend == "llama_cpp":
+            path = folder_paths.get_full_path(LLM_FOLDER, model) if model != NO_MODEL else None
+            try:
+                return repr(core_llm.file_identity(path)) if path else "missing"
+            except OSError:
+                return "missing"
+        return ""
+
+    def load(self, backend, model, base_url, model_id, n_ctx, n_gpu_layers, threads):
+        path = None
+        if backend == "llama_cpp":
+            if model == NO_MODEL or not model:
+                raise FileNotFoundError(
+                    "Local LLM Loader: no .gguf model found: put one (e.g. Qwen2.5-1.5B-Instruct-Q4_K_M.gguf) in "
+                    "ComfyUI/models/llm, or add an 'llm:' folder to extra_model_paths.yaml, then refresh")
+            path = folder_paths.get_full_path(LLM_FOLDER, model)
+            if not path:
+                raise FileNotFoundError(f"Local LLM Loader: model '{model}' is not in any 'llm' folder "
+                                        f"({', '.join(folder_paths.get_folder_paths(LLM_FOLDER))}): refresh the list")
+        loads = core_llm.CACHE.loads
+        t0 = time.perf_counter()
+        handle = core_llm.load(backend, path=path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, threads=threads,
+                               base_url=base_url, model_id=model_id)
+        if core_llm.CACHE.loads != loads:
+            log.info("[Lean LLM] loaded %s (%s) in %.2f s", handle.name, backend, time.perf_counter() - t0)
+        return (handle,)
+
+
+_SERVER = []
+
+
+def _prompt_server():
+    """The host's PromptServer instance (None outside a running host); the import is tried once."""
+    if not _SERVER:
+        try:
+            from server import PromptServer
+            _SERVER.append(PromptServer)
+        except Exception:
+            _SERVER.append(None)
+    return getattr(_SERVER[0], "instance", None) if _SERVER[0] is not None else None
+
+
+class _Streamer:
+    """Per-token callback: cancel check every token; browser stream + ProgressBar batched every 50 ms."""
+
+    def __init__(self, node_id, max_tokens):
+        import comfy.model_management as mm
+        import comfy.utils
+        self.check_cancel = mm.throw_exception_if_processing_interrupted
+        self.pbar = comfy.utils.ProgressBar(int(max_tokens), node_id=node_id)
+        self.node_id = node_id
+        self.max_tokens = int(max_tokens)
+        self.server = _prompt_server()
+        self.pending = []
+        self.next_flush = 0.0
+        self.n = 0
+        self.send({"start": True})
+
+    def send(self, data):
+        if self.server is None:
+            return
+        data = dict(data, node=self.node_id, tokens=self.n, max_tokens=self.max_tokens)
+        self.server.send_sync(STREAM_EVENT, data, getattr(self.server, "client_id", None))
+
+    def __call__(self, piece, n):
+        self.check_cancel()
+        self.pending.append(piece)
+        self.n = n
+        now = time.monotonic()
+        if now >= self.next_flush:
+            self.flush(now)
+
+    def flush(self, now=None):
+        self.next_flush = (now or time.monotonic()) + UI_EVERY_S
+        if self.pending:
+            self.send({"delta": "".join(self.pending)})
+            self.pending.clear()
+        self.pbar.update_absolute(min(self.n, self.max_tokens))
+
+    def done(self, result, status):
+        self.flush()
+        self.send({"done": True, "prompt": result.prompt if result else "", "thinking": result.thinking if result
+                   else "", "status": status})
+
+
+class LeanLLMPrompt:
+    DESCRIPTION = ("Writes an image prompt from a short idea with the model from Local LLM Loader. Reasoning "
+                   "models' <think> text goes to 'thinking', never into 'prompt'. Tokens stream onto the node as they "
+                   "are generated; Cancel stops between tokens. Same seed and inputs give the same text, and the node "
+                   "only re-runs when an input changes.")
+    CATEGORY = "lean/llm"
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("prompt", "thinking")
+    OUTPUT_TOOLTIPS = ("The image prompt (no reasoning; empty if the model ran out of tokens while thinking).",
+                       "The model's reasoning (<think> ... </think>), empty for non-reasoning models.")
+    FUNCTION = "write"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "llm": ("LEAN_LLM", {"tooltip": "The model from Local LLM Loader (GGUF)."}),
+            "idea": ("STRING", {"multiline": True, "default": "a lighthouse on a cliff at dusk", "tooltip":
+                     "What the image should show, in your own words; the model turns it into a prompt."}),
+            "style": (STYLES, {"default": STYLES[0], "tooltip":
+                      "Prompt style: SD1.5 comma tags, SDXL (sentence + tags), Flux / prose (natural language), or "
+                      "custom (your system_prompt)."}),
+            "system_prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
+                              "Instructions for the model, used only when style is 'custom'."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                     "tooltip": "Sampling seed: the same seed and inputs give the same text."}),
+            "max_tokens": ("INT", {"default": 512, "min": 1, "max": 32768, "tooltip":
+                           "Most tokens to generate. Reasoning models (R1) think first: give them 1024 or more, or "
+                           "the prompt comes out empty."}),
+            "temperature": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip":
+                            "Randomness: 0 always picks the likeliest token; 0.6-0.8 is typical."}),
+            "top_p": ("FLOAT", {"default": 0.9, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
+                      "Nucleus sampling: only the likeliest tokens adding up to this probability are considered."}),
+            "keep_loaded": ("BOOLEAN", {"default": True, "tooltip":
+                            "Keep the model in memory for the next run (fast). Off: free its RAM/VRAM right after "
+                            "this run, e.g. to leave room for the image model."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        # A digest of the widget values only: equal inputs -> equal value -> cached, never a random re-run.
+        values = {k: v for k, v in kwargs.items() if k not in ("llm", "unique_id")}
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+    def write(self, llm, idea, style, system_prompt, seed, max_tokens, temperature, top_p, keep_loaded,
+              unique_id=None):
+        if not isinstance(llm, core_llm.LLMHandle):
+            raise TypeError("LLM Prompt Writer: 'llm' must come from Local LLM Loader (GGUF)")
+        streamer = _Streamer(unique_id, max_tokens)
+        result = None
+        status = "failed"
+        if not llm.is_loaded():
+            log.info("[Lean LLM] loading %s again (it was freed)", llm.name)
+        log.info("[Lean LLM] generating with %s: max_tokens=%d seed=%d", llm.name, max_tokens, seed)
+        try:
+            result = core_llm.write_prompt(llm, idea, style=style, system_prompt=system_prompt, seed=seed,
+                                           max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                           on_text=streamer, keep_loaded=keep_loaded)
+            status = result.message(max_tokens)
+        except BaseException as e:
+            if type(e).__name__ == "InterruptProcessingException":
+                status = f"cancelled after {streamer.n} token{'s' if streamer.n != 1 else ''}"
+                log.info("[Lean LLM] %s", status)
+            else:
+                status = f"failed: {type(e).__name__}: {e}"
+            raise
+        finally:
+            if not keep_loaded and not llm.is_loaded():
+                log.info("[Lean LLM] freed %s after the run (keep_loaded=false)", llm.name)
+            streamer.done(result, status)
+        if result.truncated or not result.prompt:
+            log.warning("[Lean LLM] %s", status)
+        return {"ui": {"lean_llm": [{"prompt": result.prompt, "thinking": result.thinking, "status": status,
+                                     "tokens": result.n_tokens}]},
+                "result": (result.prompt, result.thinking)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "LeanLLMLoader": LeanLLMLoader,
+    "LeanLLMPrompt": LeanLLMPrompt,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LeanLLMLoader": "Local LLM Loader (GGUF)",
+    "LeanLLMPrompt": "LLM Prompt Writer (local LLM)",
+}
