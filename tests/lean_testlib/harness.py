@@ -22,6 +22,7 @@ from . import REPO
 
 PACK_DIR_NAME = "comfyui-lean"
 SHIMS = REPO / "tests" / "host_shims"
+SOCKET_AUDIT = pathlib.Path(__file__).resolve().parent / "socket_audit"
 
 
 def find_host():
@@ -99,11 +100,15 @@ class ComfyHost:
         self.log_path = pathlib.Path(log_path)
         self.url = f"http://127.0.0.1:{port}"
         self.client_id = uuid.uuid4().hex
+        self.socket_audit_log = None
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
     def start(cls, comfy_path, base_dir, port=None, extra_args=(), env=None, timeout=240, python=sys.executable,
-              verbose="DEBUG", link_pack=True):
+              verbose="DEBUG", link_pack=True, audit_sockets=False):
+        """audit_sockets (default off): put tests/lean_testlib/socket_audit/sitecustomize.py first on the host's
+        PYTHONPATH so every socket connect/getaddrinfo is logged to ``host.socket_audit_log`` (True: a file in
+        the base dir; a path: that file), each with whether a frame of this repo was on the stack."""
         base = make_base_dir(base_dir, link_pack=link_pack)
         port = port or free_port()
         log_path = base / "comfyui.log"
@@ -111,12 +116,20 @@ class ComfyHost:
         if needs_torchvision_shim(python):
             e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIMS), e.get("PYTHONPATH")]))
         e.setdefault("PYTHONUNBUFFERED", "1")
+        audit_log = None
+        if audit_sockets:
+            audit_log = pathlib.Path(base / "socket_audit.jsonl" if audit_sockets is True else audit_sockets)
+            e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOCKET_AUDIT), e.get("PYTHONPATH")]))
+            e["LEAN_SOCKET_AUDIT_LOG"] = str(audit_log)
+            e["LEAN_SOCKET_AUDIT_CODE"] = os.pathsep.join([str(REPO.resolve()) + os.sep,
+                                                           os.sep + os.path.join("custom_nodes", PACK_DIR_NAME) + os.sep])
         cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", str(base), "--disable-auto-launch", "--verbose", verbose, *extra_args]
         log = open(log_path, "ab")
         proc = subprocess.Popen(cmd, cwd=str(comfy_path), stdout=log, stderr=subprocess.STDOUT, env=e,
                                 start_new_session=True)
         host = cls(comfy_path, base, port, proc, log_path)
+        host.socket_audit_log = audit_log
         host.wait_ready(timeout)
         return host
 
