@@ -171,6 +171,9 @@ class LlamaCppModel:
 
 def normalize_base_url(base_url):
     url = (base_url or "").strip().rstrip("/")
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError(f"base_url {base_url!r} contains a control character (NUL, newline, ...): type the "
+                         f"server's address again, e.g. http://127.0.0.1:8080/v1")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"base_url {base_url!r} is not an http(s) URL: use the server's OpenAI address, e.g. "

@@ -1,0 +1,131 @@
+"""Soak: one ComfyUI host, 200 queued prompts mixing every Lean node it has (fixtures, 64x64, 1 step).
+
+    flock /tmp/lean-heavy.lock python bench/soak.py [--prompts 200] [--block 20]
+
+Prompts are queued in blocks of 20 (each block queued at once, then waited for) and the host process is
+measured from /proc after every block: RSS (VmRSS), open file descriptors (/proc/<pid>/fd), memory mappings
+(/proc/<pid>/maps; file-backed ones must not grow, anonymous ones are the allocator's) and how many distinct .gguf files are mapped (the LLM cache: at most LEAN_LLM_MAX_MODELS,
+1 by default; the LLM prompts alternate n_ctx so the model is replaced all the time).  Inputs vary with the
+prompt number so every node really runs (no execution-cache hits, except the checkpoint loader's).
+
+Targets (issue 9): all succeed; RSS after prompt 200 within 5 % of RSS after prompt 20; fds and mappings do not
+grow; the LLM cache stays bounded.  Ends with
+    RESULT prompts=200 ok=<n> rss_growth=<ratio> fd_growth=<n>
+and exits 1 when a target is missed.
+"""
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+from lean_testlib import harness, workloads  # noqa: E402
+
+
+def proc_figures(pid):
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/maps") as f:
+        maps = f.read().splitlines()
+    files = [l.split(None, 5)[5] for l in maps if len(l.split(None, 5)) == 6 and l.split(None, 5)[5].startswith("/")]
+    gguf = {f for f in files if f.endswith(".gguf")}
+    return {"rss": rss, "fds": fds, "maps": len(maps), "file_maps": len(files), "gguf": len(gguf)}
+
+
+def llm_available():
+    try:
+        import llama_cpp  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--block", type=int, default=20)
+    ap.add_argument("--keep", action="store_true", help="keep the base dir")
+    args = ap.parse_args()
+    path, why = harness.find_host()
+    if path is None:
+        print(f"no ComfyUI host found ({why}); set COMFYUI_PATH")
+        print("RESULT skipped=1")
+        return 0
+    llm = llm_available()
+    base = pathlib.Path(tempfile.mkdtemp(prefix="lean-soak-"))
+    workloads.prepare(base, llm=llm)
+    max_models = int(os.environ.get("LEAN_LLM_MAX_MODELS", "1"))
+    t0 = time.time()
+    host = harness.ComfyHost.start(path, base, verbose="INFO")
+    print(f"host up in {time.time() - t0:.1f} s (pid {host.proc.pid}); base {base}")
+    ok, failed, samples, gguf_max = 0, [], {}, 0
+    try:
+        nodes = set(host.object_info())
+        kinds = workloads.kinds(nodes, llm=llm)
+        covered = sorted(workloads.lean_nodes_covered(kinds, nodes))
+        lean = sorted(n for n in nodes if n.startswith("Lean"))
+        print(f"workloads {kinds}; Lean nodes exercised {covered} of {lean}"
+              + ("" if llm else "; llama-cpp-python missing: no LLM prompts"))
+        i = 0
+        t_run = time.time()
+        while i < args.prompts:
+            ids = []
+            for _ in range(min(args.block, args.prompts - i)):
+                kind = kinds[i % len(kinds)]
+                kw = {"n_ctx": (512, 768)[(i // len(kinds)) % 2]} if kind == "llm" else {}
+                try:
+                    ids.append((i, kind, host.submit(workloads.prompt(kind, i, nodes, **kw))))
+                except harness.PromptFailed as e:
+                    failed.append((i, kind, str(e)[:300]))
+                i += 1
+            for n, kind, pid in ids:
+                entry = host.wait(pid, timeout=900)
+                if entry["status"].get("status_str") == "success":
+                    ok += 1
+                else:
+                    failed.append((n, kind, host.error_text(entry)[:300]))
+                gguf_max = max(gguf_max, proc_figures(host.proc.pid)["gguf"])
+            fig = proc_figures(host.proc.pid)
+            samples[i] = fig
+            print(f"after prompt {i:4d}: RSS {fig['rss'] / 2**20:8.1f} MiB  fds {fig['fds']:4d}  maps {fig['maps']:5d} (files {fig['file_maps']:4d})  "
+                  f"gguf mapped {fig['gguf']}  ok {ok}  failed {len(failed)}  {time.time() - t_run:6.1f} s", flush=True)
+    finally:
+        host.stop()
+    for f in failed[:10]:
+        print("FAILED prompt", *f)
+    first = samples.get(args.block) or samples[min(samples)]
+    last = samples[max(samples)]
+    rss_growth = last["rss"] / first["rss"]
+    fd_growth = last["fds"] - first["fds"]
+    maps_growth = last["maps"] - first["maps"]
+    file_maps_growth = last["file_maps"] - first["file_maps"]
+    print(f"SOAK rss_after_{args.block}={first['rss'] / 2**20:.1f}MiB rss_after_{max(samples)}={last['rss'] / 2**20:.1f}MiB "
+          f"maps_growth={maps_growth} file_maps_growth={file_maps_growth} gguf_mapped_max={gguf_max} (limit {max_models}) "
+          f"wall={time.time() - t0:.0f}s")
+    misses = []
+    if ok != args.prompts:
+        misses.append(f"{args.prompts - ok} prompt(s) failed")
+    if abs(rss_growth - 1) > 0.05:
+        misses.append(f"RSS grew {rss_growth:.3f}x (limit 1.05)")
+    if fd_growth > 0:
+        misses.append(f"{fd_growth} more open fds")
+    if file_maps_growth > 0:
+        misses.append(f"{file_maps_growth} more file mappings")
+    if gguf_max > max_models:
+        misses.append(f"{gguf_max} GGUF files mapped at once (LLM cache limit {max_models})")
+    for m in misses:
+        print("TARGET MISSED:", m)
+    if args.keep:
+        print("base dir kept:", base)
+    else:
+        import shutil
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"RESULT prompts={args.prompts} ok={ok} rss_growth={rss_growth:.3f} fd_growth={fd_growth}", flush=True)
+    return 1 if misses else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

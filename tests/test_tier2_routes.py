@@ -1,0 +1,156 @@
+"""Tier 2: every /lean/... HTTP route only reads inside the registered folders.
+
+The routes are listed twice, independently: from the host's own aiohttp router (a test-only module adds
+GET /lean_test/routes) and by grepping nodes/ for `routes.get("/lean/...")`; both lists must agree, and every
+route must have attack cases here.  For each route: path traversal (../, absolute paths, NUL bytes), symlinks
+pointing out of the folder, and huge requests are refused without leaking the outside file, the server keeps
+answering, and 50 concurrent requests are each answered correctly.
+"""
+import concurrent.futures
+import re
+import urllib.parse
+
+import pytest
+
+from lean_testlib import REPO, harness, report, route_lister_node
+
+pytestmark = pytest.mark.tier2
+
+SECRET = "SECRET-OUTSIDE-THE-MODEL-FOLDERS"
+ROUTE_DECL = re.compile(r"routes\.(get|post|put|patch|delete)\(\s*[\"'](/lean/[^\"']*)[\"']")
+
+
+def declared_routes():
+    found = set()
+    for path in sorted((REPO / "nodes").glob("*.py")):
+        for method, route in ROUTE_DECL.findall(path.read_text()):
+            found.add((method.upper(), route))
+    return found
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    path, why = harness.find_host()
+    if not path:
+        pytest.skip(f"tier 2 skipped: no ComfyUI host found ({why})")
+    base = tmp_path_factory.mktemp("routes_base")
+    harness.make_base_dir(base)
+    secret = base / "secret_outside.txt"
+    secret.write_text(SECRET + "\n")
+    wc = base / "models" / "wildcards"
+    (wc / "colors.txt").write_text("red\ngreen\nblue\n")
+    (wc / "cycle_a.txt").write_text("x __cycle_b__\n")
+    (wc / "cycle_b.txt").write_text("y __cycle_a__\n")
+    (wc / "escape.txt").symlink_to(secret)                       # symlink pointing out of the folder
+    (wc / "escape_dir").symlink_to(base, target_is_directory=True)
+    (base / "input" / "prompts.txt").write_text("a cat\na dog\n")
+    (base / "input" / "escape.txt").symlink_to(secret)
+    route_lister_node.install(base)
+    h = harness.ComfyHost.start(path, base)
+    yield h
+    h.stop()
+
+
+def get(host, route, timeout=60, **query):
+    q = urllib.parse.urlencode(query)
+    return host.request(f"{route}?{q}" if q else route, timeout=timeout)
+
+
+def router_lean_routes(host):
+    status, routes = host.request("/lean_test/routes")
+    assert status == 200, routes
+    return {(m, p) for m, p in routes if p.startswith("/lean/") and m != "HEAD"}
+
+
+# ------------------------------------------------------------------------------------------ route tables
+# Each entry: (query, expected status, check(json) -> bool or None, what).  Every route needs a table, a
+# good-request builder for the concurrency check (i -> (query, check)), and nothing in any answer may contain
+# the outside file's content.
+
+def _err(*words):
+    return lambda d: isinstance(d, dict) and "error" in d and all(w.lower() in d["error"].lower() for w in words)
+
+
+PREVIEW = "/lean/prompt_batch/preview"
+ATTACKS = {
+    PREVIEW: [
+        ({"text": "__../secret_outside__"}, 400, _err("secret_outside"), "wildcard name with ../"),
+        ({"text": "__/etc/passwd__"}, 400, _err("passwd"), "absolute wildcard name"),
+        ({"text": "__escape__"}, 400, _err("escape", "outside"), "wildcard file symlinked outside the folder"),
+        ({"text": "__escape_dir/secret_outside__"}, 400, _err("secret_outside"), "wildcard via a symlinked dir"),
+        ({"text": "__col\x00ors__"}, 400, _err("wildcard"), "NUL byte in a wildcard name"),
+        ({"text": "__cycle_a__"}, 400, _err("cycle"), "wildcard cycle"),
+        ({"text_file": "../secret_outside.txt"}, 400, _err("text_file"), "text_file with ../"),
+        ({"text_file": str(REPO / "README.md")}, 400, _err("text_file"), "absolute text_file"),
+        ({"text_file": "escape.txt"}, 400, _err("text_file"), "text_file symlinked outside the input folder"),
+        ({"text_file": "prompts.txt\x00.png"}, 400, _err("text_file"), "NUL byte in text_file"),
+        ({"mode": "../../etc"}, 400, _err("mode"), "unknown mode"),
+        ({"count": "lots"}, 400, None, "count not a number"),
+        ({"text": "{a|b}" * 64, "mode": "combinatorial", "count": "16"}, 200,
+         lambda d: d.get("over_cap") is True and d["count"] == 2 ** 64, "2^64 combinations counted, not enumerated"),
+        ({"text": "x" * 200_000}, (400, 414, 431), None, "a 200 kB query string"),
+    ],
+}
+
+
+def good_request(route, i):
+    if route == PREVIEW:
+        text = "\n".join(f"prompt {j} __colors__" for j in range(i + 1))
+        return {"text": text, "mode": "lines"}, lambda d: d.get("count") == i + 1
+    raise KeyError(route)
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+def test_router_and_source_agree(host):
+    declared = declared_routes()
+    served = router_lean_routes(host)
+    assert served == declared, f"router only: {served - declared}; source only: {declared - served}"
+
+
+def test_every_route_has_attack_cases(host):
+    missing = {p for _, p in router_lean_routes(host)} - set(ATTACKS)
+    assert not missing, f"routes without cases in tests/test_tier2_routes.py: {missing}"
+
+
+def test_attacks_refused(host, request):
+    routes = sorted(p for _, p in router_lean_routes(host))
+    if not routes:
+        pytest.skip("the pack serves no /lean/ route yet")
+    failures, n = [], 0
+    for route in routes:
+        for query, want, check, what in ATTACKS[route]:
+            n += 1
+            status, data = get(host, route, **query)
+            wants = want if isinstance(want, tuple) else (want,)
+            text = str(data)
+            if status not in wants:
+                failures.append(f"{route} {what}: status {status} (want {want}): {text[:300]}")
+            elif check is not None and not check(data):
+                failures.append(f"{route} {what}: unexpected answer {text[:300]}")
+            if SECRET in text:
+                failures.append(f"{route} {what}: LEAKED the outside file: {text[:300]}")
+            good, ok = good_request(route, 0)
+            status, data = get(host, route, **good)
+            if status != 200 or not ok(data):
+                failures.append(f"{route} after '{what}': a good request got {status} {str(data)[:200]}")
+    report.result(request.config, f"RESULT route_attacks={n} refused={n - len(failures)} routes={len(routes)}")
+    assert not failures, "\n".join(failures)
+    assert host.alive()
+
+
+def test_fifty_concurrent_requests_per_route(host, request):
+    routes = sorted(p for _, p in router_lean_routes(host))
+    if not routes:
+        pytest.skip("the pack serves no /lean/ route yet")
+    for route in routes:
+        def one(i):
+            query, ok = good_request(route, i)
+            status, data = get(host, route, timeout=120, **query)
+            return i, status == 200 and ok(data), status, str(data)[:200]
+
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(one, range(50)))
+        wrong = [r for r in results if not r[1]]
+        report.result(request.config, f"RESULT route={route} concurrent=50 correct={50 - len(wrong)}")
+        assert not wrong, wrong[:5]
