@@ -1,5 +1,5 @@
 """A test-only custom node that makes malformed values no stock node can produce (an empty IMAGE batch, a
-1x1 image, a 2-channel image) so the bad-input catalogue can feed them to Lean nodes through a real host.
+1x1 image, a 2-channel image, a 5-d tensor, integers) so the bad-input catalogue can feed them to Lean nodes through a real host.
 
 Not part of the pack: ``install(base)`` links this file into a test host's custom_nodes/ as its own module
 before the host starts.  Its id does not start with ``Lean`` (the pack's own checks ignore it).
@@ -7,7 +7,7 @@ before the host starts.  Its id does not start with ``Lean`` (the pack's own che
 import os
 import pathlib
 
-KINDS = ["empty_batch", "1x1", "2_channels", "rank_3"]
+KINDS = ["empty_batch", "1x1", "2_channels", "rank_5", "int64"]
 
 
 class TestBadImage_lean:
@@ -28,8 +28,10 @@ class TestBadImage_lean:
             return (torch.full((1, 1, 1, 3), 0.5),)
         if kind == "2_channels":
             return (torch.rand((1, 64, 64, 2)),)
-        if kind == "rank_3":
-            return (torch.rand((64, 64, 3)),)
+        if kind == "rank_5":
+            return (torch.rand((1, 2, 64, 64, 3)),)
+        if kind == "int64":
+            return (torch.ones((1, 64, 64, 3), dtype=torch.int64),)
         raise ValueError(kind)
 
 
