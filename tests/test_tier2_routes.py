@@ -12,7 +12,9 @@ import urllib.parse
 
 import pytest
 
-from lean_testlib import REPO, harness, report, route_lister_node
+import json
+
+from lean_testlib import REPO, bad_inputs, harness, report, route_lister_node
 
 pytestmark = pytest.mark.tier2
 
@@ -45,6 +47,14 @@ def host(tmp_path_factory):
     (wc / "escape_dir").symlink_to(base, target_is_directory=True)
     (base / "input" / "prompts.txt").write_text("a cat\na dog\n")
     (base / "input" / "escape.txt").symlink_to(secret)
+    loras = base / "models" / "loras"
+    bad_inputs.write_safetensors(loras / "good.safetensors", {"w": [1.0]}, metadata={
+        "ss_tag_frequency": json.dumps({"set": {"trigger_a": 5, "trigger_b": 2}})})
+    bad_inputs.write_safetensors(loras / "header_is_list.safetensors", {}, header_override=[1, 2])
+    bad_inputs.write_safetensors(loras / "metadata_not_dict.safetensors", {}, header_override={"__metadata__": "x"})
+    (loras / "zero.safetensors").write_bytes(b"")
+    (loras / "escape.safetensors").symlink_to(secret)           # a "LoRA" that is a link to a text file outside
+    (loras / "huge_header.safetensors").write_bytes((1 << 62).to_bytes(8, "little") + b"{}")
     route_lister_node.install(base)
     h = harness.ComfyHost.start(path, base)
     yield h
@@ -93,7 +103,29 @@ ATTACKS = {
 }
 
 
+LORA_NAMES = {"good.safetensors", "header_is_list.safetensors", "metadata_not_dict.safetensors", "zero.safetensors",
+              "escape.safetensors", "huge_header.safetensors"}
+
+
+def _loras_ok(d):
+    items = {it["name"]: it for it in (d or {}).get("loras", [])} if isinstance(d, dict) else {}
+    return (set(items) == LORA_NAMES and items["good.safetensors"]["triggers"] == ["trigger_a", "trigger_b"]
+            and all(items[n]["triggers"] == [] for n in LORA_NAMES - {"good.safetensors"}))
+
+
+LORAS = "/lean/loras"
+ATTACKS[LORAS] = [
+    ({}, 200, _loras_ok, "listing with malformed files and a link to a text file outside (no 500, no leak)"),
+    ({"name": "../../secret_outside.txt"}, 200, _loras_ok, "a ../ query parameter is ignored"),
+    ({"path": "/etc/passwd"}, 200, _loras_ok, "an absolute path parameter is ignored"),
+    ({"name": "a\x00b"}, 200, _loras_ok, "a NUL byte parameter is ignored"),
+    ({"x": "y" * 200_000}, (400, 414, 431), None, "a 200 kB query string"),
+]
+
+
 def good_request(route, i):
+    if route == LORAS:
+        return {}, _loras_ok
     if route == PREVIEW:
         text = "\n".join(f"prompt {j} __colors__" for j in range(i + 1))
         return {"text": text, "mode": "lines"}, lambda d: d.get("count") == i + 1

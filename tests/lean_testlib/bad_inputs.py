@@ -59,16 +59,17 @@ def write_evil_pickle(path, marker):
     return path
 
 
-def write_safetensors(path, tensors):
-    """A minimal safetensors writer (F32 only), independent of the safetensors package."""
+def write_safetensors(path, tensors, metadata=None, header_override=None):
+    """A minimal safetensors writer (F32 only), independent of the safetensors package.  `header_override`
+    replaces the JSON header (to write malformed files)."""
     import numpy as np
-    header, blobs, off = {}, [], 0
+    header, blobs, off = ({"__metadata__": metadata} if metadata else {}), [], 0
     for k, a in tensors.items():
         a = np.ascontiguousarray(a, dtype=np.float32)
         header[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
         blobs.append(a.tobytes())
         off += a.nbytes
-    h = json.dumps(header).encode()
+    h = json.dumps(header if header_override is None else header_override).encode()
     h += b" " * (-len(h) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
