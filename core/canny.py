@@ -76,16 +76,29 @@ def as_bhwc(images):
     return x
 
 
-def to_uint8(img):
+def to_uint8(img, scratch=None):
     """One image [H, W, C] (tensor, any float dtype or uint8) -> numpy uint8 [H, W] or [H, W, 3].
 
-    Float input: clamp to [0, 1], NaN -> 0, x * 255 rounded half-to-even, in float32."""
+    Float input: clamp to [0, 1], NaN -> 0, x * 255 rounded half-to-even, in float32.
+    `scratch` (a dict) lets a batch loop reuse its float32/uint8 buffers: the result then lives
+    in that buffer until the next call."""
     if img.dtype == torch.uint8:
         t = img.cpu()
-    else:
+    elif img.device.type != "cpu" or scratch is None:
         t = torch.clamp(img.to(torch.float32), 0.0, 1.0)     # a new tensor: the input is never touched
         t.nan_to_num_(0.0).mul_(255.0).round_()
         t = t.to(torch.uint8).cpu()
+    else:
+        key = tuple(img.shape)
+        if scratch.get("shape") != key:
+            scratch.update(shape=key, f32=torch.empty(key, dtype=torch.float32), u8=torch.empty(key, dtype=torch.uint8))
+        f32, t = scratch["f32"], scratch["u8"]
+        if img.dtype == torch.float32:
+            torch.clamp(img, 0.0, 1.0, out=f32)
+        else:
+            f32.copy_(img).clamp_(0.0, 1.0)     # fp16/bf16/fp64 -> float32 first, then clamp
+        f32.nan_to_num_(0.0).mul_(255.0).round_()
+        t.copy_(f32)
     a = t.numpy()
     if a.shape[-1] == 1:
         a = a[..., 0]
@@ -179,7 +192,7 @@ def plan(images, resolution, max_output_bytes=None):
     if max(oh, ow) > MAX_SIDE:
         raise CannyError(f"resolution: {resolution} turns this {w}x{h} image into {ow}x{oh}, longer than "
                          f"{MAX_SIDE} pixels; lower resolution (or 0 to keep the input size)")
-    need = b * oh * ow * 16     # IMAGE (3 x float32) + MASK (float32)
+    need = b * oh * ow * 8      # MASK + (with invert) the inverted plane, float32
     if max_output_bytes is not None and need > max_output_bytes:
         raise CannyError(f"resolution: {b} edge maps of {ow}x{oh} need {need / 2**30:.1f} GiB of RAM but only "
                          f"{max_output_bytes / 2**30:.1f} GiB is free; lower resolution or split the batch")
@@ -190,7 +203,8 @@ def canny_batch(images, low_threshold=100, high_threshold=200, auto="off", sigma
                 l2_gradient=False, resolution=0, invert=False, progress=None, max_output_bytes=None):
     """Canny edges of an IMAGE batch.
 
-    Returns (image [B,H,W,3] float32 0/1, mask [B,H,W] float32 0/1 (1 = edge, never inverted),
+    Returns (image [B,H,W,3] float32 0/1 (a read-only-by-convention expand view of one plane, like
+    MaskToImage's), mask [B,H,W] float32 0/1 (1 = edge, never inverted),
     thresholds text (one line per image), [(low, high), ...]).
     `progress(done, total)` is called after each image (it may raise to interrupt)."""
     import cv2
@@ -206,11 +220,12 @@ def canny_batch(images, low_threshold=100, high_threshold=200, auto="off", sigma
                     low, high, high, low)
         low, high = high, low
 
-    image = np.empty((b, oh, ow, 3), np.float32)
     mask = np.empty((b, oh, ow), np.float32)
+    plane = np.empty((b, oh, ow), np.float32) if invert else mask   # what the IMAGE output shows
     used, lines = [], []
+    scratch = {}
     for i in range(b):
-        u8 = to_uint8(x[i])
+        u8 = to_uint8(x[i], scratch)
         if (oh, ow) != (h, w):
             interp = cv2.INTER_AREA if oh * ow < h * w else cv2.INTER_CUBIC
             u8 = cv2.resize(u8, (ow, oh), interpolation=interp)
@@ -228,11 +243,12 @@ def canny_batch(images, low_threshold=100, high_threshold=200, auto="off", sigma
         edges = cv2.Canny(u8, lo, hi, apertureSize=aperture, L2gradient=bool(l2_gradient))
         cv2.multiply(edges, 1.0 / 255.0, dst=mask[i], dtype=cv2.CV_32F)            # 0 or 1 exactly
         if invert:
-            cv2.cvtColor(cv2.subtract(1.0, mask[i]), cv2.COLOR_GRAY2RGB, dst=image[i])
-        else:
-            cv2.cvtColor(mask[i], cv2.COLOR_GRAY2RGB, dst=image[i])
+            cv2.subtract(1.0, mask[i], dst=plane[i])
         used.append((lo, hi))
         lines.append(f"image {i}: low={lo} high={hi} ({note})")
         if progress is not None:
             progress(i + 1, b)
-    return torch.from_numpy(image), torch.from_numpy(mask), "\n".join(lines), used
+    # The IMAGE is the one plane seen as 3 channels (a stride-0 view, exactly what ComfyUI's own
+    # MaskToImage returns): 4 bytes per pixel instead of 12, and nothing to copy.
+    image = torch.from_numpy(plane)[..., None].expand(b, oh, ow, 3)
+    return image, torch.from_numpy(mask), "\n".join(lines), used

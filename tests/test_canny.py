@@ -122,6 +122,10 @@ def test_conversion_matches_numpy_reference(dtype):
     x = torch.from_numpy(vals).to(dtype)
     expected = ref_u8(x.float().numpy())
     np.testing.assert_array_equal(C.to_uint8(x), expected)
+    scratch = {}                                          # the batch loop's buffer-reusing path
+    np.testing.assert_array_equal(C.to_uint8(x, scratch), expected)
+    np.testing.assert_array_equal(C.to_uint8(x[:, :, :1], scratch), expected[..., 0])   # shape change
+    np.testing.assert_array_equal(C.to_uint8(x, scratch), expected)
     assert expected[1, 0, 0] == 0 and expected[1, 1, 0] == 255 and expected[1, 2, 0] == 0
 
 
@@ -281,7 +285,7 @@ def test_huge_output_is_refused_before_allocating():
         C.canny_batch(x, 50, 150, resolution=64)
     x = torch.zeros(4, 64, 64, 3)
     with pytest.raises(ValueError, match=r"GiB of RAM.*lower resolution or split the batch"):
-        C.canny_batch(x, 50, 150, resolution=8192, max_output_bytes=2 * 2**30)
+        C.canny_batch(x, 50, 150, resolution=8192, max_output_bytes=2**30)
 
 
 def test_flat_image_gives_no_edges_in_every_mode():
