@@ -5,7 +5,7 @@ so importing this module stays cheap.
 
 Pipeline per image, in this order:
 
-1. ``to_uint8``: clamp to [0, 1], NaN -> 0, multiply by 255 and round half-to-even, all in
+1. ``to_uint8``: NaN -> 0, clamp to [0, 1], multiply by 255 and round half-to-even, all in
    float32 whatever the input dtype (fp16/bf16 are widened first, so values near 1.0 never
    wrap and nothing overflows).  RGBA loses its alpha channel; grayscale stays one channel.
 2. ``resolution`` > 0: resize so the short side is ``resolution`` and the long side the nearest
@@ -79,30 +79,37 @@ def as_bhwc(images):
 def to_uint8(img, scratch=None):
     """One image [H, W, C] (tensor, any float dtype or uint8) -> numpy uint8 [H, W] or [H, W, 3].
 
-    Float input: clamp to [0, 1], NaN -> 0, x * 255 rounded half-to-even, in float32.
-    `scratch` (a dict) lets a batch loop reuse its float32/uint8 buffers: the result then lives
-    in that buffer until the next call."""
+    Float input: NaN -> 0, clamp to [0, 1], x * 255 rounded half-to-even, in float32 (fp16,
+    bf16 and fp64 are converted to float32 first).  Done with OpenCV, not torch: cv2's kernels
+    are SIMD, and torch's OpenMP workers would keep spinning on the cores Canny is about to use.
+    `scratch` (a dict) lets a batch loop reuse its buffers: the result then lives in that buffer
+    until the next call."""
+    import cv2
+
+    if img.device.type != "cpu":
+        img = img.cpu()
+    h, w, c = img.shape
     if img.dtype == torch.uint8:
-        t = img.cpu()
-    elif img.device.type != "cpu" or scratch is None:
-        t = torch.clamp(img.to(torch.float32), 0.0, 1.0)     # a new tensor: the input is never touched
-        t.nan_to_num_(0.0).mul_(255.0).round_()
-        t = t.to(torch.uint8).cpu()
+        a = img.numpy()
+        return np.ascontiguousarray(a[..., 0] if c == 1 else a)
+    if img.dtype == torch.float32:
+        a = img.numpy()
+    elif img.dtype in (torch.float16, torch.float64):
+        a = img.numpy().astype(np.float32)            # exact for fp16; fp64 rounds once to float32
     else:
-        key = tuple(img.shape)
-        if scratch.get("shape") != key:
-            scratch.update(shape=key, f32=torch.empty(key, dtype=torch.float32), u8=torch.empty(key, dtype=torch.uint8))
-        f32, t = scratch["f32"], scratch["u8"]
-        if img.dtype == torch.float32:
-            torch.clamp(img, 0.0, 1.0, out=f32)
-        else:
-            f32.copy_(img).clamp_(0.0, 1.0)     # fp16/bf16/fp64 -> float32 first, then clamp
-        f32.nan_to_num_(0.0).mul_(255.0).round_()
-        t.copy_(f32)
-    a = t.numpy()
-    if a.shape[-1] == 1:
-        a = a[..., 0]
-    return np.ascontiguousarray(a)
+        a = img.to(torch.float32).numpy()             # bf16: numpy has no such dtype
+    a = a.reshape(h, w * c)                           # one channel for cv2 (copies only if strided)
+    if scratch is None:
+        scratch = {}
+    if scratch.get("shape") != (h, w * c):
+        scratch.update(shape=(h, w * c), f32=np.empty((h, w * c), np.float32), u8=np.empty((h, w * c), np.uint8))
+    f32, u8 = scratch["f32"], scratch["u8"]
+    # Comparisons with NaN are false, so: TOZERO maps NaN, -inf and negatives to 0, TRUNC caps at 1
+    # (+inf too); convertScaleAbs multiplies by 255 in float32 and rounds half-to-even (cvRound).
+    cv2.threshold(a, 0.0, 0.0, cv2.THRESH_TOZERO, dst=f32)
+    cv2.threshold(f32, 1.0, 1.0, cv2.THRESH_TRUNC, dst=f32)
+    cv2.convertScaleAbs(f32, dst=u8, alpha=255.0)
+    return u8.reshape(h, w) if c == 1 else u8.reshape(h, w, c)
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -129,6 +129,22 @@ def test_conversion_matches_numpy_reference(dtype):
     assert expected[1, 0, 0] == 0 and expected[1, 1, 0] == 255 and expected[1, 2, 0] == 0
 
 
+@pytest.mark.parametrize("shape", [(7, 9, 3), (5, 33, 1), (3, 3, 3), (4, 17, 4)])
+def test_conversion_odd_sizes_and_strided_input(shape):
+    """Odd widths exercise the scalar tails of cv2's SIMD loops; RGBA slices are strided."""
+    rng = np.random.default_rng(5)
+    vals = rng.uniform(-0.1, 1.1, shape).astype(np.float32)
+    flat = vals.reshape(-1)
+    flat[::5] = (rng.integers(0, 255, flat[::5].shape) + 0.5) / np.float32(255)   # ties
+    flat[1::7] = np.nan
+    flat[2::11] = np.inf
+    x = torch.from_numpy(vals)
+    if shape[-1] == 4:
+        x = x[..., :3]
+    np.testing.assert_array_equal(C.to_uint8(x), ref_u8(x.numpy()).squeeze(-1) if shape[-1] == 1
+                                  else ref_u8(x.numpy()))
+
+
 def test_float_roundtrip_of_uint8_is_exact():
     u8 = np.arange(256, dtype=np.uint8).reshape(16, 16)[..., None].repeat(3, -1)
     np.testing.assert_array_equal(C.to_uint8(as_float(u8)), u8)
