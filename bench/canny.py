@@ -14,6 +14,7 @@ Contenders:
               default resolution 512 (truncating *255 -> uint8, resize to 512, cv2.Canny, HWC3,
               back to float, torch.stack); it computes a 512x512 map, a quarter of the pixels
   aux@native  the same loop at the input size (like for like with lean)
+  lean@512    LeanCanny with resolution=512 (like for like with aux@512)
 
 Ends with `RESULT vs_raw=<lean/raw throughput> vs_core=<lean/core throughput>`.
 """
@@ -103,12 +104,15 @@ def main():
         import comfy.utils  # noqa: F401  (the node's ProgressBar / interrupt hooks need the host)
         node = LeanCanny()
 
-        def lean(x):
-            return node.detect(x, args.low, args.high, "off", 0.33, 0, "3", False, 0, False)
+        def lean(x, resolution=0):
+            return node.detect(x, args.low, args.high, "off", 0.33, 0, "3", False, resolution, False)
         lean_label = "LeanCanny.detect"
     except ImportError:
-        def lean(x):
-            return core.canny_batch(x, args.low, args.high)
+        def lean(x, resolution=0):
+            return core.canny_batch(x, args.low, args.high, resolution=resolution)
+
+    def lean512(x):
+        return lean(x, 512)
         lean_label = "core.canny_batch (host not importable)"
 
     n, s = args.images, args.size
@@ -127,6 +131,7 @@ def main():
     contenders = {
         "lean": lambda: lean(x),
         "raw": lambda: [cv2.Canny(u8[i], args.low, args.high) for i in range(n)],
+        "lean@512": lambda: lean512(x),
         "aux@512": lambda: aux_style_loop(x, args.low, args.high, 512),
         "aux@native": lambda: aux_style_loop(x, args.low, args.high, None),
     }
