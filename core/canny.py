@@ -86,6 +86,7 @@ def to_uint8(img, scratch=None):
     until the next call."""
     import cv2
 
+    img = img.detach()
     if img.device.type != "cpu":
         img = img.cpu()
     h, w, c = img.shape

@@ -145,6 +145,13 @@ def test_conversion_odd_sizes_and_strided_input(shape):
                                   else ref_u8(x.numpy()))
 
 
+def test_tensor_that_requires_grad_is_accepted():
+    u8 = photos(1)
+    x = as_float(u8).requires_grad_(True)
+    _, mask, _, _ = C.canny_batch(x, 50, 150)
+    np.testing.assert_array_equal(edges_of(mask[0]), cv2.Canny(u8[0], 50, 150))
+
+
 def test_float_roundtrip_of_uint8_is_exact():
     u8 = np.arange(256, dtype=np.uint8).reshape(16, 16)[..., None].repeat(3, -1)
     np.testing.assert_array_equal(C.to_uint8(as_float(u8)), u8)
