@@ -29,7 +29,7 @@ FILLER = ["sharp focus", "golden hour", "highly detailed", "soft light", "wide a
 
 
 def prompts16():
-    """16 prompts: 6 of one chunk, 6 of two, 4 of three (with a few (word:1.2) weights)."""
+    """16 prompts: 6 of one chunk, 6 of two, 4 of three; every other prompt has (word:1.2) weights."""
     out = []
     for i in range(16):
         chunks = 1 if i % 8 < 3 else (2 if i % 8 < 6 else 3)
@@ -38,7 +38,7 @@ def prompts16():
         k = 0
         while len(", ".join(words).split()) * 1.5 < target:
             w = FILLER[(i + k) % len(FILLER)]
-            words.append(f"({w}:1.2)" if k % 7 == 3 else w)
+            words.append(f"({w}:1.2)" if (i % 2 == 0 and k % 7 == 3) else w)
             k += 1
         out.append(", ".join(words))
     return out

@@ -11,15 +11,35 @@ from __future__ import annotations
 import torch
 
 
-def plan_passes(chunk_counts, rows_per_pass):
-    """Split prompts' chunk rows into passes of at most `rows_per_pass` rows.
-
-    Returns a list of passes; each pass is a list of (prompt index, chunk index).  A prompt's
-    chunks may straddle two passes (rows are independent); order is preserved."""
+def plan_passes(rows, rows_per_pass):
+    """Split the rows to encode into passes of at most `rows_per_pass` rows, order kept."""
     if rows_per_pass < 1:
         raise ValueError("rows_per_pass must be >= 1")
-    rows = [(i, k) for i, n in enumerate(chunk_counts) for k in range(n)]
+    rows = list(rows)
     return [rows[s:s + rows_per_pass] for s in range(0, len(rows), rows_per_pass)]
+
+
+def unique_rows(row_keys):
+    """Deduplicate rows: (first positions of the distinct keys, index of each row's key among them).
+
+    Identical chunks (a long shared prefix, the empty chunk) go through the text encoder once."""
+    seen = {}
+    firsts, index = [], []
+    for pos, key in enumerate(row_keys):
+        if key not in seen:
+            seen[key] = len(firsts)
+            firsts.append(pos)
+        index.append(seen[key])
+    return firsts, index
+
+
+def chunk_key(chunks):
+    """A hashable key of one chunk row (one chunk per encoder).  Items are (token, weight[, word id]);
+    a token that is not an int (an embedding tensor) is keyed by identity."""
+    out = []
+    for chunk in chunks:
+        out.append(tuple((t if isinstance(t, int) else ("obj", id(t)), float(w)) for t, w, *_ in chunk))
+    return tuple(out)
 
 
 def assemble(chunk_cond, chunk_pooled, chunk_counts, pad_chunk):

@@ -129,11 +129,14 @@ def encode_batched(clip, texts):
     if counts[-1] != 1:
         raise _Unsupported("the empty prompt is not one chunk")
     width = max(e.transformer.get_input_embeddings().weight.shape[1] for e in encoders)
-    rows = sum(counts)
-    per_pass = cond_batch.rows_per_pass(_free_memory(clip), length, width, rows)
-    passes = cond_batch.plan_passes(counts, per_pass)
+    rows = [(i, c) for i, n in enumerate(counts) for c in range(n)]
+    firsts, index = cond_batch.unique_rows(
+        [cond_batch.chunk_key([all_tokens[i][k][c] for k in keys]) for i, c in rows])
+    unique = [rows[f] for f in firsts]  # the rows the text encoder really computes
+    per_pass = cond_batch.rows_per_pass(_free_memory(clip), length, width, len(unique))
+    passes = cond_batch.plan_passes(unique, per_pass)
 
-    chunk_cond, chunk_pooled = {}, {}
+    done_cond, done_pooled = {}, {}
     extras = None
     pooled_missing = False
     pbar = ProgressBar(len(passes))
@@ -173,19 +176,21 @@ def encode_batched(clip, texts):
         else:
             pooled_missing = True
         for j, key in enumerate(rows_here):
-            chunk_cond[key] = cond[0, j * length:(j + 1) * length]
+            done_cond[key] = cond[0, j * length:(j + 1) * length]
             if source is not None:
-                chunk_pooled[key] = source[j]
+                done_pooled[key] = source[j]
         extras = out if extras is None else extras
         pbar.update(1)
 
+    chunk_cond = {row: done_cond[unique[index[r]]] for r, row in enumerate(rows)}
+    chunk_pooled = {row: done_pooled[unique[index[r]]] for r, row in enumerate(rows)} if not pooled_missing else None
     n = len(texts)
     pad = chunk_cond[(n, 0)]
     cond, pooled = cond_batch.assemble({k: v for k, v in chunk_cond.items() if k[0] < n},
-                                       None if pooled_missing else chunk_pooled, counts[:n], pad)
+                                       None if chunk_pooled is None else chunk_pooled, counts[:n], pad)
     info = dict(extras or {})
     info["pooled_output"] = pooled
-    return [[cond, info]], {"passes": len(passes), "rows": rows, "chunks": counts[:n]}
+    return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[:n]}
 
 
 def encode_each(clip, texts):
@@ -290,7 +295,8 @@ class LeanPromptBatch:
                              "load one with a CLIP loader and connect its CLIP output")
         texts = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
         conditioning, stats = encode_prompts(clip, texts)
-        _log.info("[Lean Nodes] LeanPromptBatch: %d prompts, %s text-encoder pass(es)", len(texts), stats["passes"])
+        _log.info("[Lean Nodes] LeanPromptBatch: %d prompts, %s text-encoder pass(es), %s distinct chunks",
+                  len(texts), stats["passes"], stats["rows"])
         return (conditioning, texts, len(texts))
 
 

@@ -323,9 +323,24 @@ def test_count_prompts_modes():
 # ----------------------------------------------------------------------------- batch assembly
 
 def test_plan_passes():
-    assert cond_batch.plan_passes([1, 2, 1], 10) == [[(0, 0), (1, 0), (1, 1), (2, 0)]]
-    assert cond_batch.plan_passes([1, 2, 1], 3) == [[(0, 0), (1, 0), (1, 1)], [(2, 0)]]
-    assert cond_batch.plan_passes([3], 1) == [[(0, 0)], [(0, 1)], [(0, 2)]]
+    rows = [(0, 0), (1, 0), (1, 1), (2, 0)]
+    assert cond_batch.plan_passes(rows, 10) == [rows]
+    assert cond_batch.plan_passes(rows, 3) == [rows[:3], rows[3:]]
+    assert cond_batch.plan_passes(rows[:3], 1) == [[r] for r in rows[:3]]
+    with pytest.raises(ValueError):
+        cond_batch.plan_passes(rows, 0)
+
+
+def test_unique_rows_and_chunk_keys():
+    a = [(49406, 1.0), (320, 1.0), (49407, 1.0)]
+    a_weighted = [(49406, 1.0), (320, 1.3), (49407, 1.0)]
+    b = [(49406, 1.0), (321, 1.0), (49407, 1.0)]
+    emb1, emb2 = torch.zeros(2, 4), torch.zeros(2, 4)
+    keys = [cond_batch.chunk_key(c) for c in ([a], [b], [list(a)], [a_weighted], [a, b], [a, a],
+                                            [[(emb1, 1.0)]], [[(emb2, 1.0)]], [[(emb1, 1.0, 3)]])]
+    firsts, index = cond_batch.unique_rows(keys)
+    assert index == [0, 1, 0, 2, 3, 4, 5, 6, 5]  # same tokens+weights share; embeddings by identity
+    assert firsts == [0, 1, 3, 4, 5, 6, 7]
 
 
 def test_rows_per_pass_bounds():

@@ -82,6 +82,8 @@ PROMPTS = [
     "a small house, " + LONGER,
     "(masterpiece:1.2), " + LONG + ", (blurry:0.5)",
     "x",
+    "a red cube on a table",  # a repeat, and a prompt whose first chunk equals prompt 2's first chunk:
+    LONG + ", a cat",         # identical chunks are encoded once and shared
 ]
 
 
@@ -138,7 +140,8 @@ def test_every_entry_equals_stock_clip_text_encode(host):
             assert cond[i, start:start + L].abs().amax(dim=-1).min() > 0
     # the entries really differ (so the comparisons above can fail)
     for i, j in itertools.combinations(range(n), 2):
-        assert not torch.allclose(cond[i, :L], cond[j, :L], atol=1e-3), (i, j)
+        if PROMPTS[i] != PROMPTS[j]:
+            assert not torch.allclose(cond[i], cond[j], atol=1e-3), (i, j)
     assert probe_node.read(host.base, "batch_strings")[1]["strings"] == PROMPTS
     assert probe_node.read(host.base, "batch_n")[1]["number"] == [n]
 
