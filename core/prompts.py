@@ -470,17 +470,18 @@ def expand(text, mode="lines", count=16, seed=0, prefix="", suffix="", wildcard_
 
 
 def count_prompts(text, mode="lines", count=16, wildcard_roots=(), store=None, prefix="", suffix=""):
-    """How many prompts `expand` would make (combinatorial: the full total, even past the cap)."""
+    """How many prompts `expand` would make (combinatorial: the full total, even past the cap).
+    Every line is parsed and its wildcards checked, so a bad template raises here too."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     lines = split_lines(text or "")
-    if mode == "lines":
-        return len(lines)
-    if mode == "random":
-        return int(count) if lines else 0
     store = store if store is not None else WildcardStore(wildcard_roots)
     pre, suf = parse(prefix or "", "prefix"), parse(suffix or "", "suffix")
-    total = 0
-    for k, l in enumerate(lines):
-        t = parse(l, where=f"line {k + 1}")
+    trees = [parse(l, where=f"line {k + 1}") for k, l in enumerate(lines)]
+    for t in trees + [pre, suf]:
         check_cycles(t, store)
-        total += count_combinations(Seq([pre, t, suf]), store)
-    return total
+    if mode == "lines":
+        return len(trees)
+    if mode == "random":
+        return int(count) if trees else 0
+    return sum(count_combinations(Seq([pre, t, suf]), store) for t in trees)

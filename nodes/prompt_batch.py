@@ -300,5 +300,40 @@ class LeanPromptBatch:
         return (conditioning, texts, len(texts))
 
 
+# ----------------------------------------------------------------------------- preview route
+
+def preview(query):
+    """GET /lean/prompt_batch/preview?text=...&mode=...&count=...[&prefix=&suffix=&text_file=]
+    -> {"count": n, "cap": count, "over_cap": bool}.  Read-only: reads wildcard files of the
+    registered wildcards folders and text files of the input folder, nothing else."""
+    mode = query.get("mode", "lines")
+    cap = int(query.get("count", 16))
+    text = "\n".join(t for t in (query.get("text", ""), read_text_file(query.get("text_file", NO_FILE))) if t)
+    n = P.count_prompts(text, mode=mode, count=cap, wildcard_roots=wildcard_roots(),
+                        prefix=query.get("prefix", ""), suffix=query.get("suffix", ""))
+    return {"count": n, "mode": mode, "cap": cap, "over_cap": mode == "combinatorial" and n > cap}
+
+
+def _register_routes():
+    try:
+        from aiohttp import web
+        from server import PromptServer
+    except Exception:  # no server (tests, scripts): no route
+        return
+    instance = getattr(PromptServer, "instance", None)
+    if instance is None:
+        return
+
+    @instance.routes.get("/lean/prompt_batch/preview")
+    async def lean_prompt_batch_preview(request):
+        try:
+            return web.json_response(preview(request.rel_url.query))
+        except (ValueError, OSError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+
+
+_register_routes()
+
+
 NODE_CLASS_MAPPINGS = {"LeanPromptBatch": LeanPromptBatch}
 NODE_DISPLAY_NAME_MAPPINGS = {"LeanPromptBatch": "Prompt Batch (wildcards)"}

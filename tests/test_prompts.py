@@ -314,8 +314,12 @@ def test_bad_mode_and_count():
         P.expand("a", mode="random", count=0)
 
 
-def test_count_prompts_modes():
+def test_count_prompts_modes(wc):
     assert P.count_prompts("a\nb\n#c", mode="lines") == 2
+    with pytest.raises(P.WildcardError, match="refused"):
+        P.count_prompts("__../x__", mode="lines", store=store(wc))
+    with pytest.raises(ValueError, match="not one of"):
+        P.count_prompts("a", mode="nope")
     assert P.count_prompts("a", mode="random", count=7) == 7
     assert P.count_prompts("{a|b}\n{c|d|e}", mode="combinatorial") == 5
 

@@ -250,3 +250,22 @@ def test_none_clip_is_a_clear_error(host):
     entry = host.run(g, expect_error=True)
     assert "clip input is None" in host.error_text(entry)
     assert host.alive()
+
+
+def test_preview_route_counts_without_running(host):
+    import urllib.parse
+
+    def get(**q):
+        return host.request("/lean/prompt_batch/preview?" + urllib.parse.urlencode(q))
+
+    assert get(text="a\nb\n# c", mode="lines") == (200, {"count": 2, "mode": "lines", "cap": 16, "over_cap": False})
+    status, body = get(text="{a|b} __colors__ __shapes__", mode="combinatorial", count=8)
+    assert status == 200 and body["count"] == 12 and body["over_cap"] is True
+    status, body = get(text="x", mode="lines", text_file="prompt_list.txt")
+    assert (status, body["count"]) == (200, 3)
+    status, body = get(text="x __../../secret__", mode="lines")
+    assert status == 400 and "refused" in body["error"] and "TOP SECRET" not in str(body)
+    status, body = get(text="x", text_file="../secret.txt")
+    assert status == 400 and "refused" in body["error"] and "TOP SECRET" not in str(body)
+    status, body = get(text="__loop__", mode="random")
+    assert status == 400 and "cycle" in body["error"]
