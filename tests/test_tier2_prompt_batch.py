@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lean_testlib import graphs, harness, probe_node
+from lean_testlib import graphs, harness, lora, probe_node
 
 pytestmark = pytest.mark.tier2
 
@@ -36,6 +36,7 @@ def host(tmp_path_factory, sd15_ckpt):
     harness.make_base_dir(base)
     probe_node.install(base)
     harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
+    harness.link_model(base, "loras", lora.sd15_lora(), "lean_lora.safetensors")
     wc = base / "models" / "wildcards"
     (wc / "scenes").mkdir(parents=True, exist_ok=True)
     (wc / "colors.txt").write_text("# colours\nred\ngreen\nblue\n")
@@ -113,6 +114,15 @@ def test_every_entry_equals_stock_clip_text_encode(host):
          # CLIPSetLastLayer(-2) path (clip skip): the batch must follow the clip's layer setting too
          "skip": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["ck", 1], "stop_at_clip_layer": -2}},
          "pb2": lean_batch("\n".join(PROMPTS[:3]), clip=("skip", 0)), "pb2p": probe("batch_skip", "pb2")}
+    # a LoRA on the text encoder (the kohya fixture, strength 4 so its effect is plain)
+    g["lo"] = {"class_type": "LoraLoader", "inputs": {"model": ["ck", 0], "clip": ["ck", 1],
+                                                      "lora_name": "lean_lora.safetensors",
+                                                      "strength_model": 1.0, "strength_clip": 4.0}}
+    g["pb3"] = lean_batch("\n".join(PROMPTS[:3]), clip=("lo", 1))
+    g["pb3p"] = probe("batch_lora", "pb3")
+    for i in range(3):
+        g[f"lo{i}"] = stock_encode(PROMPTS[i], clip=("lo", 1))
+        g[f"lo{i}p"] = probe(f"lora_{i}", f"lo{i}")
     for i, p in enumerate(PROMPTS):
         g[f"s{i}"] = stock_encode(p)
         g[f"s{i}p"] = probe(f"stock_{i}", f"s{i}")
@@ -152,6 +162,14 @@ def test_every_entry_equals_stock_clip_text_encode(host):
         _close(skip["cond.0.0"][i, :T], s["cond.0.0"][0], f"clip-skip prompt {i}")
         _close(skip["pooled.0.0"][i], s["pooled.0.0"][0], f"clip-skip prompt {i} pooled")
     assert not torch.allclose(skip["cond.0.0"][0, :L], cond[0, :L], atol=1e-3), "CLIPSetLastLayer had no effect"
+
+    with_lora = probe_node.read(host.base, "batch_lora")[0]
+    for i in range(3):
+        s = probe_node.read(host.base, f"lora_{i}")[0]
+        T = s["cond.0.0"].shape[1]
+        _close(with_lora["cond.0.0"][i, :T], s["cond.0.0"][0], f"LoRA prompt {i}")
+        _close(with_lora["pooled.0.0"][i], s["pooled.0.0"][0], f"LoRA prompt {i} pooled")
+    assert (with_lora["cond.0.0"][0, :L] - cond[0, :L]).abs().max() > 1e-3, "the LoRA had no effect"
 
 
 SIXTEEN = [f"a {c} {s} {extra}" for c, s, extra in zip(
@@ -203,9 +221,12 @@ def test_sixteen_prompts_one_sampler_pass_sixteen_different_images(host):
 def test_wildcards_from_models_folder_and_extra_model_paths(host):
     text = "a __colors__ __shapes__ __scenes/place__"
     g = {"ck": ckpt(), "pb": lean_batch(text, mode="random", count=12, seed=5, prefix="{photo|drawing}"),
-         "ps": probe("wild", "pb", 1, "strings"), "pn": probe("wild_n", "pb", 2, "number")}
-    host.run(g)
+         "ps": probe("wild", "pb", 1, "strings"), "pn": probe("wild_n", "pb", 2, "number"),
+         # the documented way to see every prompt: stock Preview Any runs once per list item, in order
+         "pv": {"class_type": "PreviewAny", "inputs": {"source": ["pb", 1]}}}
+    entry = host.run(g)
     got = probe_node.read(host.base, "wild")[1]["strings"]
+    assert entry["outputs"]["pv"]["text"] == got
     assert len(got) == 12 and probe_node.read(host.base, "wild_n")[1]["number"] == [12]
     allowed = {f"{p}, a {c} {s} {pl}" for p in ("photo", "drawing") for c in ("red", "green", "blue")
                for s in ("cube", "sphere") for pl in ("on a beach", "in a forest")}
