@@ -290,3 +290,33 @@ def test_preview_route_counts_without_running(host):
     assert status == 400 and "refused" in body["error"] and "TOP SECRET" not in str(body)
     status, body = get(text="__loop__", mode="random")
     assert status == 400 and "cycle" in body["error"]
+
+
+def test_sdxl_layout_two_encoders_and_fallback_path():
+    """SDXL's text encoder (the host's SDXLClipModel: CLIP-L and CLIP-G, cond concatenated on channels,
+    pooled output from CLIP-G), shrunk to 3 layers with random weights, in a subprocess with the
+    host's modules.  Also checks the one-by-one fallback path gives the same batch."""
+    import json
+    import os
+    import subprocess
+
+    path, why = harness.find_host()
+    if not path:
+        pytest.skip(f"tier 2 skipped: no ComfyUI host found ({why})")
+    _mark_tier2_ran()
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+    r = subprocess.run([sys.executable, "-m", "lean_testlib.sdxl_tiny"], cwd=tests_dir, env=env,
+                       capture_output=True, text=True, timeout=600)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT_JSON ")]
+    assert r.returncode == 0 and lines, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(lines[-1][len("RESULT_JSON "):])
+    assert res["shape"] == [5, 3 * L, 32 + 64], res["shape"]  # CLIP-L 32 + CLIP-G 64 channels, 3 chunks
+    assert res["pooled_shape"] == [5, 64]  # CLIP-G's pooled output, as stock SDXL
+    assert res["stats"]["passes"] == 1 and res["stats"]["rows"] == 8  # 8 chunks + the empty one - 1 repeat
+    assert [p["tokens"] for p in res["prompts"]] == [L, L, 2 * L, 3 * L, L]
+    for i, p in enumerate(res["prompts"]):
+        tol = 1e-4 * max(1.0, p["scale"])
+        assert p["cond_err"] <= tol and p["pad_err"] <= tol and p["pooled_err"] <= tol, (i, p)
+    assert res["each_vs_batch"] <= 1e-4 * 200 and res["each_pooled_vs_batch"] <= 1e-4 * 200
+    assert res["distinct_0_1"] > 1.0

@@ -21,7 +21,6 @@ def load_host():
         sys.path.insert(0, str(SHIMS))
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-    os.chdir(path)
     import comfy.options  # noqa: F401  (argument parsing stays off: the host's defaults)
     import comfy.cli_args
     import torch
