@@ -175,6 +175,7 @@ def test_fifty_concurrent_requests_per_route(host, request):
     routes = sorted(p for _, p in router_lean_routes(host))
     if not routes:
         pytest.skip("the pack serves no /lean/ route yet")
+    problems = []
     for route in routes:
         def one(i):
             query, ok = good_request(route, i)
@@ -185,4 +186,5 @@ def test_fifty_concurrent_requests_per_route(host, request):
             results = list(pool.map(one, range(50)))
         wrong = [r for r in results if not r[1]]
         report.result(request.config, f"RESULT route={route} concurrent=50 correct={50 - len(wrong)}")
-        assert not wrong, wrong[:5]
+        problems += [(route,) + w for w in wrong[:5]]
+    assert not problems, problems
