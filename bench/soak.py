@@ -26,13 +26,16 @@ from lean_testlib import harness, workloads  # noqa: E402
 
 def proc_figures(pid):
     with open(f"/proc/{pid}/status") as f:
-        rss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+        status = {l.split(":")[0]: l.split()[1:] for l in f}
+    rss = int(status["VmRSS"][0]) * 1024
+    anon = int(status["RssAnon"][0]) * 1024
+    file_rss = int(status["RssFile"][0]) * 1024
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     with open(f"/proc/{pid}/maps") as f:
         maps = f.read().splitlines()
     files = [l.split(None, 5)[5] for l in maps if len(l.split(None, 5)) == 6 and l.split(None, 5)[5].startswith("/")]
     gguf = {f for f in files if f.endswith(".gguf")}
-    return {"rss": rss, "fds": fds, "maps": len(maps), "file_maps": len(files), "gguf": len(gguf)}
+    return {"rss": rss, "anon": anon, "file_rss": file_rss, "fds": fds, "maps": len(maps), "file_maps": len(files), "gguf": len(gguf)}
 
 
 def llm_available():
@@ -48,6 +51,7 @@ def main():
     ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--block", type=int, default=20)
     ap.add_argument("--keep", action="store_true", help="keep the base dir")
+    ap.add_argument("--kinds", default="", help="comma list of workloads to run (llm,canny,sd); default all")
     args = ap.parse_args()
     path, why = harness.find_host()
     if path is None:
@@ -65,6 +69,8 @@ def main():
     try:
         nodes = set(host.object_info())
         kinds = workloads.kinds(nodes, llm=llm)
+        if args.kinds:
+            kinds = [k for k in kinds if k in args.kinds.split(",")]
         covered = sorted(workloads.lean_nodes_covered(kinds, nodes))
         lean = sorted(n for n in nodes if n.startswith("Lean"))
         print(f"workloads {kinds}; Lean nodes exercised {covered} of {lean}"
@@ -90,7 +96,7 @@ def main():
                 gguf_max = max(gguf_max, proc_figures(host.proc.pid)["gguf"])
             fig = proc_figures(host.proc.pid)
             samples[i] = fig
-            print(f"after prompt {i:4d}: RSS {fig['rss'] / 2**20:8.1f} MiB  fds {fig['fds']:4d}  maps {fig['maps']:5d} (files {fig['file_maps']:4d})  "
+            print(f"after prompt {i:4d}: RSS {fig['rss'] / 2**20:8.1f} MiB (anon {fig['anon'] / 2**20:7.1f}, file {fig['file_rss'] / 2**20:7.1f})  fds {fig['fds']:4d}  maps {fig['maps']:5d} (files {fig['file_maps']:4d})  "
                   f"gguf mapped {fig['gguf']}  ok {ok}  failed {len(failed)}  {time.time() - t_run:6.1f} s", flush=True)
     finally:
         host.stop()

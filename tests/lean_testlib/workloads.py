@@ -80,11 +80,12 @@ def sd_prompt(i, nodes):
     model, clip, text = ["k", 0], ["k", 1], f"a cube number {i}"
     if "LeanLoraTags" in nodes:
         g["t"] = {"class_type": "LeanLoraTags", "inputs": {
-            "model": model, "clip": clip, "text": f"a cube <lora:lean_lora:{0.2 + (i % 5) / 10:.1f}> number {i}"}}
+            "model": model, "clip": clip, "text": f"a cube <lora:lean_lora:{0.2 + (i % 250) * 0.003:.3f}> number {i}"}}
         model, clip, text = ["t", 0], ["t", 1], ["t", 2]
     if "LeanLoraLoader" in nodes:
         g["r"] = {"class_type": "LeanLoraLoader", "inputs": {
-            "model": model, "clip": clip, "lora_name": LORA, "strength_model": 0.1 * (i % 4), "strength_clip": 0.3,
+            "model": model, "clip": clip, "lora_name": LORA, "strength_model": round(0.05 + (i % 250) * 0.004, 3),
+            "strength_clip": round(0.3 + (i % 250) * 0.001, 3),
             "schedule": "" if i % 2 else "0:1,1:0.5", "block_weights": ""}}
         model, clip = ["r", 0], ["r", 1]
     if "LeanPromptBatch" in nodes:
