@@ -256,7 +256,7 @@ class CheckpointFile:
     def _pread_into(self, info, out):
         """Read info's bytes into the (contiguous CPU) tensor ``out`` with pread, all of it."""
         import torch
-        buf = memoryview(out.view(torch.uint8).reshape(-1).numpy())
+        buf = memoryview(out.reshape(-1).view(torch.uint8).numpy())
         done = 0
         while done < info.nbytes:
             n = os.preadv(self._fd, [buf[done:]], info.start + done)

@@ -8,7 +8,6 @@ mapped tensor itself where the dtype/device already match, else a converted copy
 file pages it came from leave the process's resident set.  CLIP and VAE are loaded by the host's own
 code from the same mapping, only when switched on.
 """
-import gc
 import logging
 
 import torch
@@ -205,7 +204,6 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
                   "keys_read_list": sorted(ck.keys_read), "parts": parts, "weight_dtype": weight_dtype}
     finally:
         ck.close()
-    gc.collect()
     report.update(meter.figures())
     report["text"] = core.format_report(report)
     return model, clip, vae, report
