@@ -92,6 +92,8 @@ def _load_diffusion_model(ck, views, prefix, model_config, weight_dtype, load_mo
     # no memory until written -- and they never are: each is replaced below.
     model = model_config.get_model(views, prefix, device=init_device)
     dm = model.diffusion_model
+    if load_mode == "read":  # large sequential reads up front, then the same per-tensor placement
+        ck.read_subset([k for k in views if k.startswith(prefix)])
     unet = {k[len(prefix):]: v for k, v in views.items() if k.startswith(prefix)}
     unet = model_config.process_unet_state_dict(unet)
     slots = dm.state_dict(keep_vars=True)
