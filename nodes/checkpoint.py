@@ -133,12 +133,17 @@ def _load_diffusion_model(ck, views, prefix, model_config, weight_dtype, load_mo
 
 
 def _describe(obj, attr):
+    """Class, the dtype holding most of the weight bytes, and the device of a loaded part."""
     if obj is None:
         return "none in this file"
     try:
         m = getattr(obj, attr)
-        p = next(m.parameters())
-        return f"{type(m).__name__}, weights {_dtype_name(p.dtype)} on {p.device}"
+        size, dev = {}, None
+        for p in m.parameters():
+            size[p.dtype] = size.get(p.dtype, 0) + p.numel() * p.element_size()
+            dev = dev or p.device
+        main = max(size, key=size.get)
+        return f"{type(m).__name__}, weights {_dtype_name(main)} on {dev}, {sum(size.values()) / 2**30:.2f} GiB"
     except Exception:
         return type(obj).__name__
 

@@ -101,6 +101,38 @@ def test_fp16_weights_sample_like_stock(comfy_sd15, stock_image):
     comfy_sd15.free()
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "fp8_e4m3fn"])
+def test_small_weight_dtypes_sample(comfy_sd15, dtype):
+    entry = comfy_sd15.run(lean_txt2img(f"ckpt_lean_{dtype}", weight_dtype=dtype))
+    img = image(comfy_sd15, entry)
+    assert img.shape == (64, 64, 3) and img.std() > 0
+    rep = report_of(entry)
+    want = {"bf16": "bfloat16", "fp8_e4m3fn": "float8_e4m3fn"}[dtype]
+    assert f"weights {want}" in rep, rep
+    comfy_sd15.free()
+
+
+@pytest.fixture(scope="module")
+def sd15_as_ckpt(sd15_ckpt):
+    """The SD1.5 fixture re-saved as a torch .ckpt (zip format, {"state_dict": ...}), cached."""
+    from safetensors.torch import load_file
+    from lean_testlib import cache_dir
+    out = cache_dir() / "fixtures" / (pathlib.Path(sd15_ckpt).stem + ".ckpt")
+    if not out.exists():
+        tmp = out.with_suffix(".ckpt.part")
+        torch.save({"state_dict": load_file(str(sd15_ckpt))}, tmp)
+        tmp.rename(out)
+    return out
+
+
+def test_torch_ckpt_samples_identical_to_stock(comfy_sd15, stock_image, sd15_as_ckpt):
+    harness.link_model(comfy_sd15.base, "checkpoints", sd15_as_ckpt, "lean_sd15.ckpt")
+    entry = comfy_sd15.run(lean_txt2img("ckpt_lean_torch", ckpt="lean_sd15.ckpt"))
+    assert np.array_equal(image(comfy_sd15, entry), stock_image)
+    assert "(torch," in report_of(entry)
+    comfy_sd15.free()
+
+
 def test_load_clip_off_never_reads_clip_bytes(comfy_sd15, sd15_ckpt):
     """Measured from outside through the page cache: drop the fixture from the cache, load with
     load_clip=false, and check with mincore that no page inside the CLIP tensors was read."""
