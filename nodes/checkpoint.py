@@ -37,19 +37,21 @@ class NotLoaded:
     """What the CLIP/VAE output carries when that part was switched off: nothing was read for it, and
     any use raises a clear error instead of ``'NoneType' object has no attribute ...``."""
 
-    def __init__(self, part, flag, ckpt_name):
+    def __init__(self, part, flag, ckpt_name, reason=None):
         self._part, self._flag, self._ckpt = part, flag, ckpt_name
+        self._reason = reason or f"{flag} is off"
 
     def __getattr__(self, name):
-        if name.startswith("__") or name in ("_part", "_flag", "_ckpt"):
+        if name.startswith("__") or name in ("_part", "_flag", "_ckpt", "_reason"):
             raise AttributeError(name)
+        fix = (f"Switch {self._flag} on in the {DISPLAY} node, or connect a separate {self._part} loader"
+               if self._reason.endswith("is off") else f"Connect a separate {self._part} loader")
         raise PartNotLoaded(
-            f"{DISPLAY}: the {self._part} of '{self._ckpt}' was not loaded because {self._flag} is off, so it cannot be "
-            f"used here (a node asked for .{name}). Switch {self._flag} on in the {DISPLAY} node, or connect a "
-            f"separate {self._part} loader" + (" (or use LoraLoaderModelOnly for LoRAs)." if self._part == "CLIP" else "."))
+            f"{DISPLAY}: there is no {self._part} from '{self._ckpt}' ({self._reason}), so it cannot be used here "
+            f"(a node asked for .{name}). {fix}" + (" (or use LoraLoaderModelOnly for LoRAs)." if self._part == "CLIP" else "."))
 
     def __repr__(self):
-        return f"<{self._part} not loaded ({self._flag} is off)>"
+        return f"<no {self._part}: {self._reason}>"
 
 
 def _dtype_name(dt):
@@ -120,9 +122,9 @@ def _load_diffusion_model(ck, views, prefix, model_config, weight_dtype, load_mo
         del t, slot
     missing = list(slots)
     if missing:
-        log.warning("[Lean Nodes] %s: unet missing: %s", ck.name, missing)
+        log.warning("[Lean Checkpoint] %s: diffusion model keys missing from the file: %s", ck.name, missing)
     if unexpected:
-        log.warning("[Lean Nodes] %s: unet unexpected: %s", ck.name, unexpected)
+        log.warning("[Lean Checkpoint] %s: file keys the diffusion model has no place for: %s", ck.name, unexpected)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
     if init_device != torch.device("cpu"):
         mm.load_models_gpu([patcher], force_full_load=True)
@@ -150,6 +152,40 @@ def _describe(obj, attr):
 
 def _prefixed(keys, prefixes):
     return [k for k in keys if any(k.startswith(p) for p in prefixes)]
+
+
+def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory):
+    """CLIP and VAE through the host's own classes and the detected model config's key processing, from
+    the mapping (or the read/direct buffers); only the switched-on part's tensors are read.  Their file
+    pages leave the resident set before the diffusion model is built."""
+    wanted = []
+    if load_vae:
+        wanted += _prefixed(views, model_config.vae_key_prefix)
+    if load_clip:
+        wanted += _prefixed(views, model_config.text_encoder_key_prefix)
+    sd = dict(views)
+    sd.update(ck.read_subset(wanted))
+    clip = vae = None
+    if load_vae:
+        vae_sd = comfy.utils.state_dict_prefix_replace(sd, {p: "" for p in model_config.vae_key_prefix}, filter_keys=True)
+        vae_sd = model_config.process_vae_state_dict(vae_sd)
+        if vae_sd:
+            vae = comfy.sd.VAE(sd=vae_sd, metadata=ck.metadata)
+        del vae_sd
+    if load_clip:
+        target = model_config.clip_target(state_dict=sd)
+        clip_sd = model_config.process_clip_state_dict(sd) if target is not None else {}
+        if clip_sd:
+            clip = comfy.sd.CLIP(target, embedding_directory=embedding_directory, tokenizer_data=clip_sd,
+                                 parameters=comfy.utils.calculate_parameters(clip_sd))
+            missing, unexpected = clip.load_sd(clip_sd, full_model=True)
+            if missing:
+                log.debug("[Lean Checkpoint] %s: text encoder keys not in the file: %s", ck.name, missing)
+        del clip_sd
+    del sd
+    for key in wanted:
+        ck.release(key)
+    return clip, vae
 
 
 def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True, load_vae=True,
@@ -180,25 +216,13 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
         # the resident set before the (much larger) diffusion model is built, so the two never add up.
         clip, vae = NotLoaded("CLIP", "load_clip", name), NotLoaded("VAE", "load_vae", name)
         if load_clip or load_vae:
-            wanted = []
-            if load_vae:
-                wanted += _prefixed(views, model_config.vae_key_prefix)
+            c, v = _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory)
             if load_clip:
-                wanted += _prefixed(views, model_config.text_encoder_key_prefix)
-            sd = dict(views)
-            sd.update(ck.read_subset(wanted))
-            _, c, v, _ = comfy.sd.load_state_dict_guess_config(
-                sd, output_vae=load_vae, output_clip=load_clip, output_clipvision=False,
-                embedding_directory=embedding_directory, output_model=False, metadata=ck.metadata)
-            del sd
-            if load_clip:
-                clip = c
+                clip = c if c is not None else NotLoaded("CLIP", "load_clip", name, "the file has no text encoder")
                 parts["clip"] = _describe(c, "cond_stage_model")
             if load_vae:
-                vae = v
+                vae = v if v is not None else NotLoaded("VAE", "load_vae", name, "the file has no VAE")
                 parts["vae"] = _describe(v, "first_stage_model")
-            for key in wanted:
-                ck.release(key)
         model, zero_copy, parts["model"] = _load_diffusion_model(ck, views, prefix, model_config, dtype, load_mode,
                                                                  ck.metadata)
         # Whatever else was read but is not the model's own weight (used as read) leaves the resident set;
@@ -265,7 +289,7 @@ class LeanCheckpointLoader:
         except core.CheckpointError as e:
             raise ValueError(f"{DISPLAY}: {e}") from None
         text = report["text"]
-        log.info("[Lean Nodes] %s", text.replace("\n", " | "))
+        log.info("[Lean Checkpoint] %s", text.replace("\n", " | "))
         return {"ui": {"text": [text]}, "result": (model, clip, vae, text)}
 
 
