@@ -130,7 +130,9 @@ def _load_diffusion_model(ck, views, prefix, model_config, weight_dtype, load_mo
         mm.load_models_gpu([patcher], force_full_load=True)
     desc = (f"{type(model).__name__} ({type(model_config).__name__}), {parameters / 1e9:.2f} B params, weights "
             f"{_dtype_name(unet_dtype)} (file {_dtype_name(file_dtype)}), compute {_dtype_name(manual_cast or unet_dtype)}, "
-            f"on {init_device}; {len(zero_copy)} tensors used as read, {converted} converted")
+            f"on {init_device}; {len(zero_copy)} tensors used as read"
+            f"{' (mapped: resident as the sampler uses them)' if zero_copy and load_mode == 'mmap' else ''}, "
+            f"{converted} converted")
     return patcher, zero_copy, desc
 
 
