@@ -180,10 +180,13 @@ class CheckpointFile:
         try:
             obj = torch.load(self.path, map_location="cpu", mmap=True, weights_only=True)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            import re
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+            m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            why = f"it references {m.group(1)}" if m else "it references code, not just tensors"
             raise CheckpointError(f"{self.name}: refused to load: the file's pickle asks for more than tensors "
-                                  f"(weights-only loading rejected it: {first}). It may be malicious; convert it to "
-                                  f".safetensors with a trusted tool or use a .safetensors download") from None
+                                  f"({why}). It may be malicious; get a .safetensors version of the model, or "
+                                  f"convert it with a tool you trust") from None
         except RuntimeError as e:
             msg = str(e)
             if "mmap" in msg or "zip" in msg.lower():
