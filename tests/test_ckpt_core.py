@@ -243,3 +243,36 @@ def test_report_text():
     text = core.format_report(r)
     assert "1.50 s" in text and "1.00 GiB of 2.00 GiB" in text and "clip: off (not read)" in text
     assert "vae: off" in text
+
+
+def _rss_file():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_converted_tensors_leave_no_file_pages_resident():
+    """One copy: after converting a mapped fp16 tensor to fp32, the file pages it was read from are no
+    longer part of this process's RSS (control: converting without the loader keeps them)."""
+    from safetensors.torch import save_file
+    d = cache_dir() / "tmp"
+    d.mkdir(exist_ok=True)
+    p = d / f"rss_{os.getpid()}.safetensors"
+    try:
+        save_file({"w": torch.ones(32 << 20, dtype=torch.float16)}, str(p))  # 64 MiB
+        with core.open_checkpoint(p, "mmap") as ck:
+            views = ck.views()
+            before = _rss_file()
+            control = views["w"].float()  # plain conversion from the mapping: pages stay mapped
+            grown = _rss_file() - before
+            assert grown > 48 << 20, f"control: mapped pages not counted ({grown} bytes)"
+            del control
+            ck.release("w")
+            before = _rss_file()
+            t = ck.materialize("w", torch.float32)
+            assert t.dtype == torch.float32 and t.sum().item() == 32 << 20
+            left = _rss_file() - before
+        assert left < 4 << 20, f"{left} bytes of file pages still resident after the conversion"
+    finally:
+        p.unlink(missing_ok=True)
