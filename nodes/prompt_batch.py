@@ -49,6 +49,9 @@ def read_text_file(name):
     if not name or name == NO_FILE:
         return ""
     root = os.path.realpath(folder_paths.get_input_directory())
+    if "\x00" in name:
+        raise ValueError(f"text_file {name!r} is refused: it contains a NUL byte; pick a .txt file inside the "
+                         f"input folder {root}")
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, path]) != root or not name.lower().endswith(TEXT_FILE_EXTENSIONS):
         raise ValueError(f"text_file {name!r} is refused: pick a .txt file inside the input folder {root}")
