@@ -248,7 +248,7 @@ def map_lora(lf: LoraFile, model, clip):
 
 def sigma_to_percent(model_sampling, sigma, cache):
     """Step fraction of `sigma` for this model's sampling (inverse of model_sampling.percent_to_sigma by
-    bisection, so it works for every model sampling), rounded to 1e-4 so step boundaries are stable."""
+    bisection, so it works for every model sampling), rounded to 1e-6 so step boundaries are stable."""
     s = float(sigma)
     p = cache.get(s)
     if p is not None:
@@ -266,7 +266,7 @@ def sigma_to_percent(model_sampling, sigma, cache):
             else:
                 hi = mid
         p = (lo + hi) / 2
-    p = round(p, 4)
+    p = round(p, 6)
     if len(cache) > 4096:
         cache.clear()
     cache[s] = p
@@ -385,35 +385,42 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
     te_scale = strength_clip * (bw.base if bw is not None else 1.0)
     new_model, new_clip = model, clip
     if do_model and model is not None and (m.unet or m.unet_host):
-        new_model = model.clone()
-        if m.unet and strength_model != 0.0:
-            br = UnetBranch(label, m.unet, strength_model, schedule, start, end, bw)
-            new_model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, br)
-        if m.unet_host and strength_model != 0.0:
-            groups = {}
-            for key, patch in m.unet_host.items():
-                k0 = key if isinstance(key, str) else key[0]
-                w = bw.weight(lora_tags.block_of_key(k0)) if bw is not None else 1.0
-                groups.setdefault(w, {})[key] = patch
-            for w, patches in groups.items():
-                if w != 0.0:
-                    new_model.add_patches(patches, strength_model * w)
-        sched = ""
-        if schedule is not None or start > 0 or end < 1:
-            sched = f", schedule {schedule or 'constant'} window {start:g}-{end:g}"
+        if strength_model == 0.0:
+            lines.append(f"{name}: UNet strength 0, model left unchanged")
+        else:
+            new_model = model.clone()
+            if m.unet:
+                br = UnetBranch(label, m.unet, strength_model, schedule, start, end, bw)
+                new_model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, br)
             if m.unet_host:
-                sched += " (host-patched modules use the constant strength)"
-        lines.append(f"{name}: UNet {len(m.unet)} modules as low-rank branch, {len(m.unet_host)} by host patching; "
-                     f"strength {strength_model:g}{sched}" + (f", blocks {bw.source}" if bw is not None else ""))
+                groups = {}
+                for key, patch in m.unet_host.items():
+                    k0 = key if isinstance(key, str) else key[0]
+                    w = bw.weight(lora_tags.block_of_key(k0)) if bw is not None else 1.0
+                    groups.setdefault(w, {})[key] = patch
+                for w, patches in groups.items():
+                    if w != 0.0:
+                        new_model.add_patches(patches, strength_model * w)
+            sched = ""
+            if schedule is not None or start > 0 or end < 1:
+                sched = f", schedule {schedule or 'constant'} window {start:g}-{end:g}"
+                if m.unet_host:
+                    sched += " (host-patched modules use the constant strength)"
+            lines.append(f"{name}: UNet {len(m.unet)} modules as low-rank branch, {len(m.unet_host)} by host "
+                         f"patching; strength {strength_model:g}{sched}" +
+                         (f", blocks {bw.source}" if bw is not None else ""))
     if do_clip and clip is not None and (m.clip or m.clip_host):
-        new_clip = clip.clone()
-        if m.clip and te_scale != 0.0:
-            cb = ClipBranch(label, m.clip, te_scale)
-            new_clip.patcher.set_injections(f"{WRAPPER_KEY}_{next(_uid)}", [cb.injection()])
-        if m.clip_host and te_scale != 0.0:
-            new_clip.add_patches(m.clip_host, te_scale)
-        lines.append(f"{name}: text encoder {len(m.clip)} modules as low-rank branch, {len(m.clip_host)} by host "
-                     f"patching; strength {te_scale:g}")
+        if te_scale == 0.0:
+            lines.append(f"{name}: text encoder strength 0, CLIP left unchanged")
+        else:
+            new_clip = clip.clone()
+            if m.clip:
+                cb = ClipBranch(label, m.clip, te_scale)
+                new_clip.patcher.set_injections(f"{WRAPPER_KEY}_{next(_uid)}", [cb.injection()])
+            if m.clip_host:
+                new_clip.add_patches(m.clip_host, te_scale)
+            lines.append(f"{name}: text encoder {len(m.clip)} modules as low-rank branch, {len(m.clip_host)} by "
+                         f"host patching; strength {te_scale:g}")
     if m.unet_host or m.clip_host:
         why = ", ".join(f"{k}: {v}" for k, v in sorted(m.why_host.items()))
         lines.append(f"{name}: host patching used for formats without a cheap branch ({why})")
