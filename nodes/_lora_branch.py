@@ -88,7 +88,8 @@ def _module_names(sd):
 
 class Factors:
     """Low-rank factors of one module: out += scale * up(mid(down(x))).  `alpha` is alpha/rank.
-    Stored as loaded (no copy); cast to the compute device/dtype on use (cached only off-CPU)."""
+    Stored as loaded (no copy); cast to the compute device/dtype on first use: on CPU the cast copy replaces
+    the loaded one, on an accelerator a device copy is kept."""
     __slots__ = ("down", "up", "mid", "alpha", "kind", "_cache")
 
     def __init__(self, down, up, mid, alpha, kind):
@@ -103,7 +104,10 @@ class Factors:
         if c is not None and c[0] == device and c[1] == dtype:
             return c[2]
         cast = (d.to(device, dtype), u.to(device, dtype), None if m is None else m.to(device, dtype))
-        if device.type != "cpu":  # keep a device copy (small); on CPU cast per call to keep RAM at file size
+        if device.type == "cpu":
+            # CPU compute: keep only the compute-dtype copy (the file's tensors are released after mapping)
+            self.down, self.up, self.mid = cast
+        else:  # a device copy next to the CPU one (small)
             self._cache = (device, dtype, cast)
         return cast
 
@@ -206,6 +210,8 @@ def map_lora(lf: LoraFile, model, clip):
     hit = lf.mapped.get(sig)
     if hit is not None and all((r() if r is not None else None) is o for r, o in zip(hit.refs, objs)):
         return hit
+    if lf.sd is None:  # released after an earlier mapping: read again for this model
+        lf.sd = comfy.lora_convert.convert_lora(comfy.utils.load_torch_file(lf.path, safe_load=True))
     km_u, km_c = {}, {}
     if model is not None:
         km_u = comfy.lora.model_lora_keys_unet(model.model, {})
@@ -216,7 +222,9 @@ def map_lora(lf: LoraFile, model, clip):
     loaded = comfy.lora.load_lora(lf.sd, key_map, log_missing=False)
     unet_targets = {v if isinstance(v, str) else v[0] for v in km_u.values()}
     m = Mapped()
-    m.file_modules = len(_module_names(lf.sd))
+    names = sorted(_module_names(lf.sd))
+    m.file_modules = len(names)
+    m.sample = names[0] if names else "?"
     m.matched = len(loaded)
     for key, patch in loaded.items():
         k0 = key if isinstance(key, str) else key[0]
@@ -238,6 +246,7 @@ def map_lora(lf: LoraFile, model, clip):
             (m.unet_host if is_unet else m.clip_host)[key] = patch
             m.why_host[why] = m.why_host.get(why, 0) + 1
     m.refs = tuple(weakref.ref(o) if o is not None else None for o in objs)
+    lf.sd = None  # the Mapped factors (and host-patch adapters) keep what is needed; nothing else is held
     if len(lf.mapped) > 4:
         lf.mapped.clear()
     lf.mapped[sig] = m
@@ -373,7 +382,7 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
     name = os.path.basename(lf.path)
     if m.matched == 0:
         arch = type(model.model).__name__ if model is not None else "this model"
-        sample = next(iter(sorted(_module_names(lf.sd))), "?")
+        sample = m.sample
         raise ValueError(f"LoRA '{name}' matched 0 of its {m.file_modules} modules on {arch}: it was made for "
                          f"another model architecture (its keys look like '{sample}'). Pick a LoRA trained for "
                          "this checkpoint.")
