@@ -194,3 +194,41 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LeanLoraTags": "LoRA from Prompt Tags (dynamic)",
     "LeanLoraLoader": "LoRA (dynamic)",
 }
+
+
+# ------------------------------------------------------------------ GET /lean/loras
+
+_META = {}
+
+
+def _lora_listing():
+    out = []
+    for name in folder_paths.get_filename_list("loras"):
+        path = folder_paths.get_full_path("loras", name)  # resolves only inside the registered loras folders
+        item = {"name": name, "triggers": []}
+        if path and name.lower().endswith((".safetensors", ".sft")):
+            try:
+                key = branch._file_key(path)
+                if key not in _META:
+                    _META[key] = lora_tags.trigger_words(lora_tags.read_safetensors_metadata(path))
+                item["triggers"] = _META[key]
+            except (OSError, ValueError) as e:
+                item["error"] = str(e)
+        out.append(item)
+    return out
+
+
+def _register_routes():
+    try:
+        from aiohttp import web
+        from server import PromptServer
+        routes = PromptServer.instance.routes
+    except Exception:  # no server (tier-1 import, scripts): nothing to register
+        return
+
+    @routes.get("/lean/loras")
+    async def lean_loras(request):
+        return web.json_response({"loras": _lora_listing()})
+
+
+_register_routes()

@@ -174,6 +174,20 @@ def test_block_weights_match_filtered_lora(host):
     assert maxdiff(got, ref) <= TOL
 
 
+def _segment_reference(host, strengths, steps, first):
+    """Stock reference: one KSamplerAdvanced per step, each with stock LoraLoaderModelOnly at that step's
+    strength (the plain model where the strength is 0); the CLIP through stock LoraLoader at 1.0."""
+    g = graph([stock(0.0, 1.0)], steps=steps, segments=[(None, i, i + 1) for i in range(first, steps)])
+    for j, s in enumerate(strengths):
+        if s == 0:
+            g[f"seg{j}"]["inputs"]["model"] = ["ckpt", 0]
+            continue
+        g[f"m{j}"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["ckpt", 0], "lora_name": LORA,
+                                                                     "strength_model": s}}
+        g[f"seg{j}"]["inputs"]["model"] = [f"m{j}", 0]
+    return latent(host, g)
+
+
 def test_four_keyframe_schedule_matches_stock_segments(host):
     """20 steps euler/normal, sampled from step 16 (latents stay near 1, see CFG/DENOISE).  The normal scheduler
     puts step i at step fraction i/19 (timesteps linspace(999, 0, 20)).  Reference: stock LoraLoader at each
@@ -184,15 +198,21 @@ def test_four_keyframe_schedule_matches_stock_segments(host):
     strengths = [float(np.interp(i / (steps - 1), [p for p, _ in kf], [v for _, v in kf]))
                  for i in range(first, steps)]
     got = latent(host, graph([lean(1.0, 1.0, schedule=sched)], steps=steps, segments=[(None, first, 10000)]))
-    g = graph([stock(0.0, 1.0)], steps=steps, segments=[(None, i, i + 1) for i in range(first, steps)])
-    for j, s in enumerate(strengths):
-        g[f"m{j}"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["ckpt", 0], "lora_name": LORA,
-                                                                     "strength_model": s}}
-        g[f"seg{j}"]["inputs"]["model"] = [f"m{j}", 0]
-    ref = latent(host, g)
+    ref = _segment_reference(host, strengths, steps, first)
     const = latent(host, graph([stock(1.0, 1.0)], steps=steps, segments=[(None, first, 10000)]))
     assert maxdiff(const, ref) > EFFECT, "the schedule must change the result"
     assert maxdiff(got, ref) <= TOL, (maxdiff(got, ref), strengths)
+
+
+def test_tag_start_window_matches_stock_segments(host):
+    """<lora:...:start=0.9>: steps at fractions 16/19, 17/19 run without the LoRA, 18/19 and 1 with it."""
+    steps, first = 20, 16
+    strengths = [1.0 if i / (steps - 1) >= 0.9 else 0.0 for i in range(first, steps)]
+    assert strengths == [0.0, 0.0, 1.0, 1.0]
+    got = latent(host, graph([("LeanLoraTags", {"text": f"{POS} <lora:lean_lora:unet=1:te=1:start=0.9>"})],
+                             steps=steps, segments=[(None, first, 10000)]))
+    ref = _segment_reference(host, strengths, steps, first)
+    assert maxdiff(got, ref) <= TOL, maxdiff(got, ref)
 
 
 def test_input_model_unchanged(host, base_latent):
@@ -269,3 +289,10 @@ def test_malformed_widgets(host):
 def test_large_negative_strength_is_finite(host):
     latent(host, graph([lean(-40.0, 25.0)]))  # latent() asserts finite
 
+
+
+def test_lora_listing_route_reads_trigger_words(host):
+    data = host.get("/lean/loras")
+    by_name = {x["name"]: x for x in data["loras"]}
+    assert by_name[LORA]["triggers"] == ["leanstyle"], by_name[LORA]
+    assert "xl_style.safetensors" in by_name
