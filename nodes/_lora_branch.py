@@ -175,7 +175,7 @@ class _Hook:
         if f.kind == "linear":
             h = F.linear(x, down)
             return output + F.linear(h * s, up).to(output.dtype)
-        conv = _conv_fn(x.dim() if x.dim() in (3, 4, 5) else module.weight.dim())
+        conv = _conv_fn(module.weight.dim())
         if f.kind == "tucker":
             h = conv(x, down)
             h = conv(h, mid, None, module.stride, module.padding, module.dilation)
