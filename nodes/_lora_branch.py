@@ -121,6 +121,8 @@ def _conv_fn(ndim):
 
 def branch_factors(adapter, module):
     """Factors for a LoRAAdapter on `module`, or (None, why) when it has no cheap exact branch."""
+    if isinstance(adapter, tuple):  # ("diff", ...), ("set", ...) patches
+        return None, str(adapter[0])
     if type(adapter).__name__ != "LoRAAdapter":
         return None, getattr(adapter, "name", type(adapter).__name__)
     up, down, alpha, mid, dora, reshape = adapter.weights
