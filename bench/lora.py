@@ -16,7 +16,6 @@ Usage: flock /tmp/lean-heavy.lock python bench/lora.py [--rounds 2] [--size 64]
 import argparse
 import gc
 import json
-import os
 import pathlib
 import statistics
 import subprocess

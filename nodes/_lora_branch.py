@@ -14,7 +14,6 @@ patching (`add_patches`) at the constant strength, and the node reports which pa
 """
 import itertools
 import logging
-import math
 import os
 import weakref
 
@@ -378,7 +377,7 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
                do_model=True, do_clip=True):
     """Returns (model', clip', report lines).  Clones; never mutates the inputs.  `do_model`/`do_clip`
     False returns that input unchanged (the caller re-uses a cached object)."""
-    m = map_lora(lf, model if do_model else model, clip)
+    m = map_lora(lf, model, clip)
     layout = lora_tags.unet_layout(model.model.diffusion_model.state_dict().keys()) if model is not None else None
     bw = lora_tags.parse_block_weights(block_text, layout, block_what, block_full, block_base)
     name = os.path.basename(lf.path)
