@@ -20,13 +20,6 @@ CKPT = "lean_sd15.safetensors"
 L = 77
 
 
-def _mark_tier2_ran():
-    # conftest prints "TIER 2 RAN" only for its own `comfy` fixture; this module starts its own host
-    cf = sys.modules.get("conftest")
-    if cf is not None and hasattr(cf, "_TIER2"):
-        cf._TIER2["ran"] = True
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory, sd15_ckpt):
     path, why = harness.find_host()
@@ -51,7 +44,6 @@ def host(tmp_path_factory, sd15_ckpt):
     yaml.write_text(f"lean_test:\n  base_path: {base}\n  wildcards: extra_wc\n")
     (base / "input" / "prompt_list.txt").write_text("# from a file\na cat from the file\na dog from the file\n")
     h = harness.ComfyHost.start(path, base, extra_args=["--extra-model-paths-config", str(yaml)])
-    _mark_tier2_ran()
     yield h
     h.stop()
 
@@ -303,7 +295,6 @@ def test_sdxl_layout_two_encoders_and_fallback_path():
     path, why = harness.find_host()
     if not path:
         pytest.skip(f"tier 2 skipped: no ComfyUI host found ({why})")
-    _mark_tier2_ran()
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
     r = subprocess.run([sys.executable, "-m", "lean_testlib.sdxl_tiny"], cwd=tests_dir, env=env,
