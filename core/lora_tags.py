@@ -482,6 +482,9 @@ def read_safetensors_metadata(path) -> dict:
         if n > MAX_HEADER:
             raise ValueError(f"{os.path.basename(str(path))}: safetensors header of {n} bytes is too large")
         header = json.loads(f.read(n))
+    if not isinstance(header, dict):
+        raise ValueError(f"{os.path.basename(str(path))}: not a safetensors file (its header is a JSON "
+                         f"{type(header).__name__}, not an object)")
     meta = header.get("__metadata__") or {}
     return meta if isinstance(meta, dict) else {}
 
