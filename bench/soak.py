@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--block", type=int, default=20)
     ap.add_argument("--keep", action="store_true", help="keep the base dir")
     ap.add_argument("--kinds", default="", help="comma list of workloads to run (llm,canny,sd); default all")
+    ap.add_argument("--without", default="", help="comma list of Lean nodes to leave out (the stock node is used "
+                                                  "where there is one), e.g. LeanCheckpointLoader, for A/B checks")
     args = ap.parse_args()
     path, why = harness.find_host()
     if path is None:
@@ -67,7 +69,7 @@ def main():
     print(f"host up in {time.time() - t0:.1f} s (pid {host.proc.pid}); base {base}")
     ok, failed, samples, gguf_max = 0, [], {}, 0
     try:
-        nodes = set(host.object_info())
+        nodes = set(host.object_info()) - set(filter(None, args.without.split(",")))
         kinds = workloads.kinds(nodes, llm=llm)
         if args.kinds:
             kinds = [k for k in kinds if k in args.kinds.split(",")]
@@ -100,6 +102,9 @@ def main():
                   f"gguf mapped {fig['gguf']}  ok {ok}  failed {len(failed)}  {time.time() - t_run:6.1f} s", flush=True)
     finally:
         host.stop()
+    log = host.log()
+    print(f"loads during the run (host log): checkpoint {log.count('[Lean Checkpoint] ' + workloads.SD15)}, "
+          f"LLM {log.count('[Lean LLM] loaded')}")
     for f in failed[:10]:
         print("FAILED prompt", *f)
     first = samples.get(args.block) or samples[min(samples)]
