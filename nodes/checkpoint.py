@@ -156,7 +156,24 @@ def _prefixed(keys, prefixes):
     return [k for k in keys if any(k.startswith(p) for p in prefixes)]
 
 
-def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory):
+def _store_vae_small(vae, dtype):
+    """Keep a VAE that ComfyUI would hold in fp32 (its pick on CPU) in the user's fp16/bf16 instead, computed in
+    fp32 with a per-layer cast.  An fp16/bf16 file's values are exact in fp32, so every result is unchanged;
+    only the held copy halves."""
+    if dtype not in (torch.float16, torch.bfloat16) or vae.vae_dtype != torch.float32:
+        return False
+    casts = [m for m in vae.first_stage_model.modules() if hasattr(m, "comfy_cast_weights")]
+    owners = {id(m) for m in casts}
+    for m in vae.first_stage_model.modules():  # every weight must sit in a module that can cast it
+        if id(m) not in owners and any(True for _ in m.parameters(recurse=False)):
+            return False
+    vae.first_stage_model.to(dtype)
+    for m in casts:
+        m.comfy_cast_weights = True
+    return True
+
+
+def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory, dtype=None):
     """CLIP and VAE through the host's own classes and the detected model config's key processing, from
     the mapping (or the read/direct buffers); only the switched-on part's tensors are read.  Their file
     pages leave the resident set before the diffusion model is built."""
@@ -173,6 +190,8 @@ def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_direc
         vae_sd = model_config.process_vae_state_dict(vae_sd)
         if vae_sd:
             vae = comfy.sd.VAE(sd=vae_sd, metadata=ck.metadata)
+            if _store_vae_small(vae, dtype):
+                log.info("[Lean Checkpoint] %s: VAE weights kept in %s, computed in fp32", ck.name, dtype)
         del vae_sd
     if load_clip:
         target = model_config.clip_target(state_dict=sd)
@@ -218,7 +237,7 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
         # the resident set before the (much larger) diffusion model is built, so the two never add up.
         clip, vae = NotLoaded("CLIP", "load_clip", name), NotLoaded("VAE", "load_vae", name)
         if load_clip or load_vae:
-            c, v = _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory)
+            c, v = _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory, dtype)
             if load_clip:
                 clip = c if c is not None else NotLoaded("CLIP", "load_clip", name, "the file has no text encoder")
                 parts["clip"] = _describe(c, "cond_stage_model")
@@ -270,7 +289,8 @@ class LeanCheckpointLoader:
             "weight_dtype": (list(WEIGHT_DTYPES),
                              {"default": "auto",
                               "tooltip": "dtype the diffusion model's weights are kept in. auto: what ComfyUI would "
-                                         "pick. fp16/bf16/fp8 keep weights small and compute with a per-layer cast."}),
+                                         "pick. fp16/bf16/fp8 keep weights small and compute with a per-layer cast; fp16/bf16 also keep "
+                                         "a VAE ComfyUI would hold in fp32 at that precision (computed in fp32)."}),
             "load_clip": ("BOOLEAN", {"default": True,
                                       "tooltip": "Load the text encoder. Off: it is never read from disk and the CLIP "
                                                  "output raises a clear error if used."}),

@@ -98,6 +98,9 @@ def test_fp16_weights_sample_like_stock(comfy_sd15, stock_image):
     assert np.array_equal(image(comfy_sd15, entry), stock_image)
     rep = report_of(entry)
     assert "weights float16" in rep and "compute float32" in rep, rep
+    # the VAE (fp32 in ComfyUI's CPU pick) is held in fp16 too, and decodes the same pixels
+    vae_line = next(line for line in rep.splitlines() if line.startswith("vae:"))
+    assert "weights float16" in vae_line, rep
     comfy_sd15.free()
 
 
