@@ -468,3 +468,17 @@ def format_report(r):
         else:
             lines.append(f"{part}: {p}")
     return "\n".join(lines)
+
+
+def release_freed_memory():
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``).  Loading converts many tensors into fresh
+    memory; without this, glibc keeps the freed pages of earlier loads and RSS creeps up over many reloads.
+    No-op where glibc is not the allocator."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+

@@ -218,6 +218,7 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
     if weight_dtype != "auto" and dtype is None:
         raise ValueError(f"weight_dtype {weight_dtype} needs a newer torch than {torch.__version__}")
     meter = core.LoadMeter()
+    core.release_freed_memory()  # pages freed since the last load (e.g. the model it replaced) go back first
     ck = core.open_checkpoint(path, load_mode)
     name = name or ck.name
     try:
@@ -256,6 +257,7 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
                   "keys_read_list": sorted(ck.keys_read), "parts": parts, "weight_dtype": weight_dtype}
     finally:
         ck.close()
+        core.release_freed_memory()
     report.update(meter.figures())
     report["text"] = core.format_report(report)
     return model, clip, vae, report

@@ -214,7 +214,7 @@ def test_in_network_namespace_with_only_loopback(request):
     if not netns_usable():
         pytest.skip("unshare -n is not permitted here (needs root or user namespaces)")
     script = REPO / "tests" / "lean_testlib" / "socket_audit" / "run_offline.sh"
-    r = subprocess.run([str(script), "-q", "-p", "no:cacheprovider",
+    r = subprocess.run([str(script), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "tests/test_tier2_offline.py::test_lean_code_connects_only_to_loopback_or_base_url",
                         "tests/test_tier2_offline.py::test_audit_hook_records_and_flags_repo_connects"],
                        cwd=REPO, capture_output=True, text=True, timeout=1800)
