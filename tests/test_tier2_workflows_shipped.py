@@ -47,7 +47,10 @@ def test_workflow_file_is_clean(path):
 
 @pytest.mark.parametrize("path", FILES, ids=NAMES)
 def test_api_copy_is_the_conversion_of_the_ui_file(comfy, path):
-    fresh = workflow.ui_to_api(shipped.load(path), comfy.object_info())
+    ui = shipped.load(path)
+    if shipped.not_in_this_checkout(ui):
+        pytest.skip(f"feature not merged in this checkout: {shipped.not_in_this_checkout(ui)}")
+    fresh = workflow.ui_to_api(ui, comfy.object_info())
     copy = shipped.API_DIR / path.name
     assert copy.is_file(), f"{copy} missing: run python scripts/make_workflows.py"
     assert json.loads(copy.read_text()) == json.loads(json.dumps(fresh)), \
@@ -62,7 +65,10 @@ def host(comfy_sd15):
 
 @pytest.mark.parametrize("path", FILES, ids=NAMES)
 def test_workflow_runs_in_the_host(host, path):
-    prompt = shipped.small(workflow.ui_to_api(shipped.load(path), host.object_info()))
+    ui = shipped.load(path)
+    if shipped.not_in_this_checkout(ui):
+        pytest.skip(f"feature not merged in this checkout: {shipped.not_in_this_checkout(ui)}")
+    prompt = shipped.small(workflow.ui_to_api(ui, host.object_info()))
     entry = host.run(prompt, timeout=900)
     saved = [nid for nid, n in prompt.items() if n["class_type"] == "SaveImage"]
     assert saved, f"{path.name} saves nothing"

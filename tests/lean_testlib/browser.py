@@ -136,3 +136,8 @@ def close_dialogs(page):
 def unregistered_types(page):
     return page.evaluate("""() => window.app.graph._nodes.map(n => n.type)
         .filter(t => !(t in window.LiteGraph.registered_node_types))""")
+
+
+def command(page, command_id):
+    """Run one of the editor's commands (e.g. Workspace.ToggleFocusMode)."""
+    return page.evaluate("(id) => window.app.extensionManager.command.execute(id)", command_id)
