@@ -3,8 +3,9 @@
 GET /lean/loras -> {"loras": [{"name": "add_detail.safetensors", "stem": "add_detail",
                               "triggers": ["detailed", ...]}, ...]}
     Lists the host's `loras` folder(s) (the names LoraLoader offers) with trigger words taken from each
-    .safetensors file's own metadata: `ss_tag_frequency` (kohya training tags, most frequent first) and
-    `modelspec.trigger_phrase` when present.  Only the JSON header is read (never the tensors), only for files
+    .safetensors file's own metadata: `modelspec.trigger_phrase` when present, then `ss_tag_frequency` (kohya
+    training tags, most frequent first).  Registered only when no other Lean module (nodes/lora.py) serves
+    the path already; web/lean.loraAutocomplete.js needs only `name` and `triggers`.  Only the JSON header is read (never the tensors), only for files
     inside a registered loras folder, and the result is cached per file by (mtime, size).
 """
 import json
@@ -123,6 +124,10 @@ def _register_routes():
         return False
     instance = getattr(PromptServer, "instance", None)
     if instance is None:
+        return False
+    if any(getattr(r, "path", None) == "/lean/loras" and getattr(r, "method", None) == "GET" for r in instance.routes):
+        # nodes/lora.py (the LoRA feature) serves the same listing; one handler per path
+        log.debug("[Lean Nodes] /lean/loras is already served by another Lean module")
         return False
 
     @instance.routes.get("/lean/loras")

@@ -37,7 +37,7 @@ GAP_Y = 70          # between nodes of a column (room for the next node's title 
 TOP = 250           # groups start below the row of notes
 NOTE_H = 200
 COLORS = {"load": "#3f789e", "prompt": "#8A8", "lora": "#a1309b", "control": "#b06634", "sample": "#88A",
-          "save": "#444", "llm": "#2a7f62"}
+          "save": "#4a7a4a", "llm": "#2a7f62"}
 
 
 # ----------------------------------------------------------------------------- layout
@@ -99,10 +99,10 @@ class Layout:
             self.g.group(col.title, [x, TOP, col.width + 40, bottom - TOP], color=col.color)
             self.g.note(col.note, (x, 0), size=(col.width + 40, NOTE_H), title=col.title)
             x += col.width + 40 + GAP_X
-        # fit the whole graph in a 1600x860 canvas view (what the screenshots and a laptop screen show)
+        # fit the graph in a 1920x1080 screen's canvas, but never below 0.6: the editor hides text under ~0.57
         width = x - GAP_X
         height = max(n.pos[1] + n.size[1] for n in self.g.nodes) + 20
-        scale = round(min(1.0, 1560 / width, 800 / (height + 40)), 3)
+        scale = round(max(0.6, min(1.0, 1820 / width, 940 / (height + 40))), 3)
         data = self.g.to_json()
         data["extra"]["ds"] = {"scale": scale, "offset": [round(20 / scale), round(40 / scale)]}
         return data

@@ -28,6 +28,10 @@ def host(comfy_sd15):
     shipped.put_fixtures(comfy_sd15.base)
     browser.set_setting(comfy_sd15, "Comfy.Workflow.ShowMissingModelsWarning", False)
     browser.set_setting(comfy_sd15, "Comfy.Locale", "en")
+    # clean screenshots: no minimap or render stats, text drawn at every zoom
+    browser.set_setting(comfy_sd15, "Comfy.Minimap.Visible", False)
+    browser.set_setting(comfy_sd15, "Comfy.Graph.CanvasInfo", False)
+    browser.set_setting(comfy_sd15, "LiteGraph.Canvas.MinFontSizeForLOD", 1)
     return comfy_sd15
 
 
@@ -84,15 +88,12 @@ def test_dropped_workflow_loads_completely(b, page, path, shots):
     if os.environ.get("LEAN_SCREENSHOTS") and not dialog:  # the graph alone, for the thumbnails
         out = pathlib.Path(os.environ["LEAN_SCREENSHOTS"])
         out.mkdir(parents=True, exist_ok=True)
-        browser.command(page, "Workspace.ToggleFocusMode")
-        page.wait_for_timeout(800)
-        page.screenshot(path=str(out / png.name))
-        browser.command(page, "Workspace.ToggleFocusMode")
-        page.wait_for_timeout(300)
+        browser.graph_screenshot(page, out / png.name)
     if dialog:
         browser.close_dialogs(page)
     assert not dialog, f"missing-node dialog after dropping {path.name}: {dialog}"
     assert not browser.unregistered_types(page)
+    assert not browser.broken_nodes(page), f"nodes the editor could not build: {browser.broken_nodes(page)}"
     got = collections.Counter(browser.node_types(page))
     want = collections.Counter(n["type"] for n in data["nodes"])
     assert got == want, f"{path.name}: graph has {dict(got)}, file has {dict(want)}"

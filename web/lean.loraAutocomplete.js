@@ -32,7 +32,10 @@ async function fetchLoras() {
       .fetchApi("/lean/loras")
       .then((r) => (r.ok ? r.json() : { loras: [] }))
       .then((d) => {
-        cache = { at: Date.now(), loras: Array.isArray(d?.loras) ? d.loras : [], pending: null };
+        const loras = (Array.isArray(d?.loras) ? d.loras : [])
+          .filter((l) => typeof l?.name === "string")
+          .map((l) => ({ ...l, stem: l.stem ?? l.name.replace(/\.[^./\\]+$/, ""), triggers: l.triggers ?? [] }));
+        cache = { at: Date.now(), loras, pending: null };
         return cache.loras;
       })
       .catch((e) => {

@@ -13,7 +13,7 @@ import shutil
 CHROMIUM = os.environ.get("LEAN_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-sync"]
-VIEWPORT = {"width": 1600, "height": 900}
+VIEWPORT = {"width": 1920, "height": 1080}
 
 
 def available():
@@ -82,6 +82,28 @@ def wait_ready(page, timeout=120_000):
     page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=timeout)
     # the extensions (ours included) are registered once the node definitions have been loaded
     page.wait_for_function("Object.keys(window.LiteGraph.registered_node_types || {}).length > 50", timeout=timeout)
+    work_around_missing_default_loaders(page)
+
+
+def work_around_missing_default_loaders(page):
+    """Frontend 1.27 maps model folders to stock loader nodes (CheckpointLoaderSimple, LoraLoader,
+    UpscaleModelLoader, ...).  When one of those nodes is absent from the host (here UpscaleModelLoader: the
+    host's optional `spandrel` package is not installed), every later node with a `ckpt_name`/`lora_name`/
+    `vae_name` combo fails to build (TypeError in isAssetBrowserEligible) and is queued without a class_type.
+    A complete ComfyUI install never hits this; the test host does, so drop the providers whose node is
+    missing.  Returns the model folders fixed (empty on a complete host)."""
+    return page.evaluate("""() => {
+        const pinia = document.querySelector('#vue-app')?.__vue_app__?.config?.globalProperties?.$pinia;
+        const store = pinia?._s?.get('modelToNode');
+        if (!store) return [];
+        store.registerDefaults();
+        const fixed = [];
+        for (const [folder, providers] of Object.entries(store.modelToNodeMap)) {
+            const ok = providers.filter(p => p && p.nodeDef);
+            if (ok.length !== providers.length) { store.modelToNodeMap[folder] = ok; fixed.push(folder); }
+        }
+        return fixed;
+    }""")
 
 
 def lean_extensions(page):
@@ -141,3 +163,39 @@ def unregistered_types(page):
 def command(page, command_id):
     """Run one of the editor's commands (e.g. Workspace.ToggleFocusMode)."""
     return page.evaluate("(id) => window.app.extensionManager.command.execute(id)", command_id)
+
+
+def broken_nodes(page):
+    """Nodes the editor could not build from their definition (no comfyClass: they would be queued without a
+    class_type).  Frontend-only nodes (notes, reroutes) are virtual and not counted."""
+    return page.evaluate("window.app.graph._nodes.filter(n => !n.isVirtualNode && !n.comfyClass).map(n => [n.id, n.type])")
+
+
+def graph_screenshot(page, path, margin=16):
+    """The whole graph alone: focus mode (no menus), fit to the view, clipped to the nodes and groups."""
+    command(page, "Workspace.ToggleFocusMode")
+    try:
+        page.wait_for_timeout(400)
+        command(page, "Comfy.Canvas.FitView")
+        page.wait_for_timeout(800)
+        box = page.evaluate("""() => {
+            const c = window.app.canvas, ds = c.ds, g = window.app.graph;
+            let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+            const add = (x, y, w, h) => { x0 = Math.min(x0, x); y0 = Math.min(y0, y);
+                                          x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h); };
+            for (const n of g._nodes) add(n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30);
+            for (const gr of g._groups || []) { const b = gr._bounding || gr.bounding; add(b[0], b[1], b[2], b[3]); }
+            const r = c.canvas.getBoundingClientRect();
+            return {x: r.left + (x0 + ds.offset[0]) * ds.scale, y: r.top + (y0 + ds.offset[1]) * ds.scale,
+                    width: (x1 - x0) * ds.scale, height: (y1 - y0) * ds.scale};
+        }""")
+        vp = page.viewport_size
+        x = max(0, box["x"] - margin)
+        y = max(0, box["y"] - margin)
+        clip = {"x": x, "y": y, "width": min(vp["width"] - x, box["width"] + 2 * margin),
+                "height": min(vp["height"] - y, box["height"] + 2 * margin)}
+        page.screenshot(path=str(path), clip=clip)
+    finally:
+        command(page, "Workspace.ToggleFocusMode")
+        page.wait_for_timeout(300)
+    return path
