@@ -1,0 +1,159 @@
+"""Benchmark: stock CheckpointLoaderSimple vs LeanCheckpointLoader on the SD1.5-layout fp16 fixture.
+
+Each load runs in a fresh subprocess (ComfyUI's modules imported in-process with --cpu), alternating
+stock / Lean for --pairs pairs, warm page cache.  Each worker records the load's wall time, runs one
+KSampler step at 64x64 with a fixed seed and saves the latent.  Peak RSS is VmHWM right after the load
+with every weight page touched once (weights a loader leaves mapped-but-untouched count as the sampler
+would make them resident); the peak over load + that step is printed too; the stock and Lean (weight_dtype=auto) latents must be identical.  Finally Lean
+once more with weight_dtype=fp16.
+
+    flock /tmp/lean-heavy.lock python bench/ckpt_load.py [--pairs 3] [--ckpt PATH]
+
+Ends with: RESULT peak_rss_ratio=.. peak_rss_fp16_ratio=.. wall_ratio=.. identical=0|1
+"""
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+
+
+def _host():
+    sys.path.insert(0, str(TESTS))
+    from lean_testlib import harness
+    path, why = harness.find_host()
+    return path, why, harness
+
+
+# ------------------------------------------------------------------ worker (one load per process)
+
+def worker(kind, ckpt, dtype, out):
+    host, why, harness = _host()
+    if harness.needs_torchvision_shim():
+        sys.path.insert(0, str(harness.SHIMS))
+    sys.path.insert(0, str(host))
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    sys.argv = [sys.argv[0], "--cpu"]
+    import torch
+    import folder_paths
+    import nodes as host_nodes  # the host's nodes.py
+    import comfy.sample
+    folder_paths.add_model_folder_path("checkpoints", str(pathlib.Path(ckpt).parent))
+    name = pathlib.Path(ckpt).name
+
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+    rss0 = status("VmRSS")
+    t0 = time.perf_counter()
+    if kind == "stock":
+        model, clip, vae = host_nodes.CheckpointLoaderSimple().load_checkpoint(name)
+        report = ""
+    else:
+        import types
+        pack = types.ModuleType("lean_nodes")  # the repo as a package, the way the host sees it
+        pack.__path__ = [str(REPO)]
+        sys.modules["lean_nodes"] = pack
+        from lean_nodes.nodes.checkpoint import LeanCheckpointLoader
+        out_ = LeanCheckpointLoader().load(name, "mmap", dtype, True, True)
+        model, clip, vae, report = out_["result"]
+    wall = time.perf_counter() - t0
+    # Weights a loader leaves mapped but untouched are not resident yet; the sampler would fault them in.
+    # Touch one element per page of every weight so the load's peak counts them (a no-op for copies).
+    for root in (model.model, getattr(clip, "cond_stage_model", None), getattr(vae, "first_stage_model", None)):
+        if root is not None:
+            for t in list(root.parameters()) + list(root.buffers()):
+                if t.numel():
+                    t.detach().reshape(-1)[::max(1, 4096 // t.element_size())].float().sum()
+    peak = status("VmHWM")
+    held = status("VmRSS")
+    pos = host_nodes.CLIPTextEncode().encode(clip, "a red cube on a table")[0]
+    neg = host_nodes.CLIPTextEncode().encode(clip, "blurry")[0]
+    latent = host_nodes.EmptyLatentImage().generate(64, 64, 1)[0]
+    samples = host_nodes.common_ksampler(model, 1, 1, 7.0, "euler", "normal", pos, neg, latent)[0]["samples"]
+    torch.save(samples.cpu(), out)
+    peak_total = status("VmHWM")
+    print(json.dumps({"kind": kind, "dtype": dtype, "wall": wall, "peak": peak, "peak_total": peak_total,
+                      "held": held, "rss0": rss0,
+                      "report": report}))
+
+
+# ------------------------------------------------------------------ driver
+
+def run_one(kind, ckpt, dtype, tmp, i):
+    out = os.path.join(tmp, f"{kind}_{dtype}_{i}.pt")
+    r = subprocess.run([sys.executable, __file__, "--worker", kind, "--ckpt", str(ckpt), "--dtype", dtype,
+                        "--out", out], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{kind} worker failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    fig = json.loads(r.stdout.strip().splitlines()[-1])
+    fig["latent"] = out
+    print(f"  {kind:5s} {dtype:4s}: load {fig['wall']:6.2f} s  peak RSS {fig['peak'] / 2**30:5.2f} GiB (with the step "
+          f"{fig['peak_total'] / 2**30:5.2f})  held {fig['held'] / 2**30:5.2f} GiB  (RSS before load {fig['rss0'] / 2**30:.2f} GiB)", flush=True)
+    return fig
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--ckpt", default=None, help="checkpoint (default: the SD1.5 fixture)")
+    ap.add_argument("--worker", choices=["stock", "lean"])
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a.worker, a.ckpt, a.dtype, a.out)
+
+    host, why, _ = _host()
+    if host is None:
+        print(f"no ComfyUI host found ({why}); set COMFYUI_PATH")
+        print("RESULT skipped=1")
+        return
+    import torch
+    from lean_testlib import sd15
+    ckpt = pathlib.Path(a.ckpt or sd15.sd15_checkpoint())
+    print(f"checkpoint {ckpt} ({ckpt.stat().st_size / 2**30:.2f} GiB), host {host}, {a.pairs} pairs, CPU")
+    with open(ckpt, "rb") as f:  # warm page cache
+        while f.read(64 << 20):
+            pass
+    tmp = tempfile.mkdtemp(prefix="lean-bench-ckpt-")
+    stock, lean = [], []
+    for i in range(a.pairs):
+        stock.append(run_one("stock", ckpt, "auto", tmp, i))
+        lean.append(run_one("lean", ckpt, "auto", tmp, i))
+    fp16 = run_one("lean", ckpt, "fp16", tmp, 0)
+    print("Lean report (auto):\n  " + lean[-1]["report"].replace("\n", "\n  "))
+    print("Lean report (fp16):\n  " + fp16["report"].replace("\n", "\n  "))
+
+    ref = torch.load(stock[0]["latent"])
+    identical = all(torch.equal(ref, torch.load(f["latent"])) for f in stock + lean)
+    fp16_lat = torch.load(fp16["latent"])
+    print(f"latents: stock vs Lean auto identical={identical}; Lean fp16 max|diff| vs stock "
+          f"{(fp16_lat - ref).abs().max().item():.3g} (fp16 weights computed in fp32 from an fp16 file: 0 expected)")
+
+    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+    s_peak, l_peak, s_wall, l_wall = med(stock, "peak"), med(lean, "peak"), med(stock, "wall"), med(lean, "wall")
+    print(f"median peak RSS of the load: stock {s_peak / 2**30:.2f} GiB, Lean auto {l_peak / 2**30:.2f} GiB "
+          f"(ratio {l_peak / s_peak:.3f}), Lean fp16 {fp16['peak'] / 2**30:.2f} GiB (ratio {fp16['peak'] / s_peak:.3f})")
+    s_tot, l_tot = med(stock, "peak_total"), med(lean, "peak_total")
+    print(f"median peak RSS over load + 1 step: stock {s_tot / 2**30:.2f} GiB, Lean auto {l_tot / 2**30:.2f} GiB "
+          f"(ratio {l_tot / s_tot:.3f}), Lean fp16 {fp16['peak_total'] / 2**30:.2f} GiB "
+          f"(ratio {fp16['peak_total'] / s_tot:.3f})")
+    print(f"median load wall: stock {s_wall:.2f} s, Lean auto {l_wall:.2f} s (ratio {l_wall / s_wall:.3f}); "
+          f"Lean fp16 {fp16['wall']:.2f} s")
+    print(f"RESULT peak_rss_ratio={l_peak / s_peak:.3f} peak_rss_fp16_ratio={fp16['peak'] / s_peak:.3f} "
+          f"wall_ratio={l_wall / s_wall:.3f} identical={int(identical)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

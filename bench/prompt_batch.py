@@ -1,0 +1,125 @@
+"""Benchmark: LeanPromptBatch vs stock, on the SD1.5 fixture checkpoint, in the host's own code.
+
+    flock /tmp/lean-heavy.lock python bench/prompt_batch.py [--repeats 5]
+
+(a) encode: 16 prompts of mixed lengths (1-3 chunks of 77 tokens) -> LeanPromptBatch's batched encode
+    vs 16 stock CLIPTextEncode calls.
+(b) end to end, 64x64, 1 step: LeanPromptBatch + one KSampler over a batch of 16 + one VAEDecode vs 16
+    sequential stock prompts (CLIPTextEncode + EmptyLatentImage(1) + KSampler + VAEDecode each; the
+    negative prompt is encoded once for both, as the host's cache would).
+
+Runs inside one process with the host's modules (ComfyUI found through COMFYUI_PATH or ~/ComfyUI), so
+what is timed is the host's compute, not HTTP or queue overhead.  The contenders alternate, each
+figure is the median of --repeats runs after one warm-up.  Ends with
+    RESULT encode_ratio=<lean/stock time> e2e_ratio=<lean/sequential time> images=<n>
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+from lean_testlib import inproc, sd15  # noqa: E402
+
+FILLER = ["sharp focus", "golden hour", "highly detailed", "soft light", "wide angle", "film grain",
+          "bokeh", "ultra wide", "cinematic", "muted colors"]
+
+
+def prompts16():
+    """16 prompts: 6 of one chunk, 6 of two, 4 of three; every other prompt has (word:1.2) weights."""
+    out = []
+    for i in range(16):
+        chunks = 1 if i % 8 < 3 else (2 if i % 8 < 6 else 3)
+        words = [f"a {['red', 'green', 'blue', 'gold'][i % 4]} {['cube', 'fox', 'house', 'ship'][i // 4]}"]
+        target = {1: 20, 2: 110, 3: 190}[chunks]
+        k = 0
+        while len(", ".join(words).split()) * 1.5 < target:
+            w = FILLER[(i + k) % len(FILLER)]
+            words.append(f"({w}:1.2)" if (i % 2 == 0 and k % 7 == 3) else w)
+            k += 1
+        out.append(", ".join(words))
+    return out
+
+
+def timed(fn):
+    t = time.perf_counter()
+    r = fn()
+    return time.perf_counter() - t, r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=int(os.environ.get("LEAN_BENCH_REPEATS", 5)))
+    args = ap.parse_args()
+
+    inproc.load_host()
+    import torch
+    import nodes as host_nodes
+    inproc.load_pack()
+    from lean_nodes.nodes import prompt_batch as PB
+
+    torch.set_grad_enabled(False)
+    model, clip, vae = inproc.load_checkpoint(sd15.sd15_checkpoint())
+    texts = prompts16()
+    chunks = [len(clip.tokenize(t)["l"]) for t in texts]
+    print(f"prompts: {len(texts)}, chunks per prompt: {chunks}")
+    enc = host_nodes.CLIPTextEncode()
+    ks = host_nodes.KSampler()
+    dec = host_nodes.VAEDecode()
+    node = PB.LeanPromptBatch()
+    text = "\n".join(texts)
+    negative = enc.encode(clip, "")[0]
+
+    def lean_encode():
+        return node.build(clip, text, "lines", 16, 0, "", "")
+
+    def stock_encode():
+        return [enc.encode(clip, t)[0] for t in texts]
+
+    def lean_e2e():
+        cond, _, n = node.build(clip, text, "lines", 16, 0, "", "")
+        latent = host_nodes.EmptyLatentImage().generate(64, 64, n)[0]
+        out = ks.sample(model, 1, 1, 7.0, "euler", "normal", cond, negative, latent)[0]
+        return dec.decode(vae, out)[0]
+
+    def stock_e2e():
+        imgs = []
+        for t in texts:
+            cond = enc.encode(clip, t)[0]
+            latent = host_nodes.EmptyLatentImage().generate(64, 64, 1)[0]
+            out = ks.sample(model, 1, 1, 7.0, "euler", "normal", cond, negative, latent)[0]
+            imgs.append(dec.decode(vae, out)[0])
+        return torch.cat(imgs)
+
+    results = {}
+    for name, lean, stock in (("encode", lean_encode, stock_encode), ("e2e", lean_e2e, stock_e2e)):
+        lean(), stock()  # warm-up: model loads, allocator
+        tl, ts = [], []
+        for r in range(args.repeats):
+            order = [(lean, tl), (stock, ts)] if r % 2 == 0 else [(stock, ts), (lean, tl)]
+            for fn, acc in order:
+                dt, out = timed(fn)
+                acc.append(dt)
+                if fn is lean:
+                    last_lean = out
+        ml, ms = statistics.median(tl), statistics.median(ts)
+        results[name] = ml / ms
+        print(f"{name:7s} lean {ml * 1000:8.1f} ms   stock {ms * 1000:8.1f} ms   ratio lean/stock {ml / ms:.3f}"
+              f"   (runs lean {[round(x, 3) for x in tl]} stock {[round(x, 3) for x in ts]})")
+        if name == "e2e":
+            images = last_lean.shape[0]
+    # sanity: the batch equals the stock encodes (the bench would be meaningless otherwise)
+    cond = lean_encode()[0][0][0]
+    for i, c in enumerate(stock_encode()):
+        t = c[0][0]
+        err = (cond[i:i + 1, :t.shape[1]] - t).abs().max().item()
+        assert err < 1e-3, f"prompt {i}: batch differs from CLIPTextEncode by {err}"
+    print(f"torch threads: {torch.get_num_threads()}, device: {clip.patcher.load_device}")
+    print(f"RESULT encode_ratio={results['encode']:.3f} e2e_ratio={results['e2e']:.3f} images={images}")
+
+
+if __name__ == "__main__":
+    main()

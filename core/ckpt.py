@@ -1,0 +1,470 @@
+"""Format-independent checkpoint access: open, list keys/shapes, read a subset, report.
+
+Three ways to get at the tensors of a file (``mode``):
+
+* ``mmap``   -- the file is mapped once (private, copy-on-write: the file is never written) and
+  tensors are zero-copy views into the mapping.  Nothing is read from disk until a tensor's bytes
+  are used; a part of the file nobody touches is never read.
+* ``read``   -- the byte ranges of the wanted tensors are read with a few large sequential reads
+  (good for network drives, where page faults are slow), then viewed.
+* ``direct`` -- each tensor is read with ``pread`` straight into its own buffer (and moved to the
+  target device), so no mapping of the file and no whole-file buffer ever exists.
+
+``CheckpointFile.materialize(key, dtype, device)`` returns a tensor of exactly that dtype/device
+making at most one copy, and (mmap mode) drops the file pages it used from this process's
+resident set once a converted copy exists (``madvise(MADV_DONTNEED)``; the page cache keeps
+them, nothing is written).  Every tensor whose bytes were used is recorded in ``keys_read`` and
+``bytes_read``.
+
+Formats: ``.safetensors``/``.sft`` (the header is parsed once here, with strict validation, so a
+truncated or corrupt file gives an error naming the file); ``.ckpt/.pt/.pth/.bin`` through
+``torch.load(mmap=True, weights_only=True)`` only -- never an unrestricted unpickle.
+
+Pure logic: imports torch only (inside functions), never comfy.
+"""
+import json
+import mmap
+import os
+import struct
+import time
+
+SAFETENSORS_EXT = (".safetensors", ".sft")
+TORCH_EXT = (".ckpt", ".pt", ".pth", ".bin")
+MODES = ("mmap", "read", "direct")
+MAX_HEADER = 100 * 1024 * 1024  # the safetensors reference implementation's limit
+PAGE = mmap.PAGESIZE
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and what to do."""
+
+
+def _st_dtypes():
+    import torch
+    table = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+             "BOOL": torch.bool}
+    for name, attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"), ("U16", "uint16"),
+                       ("U32", "uint32"), ("U64", "uint64"), ("F8_E8M0", "float8_e8m0fnu")):
+        if hasattr(torch, attr):
+            table[name] = getattr(torch, attr)
+    return table
+
+
+class TensorInfo:
+    __slots__ = ("key", "dtype", "shape", "start", "end")
+
+    def __init__(self, key, dtype, shape, start, end):
+        self.key, self.dtype, self.shape, self.start, self.end = key, dtype, tuple(shape), start, end
+
+    @property
+    def nbytes(self):
+        return self.end - self.start
+
+    def __repr__(self):
+        return f"TensorInfo({self.key!r}, {self.dtype}, {self.shape}, [{self.start}:{self.end}])"
+
+
+def parse_safetensors_header(path):
+    """(infos: dict key -> TensorInfo with absolute file offsets, metadata dict).  Validates everything
+    the format promises so that a damaged file fails here, with its name, and not deep inside a model."""
+    name = os.path.basename(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{name}: file is {size} bytes, too short to be a safetensors checkpoint "
+                                  f"(truncated or empty; copy/download it again)")
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > MAX_HEADER or 8 + n > size:
+            raise CheckpointError(f"{name}: corrupt or truncated safetensors header (header length {n}, file size "
+                                  f"{size}); this is not a valid .safetensors file -- copy/download it again, or if it "
+                                  f"is really a .ckpt/.pt file give it that extension")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{name}: corrupt safetensors header ({e}); copy/download the file again") from None
+    metadata = header.pop("__metadata__", None) or {}
+    dtypes = _st_dtypes()
+    base = 8 + n
+    infos = {}
+    for key, entry in header.items():
+        try:
+            dt = dtypes[entry["dtype"]]
+            shape = [int(s) for s in entry["shape"]]
+            a, b = (int(x) for x in entry["data_offsets"])
+        except KeyError as e:
+            raise CheckpointError(f"{name}: tensor {key!r} has an unsupported dtype or a malformed header entry "
+                                  f"({e}); the file is corrupt or from a newer format") from None
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{name}: tensor {key!r} has a malformed header entry; the file is corrupt") from None
+        numel = 1
+        for s in shape:
+            numel *= s
+        if a < 0 or b < a or base + b > size or numel * dt.itemsize != b - a:
+            raise CheckpointError(f"{name}: tensor {key!r} lies outside the file or has the wrong size "
+                                  f"(offsets {a}..{b}, file data {size - base} bytes): the file is truncated or "
+                                  f"corrupt -- copy/download it again")
+        infos[key] = TensorInfo(key, dt, shape, base + a, base + b)
+    return infos, metadata
+
+
+def _unwrap_torch_state_dict(obj):
+    """The same nesting rules the host uses for .ckpt files ("state_dict", or a single nested dict)."""
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        return obj["state_dict"]
+    if isinstance(obj, dict) and len(obj) == 1:
+        inner = next(iter(obj.values()))
+        if isinstance(inner, dict):
+            return inner
+    return obj
+
+
+class CheckpointFile:
+    """An open checkpoint.  ``infos``: key -> TensorInfo (shape, dtype, byte range); nothing is read
+    until ``tensor``/``materialize``/``read_subset`` asks for it."""
+
+    def __init__(self, path, mode="mmap"):
+        if mode not in MODES:
+            raise ValueError(f"load_mode must be one of {MODES}, got {mode!r}")
+        self.path = os.fspath(path)
+        self.name = os.path.basename(self.path)
+        self.mode = mode
+        self.metadata = {}
+        self.keys_read = set()
+        self.bytes_read = 0
+        self.format = None
+        self._mm = None
+        self._mm_base = 0
+        self._mm_len = 0
+        self._fd = None
+        self._buffers = {}  # read mode: key -> uint8 tensor holding its bytes
+        self._torch_sd = None
+        self._ptr_key = {}  # data_ptr of a handed-out view -> key
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"checkpoint not found: {self.path} (put it in models/checkpoints and refresh)")
+        low = self.path.lower()
+        if low.endswith(SAFETENSORS_EXT):
+            self.format = "safetensors"
+            self.infos, self.metadata = parse_safetensors_header(self.path)
+            self._open_safetensors()
+        elif low.endswith(TORCH_EXT):
+            self.format = "torch"
+            self._open_torch()
+        else:
+            raise CheckpointError(f"{self.name}: unknown checkpoint extension; expected one of "
+                                  f"{', '.join(SAFETENSORS_EXT + TORCH_EXT)}")
+
+    # ------------------------------------------------------------------ opening
+    def _open_safetensors(self):
+        import torch
+        if os.path.getsize(self.path) == 0:
+            raise CheckpointError(f"{self.name}: empty file")
+        # The mapping is what ``views()`` hands out (shapes and the odd value for model detection)
+        # in every mode: mapping costs nothing until a page is touched.
+        with open(self.path, "rb") as f:
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        self._mm_len = len(self._mm)
+        probe = torch.frombuffer(self._mm, dtype=torch.uint8, count=1)
+        self._mm_base = probe.data_ptr()
+        del probe
+        if self.mode == "direct":
+            self._fd = os.open(self.path, os.O_RDONLY)
+
+    def _open_torch(self):
+        import pickle
+        import torch
+        try:
+            obj = torch.load(self.path, map_location="cpu", mmap=True, weights_only=True)
+        except pickle.UnpicklingError as e:
+            import re
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+            m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            why = f"it references {m.group(1)}" if m else "it references code, not just tensors"
+            raise CheckpointError(f"{self.name}: refused to load: the file's pickle asks for more than tensors "
+                                  f"({why}). It may be malicious; get a .safetensors version of the model, or "
+                                  f"convert it with a tool you trust") from None
+        except RuntimeError as e:
+            msg = str(e)
+            if "mmap" in msg or "zip" in msg.lower():
+                raise CheckpointError(f"{self.name}: not a loadable torch checkpoint ({msg.splitlines()[0]}); "
+                                      f"old-format or damaged .ckpt files cannot be memory-mapped -- use a "
+                                      f".safetensors version of the model") from None
+            raise CheckpointError(f"{self.name}: cannot read this torch checkpoint: {msg.splitlines()[0]}") from None
+        except Exception as e:  # EOFError, zip errors, ...
+            raise CheckpointError(f"{self.name}: not a readable torch checkpoint ({type(e).__name__}: {e}); "
+                                  f"the file is damaged or not a model") from None
+        sd = _unwrap_torch_state_dict(obj)
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{self.name}: holds a {type(sd).__name__}, not a state dict of tensors; "
+                                  f"not a checkpoint")
+        self._torch_sd = {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        self.infos = {k: TensorInfo(k, v.dtype, v.shape, 0, v.numel() * v.element_size())
+                      for k, v in self._torch_sd.items()}
+
+    # ------------------------------------------------------------------ listing
+    def keys(self):
+        return list(self.infos)
+
+    def shape(self, key):
+        return self.infos[key].shape
+
+    def dtype(self, key):
+        return self.infos[key].dtype
+
+    def nbytes(self, keys=None):
+        keys = self.infos if keys is None else keys
+        return sum(self.infos[k].nbytes for k in keys)
+
+    def __contains__(self, key):
+        return key in self.infos
+
+    def __len__(self):
+        return len(self.infos)
+
+    # ------------------------------------------------------------------ reading
+    def _record(self, key):
+        if key not in self.keys_read:
+            self.keys_read.add(key)
+            self.bytes_read += self.infos[key].nbytes
+
+    def _view(self, key):
+        """Zero-copy tensor over the mapping (safetensors) or torch's own mmap (torch format)."""
+        import torch
+        if self._torch_sd is not None:
+            return self._torch_sd[key]
+        info = self.infos[key]
+        numel = info.nbytes // info.dtype.itemsize if info.dtype.itemsize else 0
+        if numel == 0:
+            return torch.empty(info.shape, dtype=info.dtype)
+        if info.start % info.dtype.itemsize:
+            # misaligned for its dtype: view the bytes, then copy into an aligned tensor
+            raw = torch.frombuffer(self._mm, dtype=torch.uint8, count=info.nbytes, offset=info.start)
+            return raw.clone().view(info.dtype).reshape(info.shape)
+        return torch.frombuffer(self._mm, dtype=info.dtype, count=numel, offset=info.start).reshape(info.shape)
+
+    def views(self):
+        """key -> tensor that costs nothing until its values are used (mmap views, or torch's mmap).
+        Meant for code that inspects shapes/dtypes (model detection); reading a value through a view
+        is not counted in ``bytes_read`` -- use ``tensor``/``materialize`` for weights."""
+        out = {k: self._view(k) for k in self.infos}
+        for k, t in out.items():
+            if t.numel():
+                self._ptr_key.setdefault(t.data_ptr(), k)
+        return out
+
+    def _pread_into(self, info, out):
+        """Read info's bytes into the (contiguous CPU) tensor ``out`` with pread, all of it."""
+        import torch
+        buf = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+        done = 0
+        while done < info.nbytes:
+            n = os.preadv(self._fd, [buf[done:]], info.start + done)
+            if n <= 0:
+                raise CheckpointError(f"{self.name}: file ended while reading {info.key!r}; it is truncated")
+            done += n
+
+    def read_subset(self, keys):
+        """Read mode: fetch the byte ranges of ``keys`` with large sequential reads (neighbouring
+        tensors merged into one read).  Returns key -> tensor.  Other modes: same result, each in
+        its own way."""
+        import torch
+        keys = list(keys)
+        if self.mode != "read" or self._torch_sd is not None:
+            return {k: self.tensor(k) for k in keys}
+        todo = sorted((self.infos[k] for k in keys if k not in self._buffers), key=lambda i: i.start)
+        spans = []
+        for info in todo:
+            if spans and info.start - spans[-1][1] <= 1 << 20 and spans[-1][1] - spans[-1][0] < 256 << 20:
+                spans[-1][1] = max(spans[-1][1], info.end)
+                spans[-1][2].append(info)
+            else:
+                spans.append([info.start, info.end, [info]])
+        with open(self.path, "rb", buffering=0) as f:
+            for a, b, infos in spans:
+                buf = torch.empty(b - a, dtype=torch.uint8)
+                f.seek(a)
+                mv = memoryview(buf.numpy())
+                got = 0
+                while got < b - a:
+                    n = f.readinto(mv[got:])
+                    if not n:
+                        raise CheckpointError(f"{self.name}: file ended early; it is truncated")
+                    got += n
+                for info in infos:
+                    self._buffers[info.key] = buf[info.start - a:info.end - a]
+        return {k: self.tensor(k) for k in keys}
+
+    def tensor(self, key):
+        """The tensor for ``key`` in the file's own dtype, on the CPU, making no copy where the mode
+        allows (mmap/read), one (pread) in direct mode."""
+        import torch
+        info = self.infos.get(key)
+        if info is None:
+            raise KeyError(f"{self.name}: no tensor {key!r}")
+        self._record(key)
+        if self._torch_sd is not None:
+            return self._torch_sd[key]
+        if self.mode == "mmap":
+            return self._view(key)
+        if self.mode == "read":
+            if key not in self._buffers:
+                self.read_subset([key])
+            raw = self._buffers[key]
+            if raw.numel() == 0:
+                return torch.empty(info.shape, dtype=info.dtype)
+            if raw.storage_offset() % info.dtype.itemsize:
+                raw = raw.clone()
+            return raw.view(info.dtype).reshape(info.shape)
+        out = torch.empty(info.shape, dtype=info.dtype)
+        if info.nbytes:
+            self._pread_into(info, out)
+        return out
+
+    def materialize(self, key, dtype=None, device=None):
+        """``key`` as a tensor of ``dtype`` on ``device`` with at most one copy.  Where a conversion
+        was needed, the file pages it read leave this process's resident set (mmap mode)."""
+        import torch
+        info = self.infos[key]
+        dtype = dtype or info.dtype
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        src = self.tensor(key)
+        if src.dtype == dtype and src.device == device:
+            return src
+        out = src.to(device=device, dtype=dtype, copy=True)
+        del src
+        self.release(key)
+        return out
+
+    def release(self, key):
+        """Drop the pages of ``key`` from the resident set (mmap mode; private read-only use, so the
+        page cache keeps them and nothing is lost).  Partial pages at both ends are kept."""
+        if self._mm is None or self.mode != "mmap" or self._torch_sd is not None:
+            self._buffers.pop(key, None)
+            return
+        info = self.infos[key]
+        a = -(-info.start // PAGE) * PAGE
+        b = (info.end // PAGE) * PAGE
+        if b > a:
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+            except (AttributeError, OSError, ValueError):
+                pass
+
+    def key_of_view(self, t):
+        """The key whose file tensor ``t`` is (a view handed out by ``views``/``tensor`` with the
+        same data pointer, shape and dtype), else None (e.g. a tensor some code built itself)."""
+        if t.device.type != "cpu":
+            return None
+        try:
+            key = self._ptr_key.get(t.data_ptr())
+        except RuntimeError:
+            return None
+        if key is not None:
+            info = self.infos[key]
+            if tuple(t.shape) == info.shape and t.dtype == info.dtype and t.is_contiguous():
+                return key
+        return None
+
+    def close(self):
+        """Forget this object's handles.  The mapping itself goes away when the last tensor viewing
+        it is freed (a model that kept zero-copy weights keeps exactly those pages)."""
+        self._buffers = {}
+        self._torch_sd = None
+        self._mm = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_checkpoint(path, mode="mmap"):
+    return CheckpointFile(path, mode)
+
+
+# ---------------------------------------------------------------------- process figures
+
+def _status_kb(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss_bytes():
+    return _status_kb("VmRSS")
+
+
+def peak_rss_bytes():
+    return _status_kb("VmHWM")
+
+
+def reset_peak_rss():
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def io_read_bytes():
+    """Bytes this process caused to be fetched from storage (/proc/self/io read_bytes), or -1."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+class LoadMeter:
+    """Seconds, disk bytes and peak RSS of one load."""
+
+    def __init__(self):
+        self.peak_reset = reset_peak_rss()
+        self.rss0 = rss_bytes()
+        self.io0 = io_read_bytes()
+        self.t0 = time.perf_counter()
+
+    def figures(self):
+        io = io_read_bytes()
+        return {"seconds": time.perf_counter() - self.t0,
+                "disk_read_bytes": (io - self.io0) if io >= 0 and self.io0 >= 0 else None,
+                "peak_rss_bytes": peak_rss_bytes(), "peak_is_for_this_load": self.peak_reset,
+                "rss_before_bytes": self.rss0, "rss_after_bytes": rss_bytes()}
+
+
+def gib(n):
+    return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def format_report(r):
+    """The one-paragraph load report the node outputs (and shows in the browser)."""
+    lines = [f"{r['file']} ({r['format']}, {gib(r['file_bytes'])}) loaded in {r['seconds']:.2f} s, mode {r['mode']}",
+             f"tensor bytes read: {gib(r['bytes_read'])} of {gib(r['file_bytes'])} "
+             f"({r['keys_read']} of {r['keys_total']} tensors); from disk (not page cache): {gib(r['disk_read_bytes'])}",
+             f"peak RSS {'during load' if r.get('peak_is_for_this_load') else 'of the process'}: "
+             f"{gib(r['peak_rss_bytes'])} (RSS {gib(r['rss_before_bytes'])} -> {gib(r['rss_after_bytes'])})"]
+    for part in ("model", "clip", "vae"):
+        p = r["parts"].get(part)
+        if p is None:
+            lines.append(f"{part}: off (not read)")
+        else:
+            lines.append(f"{part}: {p}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Assemble per-prompt conditioning from encoded chunks (pure torch, no ComfyUI).
+
+A CLIP prompt longer than 75 tokens is encoded as several 77-token chunks whose outputs are
+concatenated along the token axis.  To put prompts of different lengths in one batch, the shorter
+ones are padded with the *encoded empty chunk* (what encoding "" gives), the way A1111 pads and
+the way ComfyUI treats long prompts - never with zeros, which the UNet would read as a real
+(and very unusual) token sequence.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def plan_passes(rows, rows_per_pass):
+    """Split the rows to encode into passes of at most `rows_per_pass` rows, order kept."""
+    if rows_per_pass < 1:
+        raise ValueError("rows_per_pass must be >= 1")
+    rows = list(rows)
+    return [rows[s:s + rows_per_pass] for s in range(0, len(rows), rows_per_pass)]
+
+
+def unique_rows(row_keys):
+    """Deduplicate rows: (first positions of the distinct keys, index of each row's key among them).
+
+    Identical chunks (a long shared prefix, the empty chunk) go through the text encoder once."""
+    seen = {}
+    firsts, index = [], []
+    for pos, key in enumerate(row_keys):
+        if key not in seen:
+            seen[key] = len(firsts)
+            firsts.append(pos)
+        index.append(seen[key])
+    return firsts, index
+
+
+def chunk_key(chunks):
+    """A hashable key of one chunk row (one chunk per encoder).  Items are (token, weight[, word id]);
+    a token that is not an int (an embedding tensor) is keyed by identity."""
+    out = []
+    for chunk in chunks:
+        out.append(tuple((t if isinstance(t, int) else ("obj", id(t)), float(w)) for t, w, *_ in chunk))
+    return tuple(out)
+
+
+def assemble(chunk_cond, chunk_pooled, chunk_counts, pad_chunk):
+    """Stack prompts into one batch.
+
+    chunk_cond:   {(prompt, chunk): tensor [L, C]}
+    chunk_pooled: {(prompt, chunk): tensor [C']} or None (model without pooled output)
+    chunk_counts: chunks per prompt
+    pad_chunk:    the encoded empty chunk, [L, C]
+    Returns (cond [N, K*L, C], pooled [N, C'] or None) with K = max(chunk_counts); the pooled
+    output of a prompt is that of its first chunk (as in ComfyUI's own encode)."""
+    if not chunk_counts:
+        raise ValueError("no prompts to assemble")
+    k_max = max(chunk_counts)
+    rows = []
+    for i, n in enumerate(chunk_counts):
+        parts = [chunk_cond[(i, k)] for k in range(n)] + [pad_chunk] * (k_max - n)
+        rows.append(torch.cat(parts, dim=0))
+    cond = torch.stack(rows, dim=0)
+    pooled = None
+    if chunk_pooled is not None:
+        pooled = torch.stack([chunk_pooled[(i, 0)] for i in range(len(chunk_counts))], dim=0)
+    return cond, pooled
+
+
+def pad_tokens(cond, length, pad):
+    """cond [1, T, C] padded to [1, length, C] with repeats of pad [1, Tp, C] (cut to fit)."""
+    t = cond.shape[1]
+    if t == length:
+        return cond
+    if t > length:
+        raise ValueError(f"cannot pad {t} tokens down to {length}")
+    need = length - t
+    reps = -(-need // pad.shape[1])
+    filler = pad.repeat(1, reps, 1)[:, :need].to(cond.device, cond.dtype)
+    return torch.cat([cond, filler], dim=1)
+
+
+def stack_padded(conds, pad):
+    """[1, T_i, C] tensors padded with `pad` to the longest and stacked into [N, T, C]."""
+    length = max(c.shape[1] for c in conds)
+    return torch.cat([pad_tokens(c, length, pad) for c in conds], dim=0)
+
+
+def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0.25):
+    """How many 77-token rows one text-encoder forward may take given `free_bytes` of memory.
+
+    The estimate is deliberately generous: ~24 activations of [L, width] fp32 live at once per
+    row (hidden states, MLP 4x, attention probabilities), and only `fraction` of free memory is
+    used.  Everything fits in one pass unless memory is really short."""
+    per_row = max(1, chunk_len * width * 4 * 24)
+    n = int(free_bytes * fraction // per_row)
+    return max(1, min(total_rows, cap, n))

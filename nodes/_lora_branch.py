@@ -1,0 +1,439 @@
+"""LoRA as a low-rank branch in the forward pass: y = W·x + s(t)·B(A·x), W untouched.
+
+Files are read and keys mapped by ComfyUI itself (comfy.lora_convert, comfy.lora.model_lora_keys_unet/_clip,
+comfy.lora.load_lora and its weight adapters).  LoRA/LoCon adapters become torch forward hooks:
+
+* UNet: an APPLY_MODEL wrapper registers the hooks for the duration of one model call, with the strength of
+  that call (from the sampler's sigma -> step fraction -> schedule, start/end window, block weights) and removes
+  them afterwards.  Nothing stays in the model between calls, so a new strength costs no patching.
+* Text encoder: a patcher injection registers the hooks when ComfyUI patches the CLIP model and removes them
+  when it unpatches it (constant strength: the text encoder runs once, outside the sampler).
+
+Adapters with no cheap branch (LoHa, LoKr, OFT, DoRA, diff/set patches, sliced keys) go to ComfyUI's own
+patching (`add_patches`) at the constant strength, and the node reports which path each module took.
+"""
+import itertools
+import logging
+import os
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+import comfy.lora
+import comfy.lora_convert
+import comfy.patcher_extension
+import comfy.utils
+
+from ..core import lora_tags
+
+log = logging.getLogger("lean.lora")
+
+WRAPPER_KEY = "lean_lora"
+_uid = itertools.count(1)
+
+
+# ------------------------------------------------------------------ file cache
+
+class LoraFile:
+    """A LoRA file read by ComfyUI (converted state dict).  Cached weakly: it lives as long as a model or
+    CLIP built from it, so re-running a node with a new strength never re-reads the file."""
+
+    def __init__(self, path, sd):
+        self.path = path
+        self.sd = sd
+        self.mapped = {}  # model signature -> MappedLora
+        self.nbytes = sum(t.numel() * t.element_size() for t in sd.values() if torch.is_tensor(t))
+
+
+_FILES = weakref.WeakValueDictionary()
+
+
+def _file_key(path):
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+
+
+def load_lora_file(path):
+    key = _file_key(path)
+    lf = _FILES.get(key)
+    if lf is None:
+        try:
+            sd = comfy.utils.load_torch_file(path, safe_load=True)
+        except Exception as e:
+            raise ValueError(f"LoRA file '{os.path.basename(path)}' could not be read ({type(e).__name__}: {e}). "
+                             "Check that it is a complete .safetensors LoRA.") from None
+        sd = comfy.lora_convert.convert_lora(sd)
+        lf = LoraFile(path, sd)
+        _FILES[key] = lf
+    return lf
+
+
+_SUFFIXES = (".lora_up.", ".lora_down.", ".lora_mid.", "_lora.up.", "_lora.down.", ".lora_A.", ".lora_B.",
+             ".lora.up.", ".lora.down.", ".lora_linear_layer.", ".alpha", ".dora_scale", ".hada_", ".lokr_",
+             ".oft_", ".diff", ".w_norm", ".b_norm", ".set_weight", ".reshape_weight", ".a1.", ".a2.", ".b1.",
+             ".b2.", ".rescale", ".oft_blocks", ".lora_A", ".lora_B")
+
+
+def _module_names(sd):
+    names = set()
+    for k in sd:
+        cut = min((k.find(s) for s in _SUFFIXES if s in k), default=-1)
+        names.add(k[:cut] if cut > 0 else k.rsplit(".", 1)[0])
+    return names
+
+
+# ------------------------------------------------------------------ factors
+
+class Factors:
+    """Low-rank factors of one module: out += scale * up(mid(down(x))).  `alpha` is alpha/rank.
+    Stored as loaded (no copy); cast to the compute device/dtype on first use: on CPU the cast copy replaces
+    the loaded one, on an accelerator a device copy is kept."""
+    __slots__ = ("down", "up", "mid", "alpha", "kind", "_cache")
+
+    def __init__(self, down, up, mid, alpha, kind):
+        self.down, self.up, self.mid, self.alpha, self.kind = down, up, mid, alpha, kind
+        self._cache = None
+
+    def get(self, device, dtype):
+        d, u, m = self.down, self.up, self.mid
+        if d.device == device and d.dtype == dtype:
+            return d, u, m
+        c = self._cache
+        if c is not None and c[0] == device and c[1] == dtype:
+            return c[2]
+        cast = (d.to(device, dtype), u.to(device, dtype), None if m is None else m.to(device, dtype))
+        if device.type == "cpu":
+            # CPU compute: keep only the compute-dtype copy (the file's tensors are released after mapping)
+            self.down, self.up, self.mid = cast
+        else:  # a device copy next to the CPU one (small)
+            self._cache = (device, dtype, cast)
+        return cast
+
+    def nbytes(self):
+        return sum(t.numel() * t.element_size() for t in (self.down, self.up, self.mid) if t is not None)
+
+
+def _conv_fn(ndim):
+    return {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[ndim]
+
+
+def branch_factors(adapter, module):
+    """Factors for a LoRAAdapter on `module`, or (None, why) when it has no cheap exact branch."""
+    if isinstance(adapter, tuple):  # ("diff", ...), ("set", ...) patches
+        return None, str(adapter[0])
+    if type(adapter).__name__ != "LoRAAdapter":
+        return None, getattr(adapter, "name", type(adapter).__name__)
+    up, down, alpha, mid, dora, reshape = adapter.weights
+    if dora is not None:
+        return None, "DoRA"
+    if reshape is not None:
+        return None, "reshape"
+    rank = down.shape[0]
+    a = (alpha / rank) if alpha is not None else 1.0
+    if isinstance(module, torch.nn.Linear):
+        if mid is not None:
+            return None, "tucker on linear"
+        if down.numel() != rank * module.in_features or up.numel() != module.out_features * rank:
+            return None, "shape"
+        return Factors(down.reshape(rank, module.in_features), up.reshape(module.out_features, rank), None, a,
+                       "linear"), None
+    if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+        if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return None, "conv options"
+        w = module.weight
+        k = tuple(w.shape[2:])
+        ones = (1,) * len(k)
+        out_c, in_c = w.shape[0], w.shape[1]
+        if up.numel() != out_c * rank:
+            return None, "shape"
+        up4 = up.reshape(out_c, rank, *ones)
+        if mid is not None:
+            if tuple(mid.shape[2:]) != k or down.numel() != rank * in_c:
+                return None, "shape"
+            return Factors(down.reshape(rank, in_c, *ones), up4, mid, a, "tucker"), None
+        if down.dim() == w.dim() and tuple(down.shape[2:]) == k and down.shape[1] == in_c:
+            return Factors(down, up4, None, a, "conv"), None
+        if k == ones and down.numel() == rank * in_c:
+            return Factors(down.reshape(rank, in_c, *ones), up4, None, a, "conv"), None
+        return None, "shape"
+    return None, f"module {type(module).__name__}"
+
+
+class _Hook:
+    """Forward hook adding scale * B(A x) to a module's output."""
+    __slots__ = ("f", "scale")
+
+    def __init__(self, f):
+        self.f = f
+        self.scale = 0.0
+
+    def __call__(self, module, args, output):
+        x = args[0]
+        f = self.f
+        down, up, mid = f.get(x.device, x.dtype)
+        s = self.scale * f.alpha
+        if f.kind == "linear":
+            h = F.linear(x, down)
+            return output + F.linear(h * s, up).to(output.dtype)
+        conv = _conv_fn(module.weight.dim())
+        if f.kind == "tucker":
+            h = conv(x, down)
+            h = conv(h, mid, None, module.stride, module.padding, module.dilation)
+        else:
+            h = conv(x, down, None, module.stride, module.padding, module.dilation)
+        return output + conv(h * s, up).to(output.dtype)
+
+
+# ------------------------------------------------------------------ mapping a file onto a model
+
+class Mapped:
+    """One LoRA file mapped onto one model/CLIP pair."""
+
+    def __init__(self):
+        self.unet = []       # (module path, Factors, block)
+        self.clip = []       # (module path, Factors)
+        self.unet_host = {}  # weight key -> patch (ComfyUI patching)
+        self.clip_host = {}
+        self.why_host = {}   # reason -> count
+        self.file_modules = 0
+        self.matched = 0
+
+
+def _strip_weight(key):
+    return key[:-len(".weight")] if isinstance(key, str) and key.endswith(".weight") else None
+
+
+def map_lora(lf: LoraFile, model, clip):
+    """Map with ComfyUI's key maps and adapters; split into branch factors and host patches."""
+    objs = (model.model if model is not None else None, clip.cond_stage_model if clip is not None else None)
+    sig = tuple(id(o) for o in objs)
+    hit = lf.mapped.get(sig)
+    if hit is not None and all((r() if r is not None else None) is o for r, o in zip(hit.refs, objs)):
+        return hit
+    if lf.sd is None:  # released after an earlier mapping: read again for this model
+        lf.sd = comfy.lora_convert.convert_lora(comfy.utils.load_torch_file(lf.path, safe_load=True))
+    km_u, km_c = {}, {}
+    if model is not None:
+        km_u = comfy.lora.model_lora_keys_unet(model.model, {})
+    if clip is not None:
+        km_c = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
+    key_map = dict(km_c)
+    key_map.update(km_u)
+    loaded = comfy.lora.load_lora(lf.sd, key_map, log_missing=False)
+    unet_targets = {v if isinstance(v, str) else v[0] for v in km_u.values()}
+    m = Mapped()
+    names = sorted(_module_names(lf.sd))
+    m.file_modules = len(names)
+    m.sample = names[0] if names else "?"
+    m.matched = len(loaded)
+    for key, patch in loaded.items():
+        k0 = key if isinstance(key, str) else key[0]
+        is_unet = k0 in unet_targets
+        root = model.model if is_unet else (clip.cond_stage_model if clip is not None else None)
+        path = _strip_weight(key)
+        fac, why = None, "sliced key" if not isinstance(key, str) else "bias/other"
+        if path is not None and root is not None:
+            try:
+                module = root.get_submodule(path)
+            except AttributeError:
+                module = None
+            if module is not None:
+                fac, why = branch_factors(patch, module)
+        if fac is not None:
+            (m.unet if is_unet else m.clip).append((path, fac, lora_tags.block_of_key(k0)) if is_unet
+                                                     else (path, fac))
+        else:
+            (m.unet_host if is_unet else m.clip_host)[key] = patch
+            m.why_host[why] = m.why_host.get(why, 0) + 1
+    m.refs = tuple(weakref.ref(o) if o is not None else None for o in objs)
+    lf.sd = None  # the Mapped factors (and host-patch adapters) keep what is needed; nothing else is held
+    if len(lf.mapped) > 4:
+        lf.mapped.clear()
+    lf.mapped[sig] = m
+    return m
+
+
+# ------------------------------------------------------------------ step fraction from sigma
+
+def sigma_to_percent(model_sampling, sigma, cache):
+    """Step fraction of `sigma` for this model's sampling (inverse of model_sampling.percent_to_sigma by
+    bisection, so it works for every model sampling), rounded to 1e-6 so step boundaries are stable."""
+    s = float(sigma)
+    p = cache.get(s)
+    if p is not None:
+        return p
+    lo, hi = 0.0, 1.0
+    if s >= float(model_sampling.percent_to_sigma(1e-7)):
+        p = 0.0
+    elif s <= 0.0:
+        p = 1.0
+    else:
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if float(model_sampling.percent_to_sigma(mid)) > s:
+                lo = mid
+            else:
+                hi = mid
+        p = (lo + hi) / 2
+    p = round(p, 6)
+    if len(cache) > 4096:
+        cache.clear()
+    cache[s] = p
+    return p
+
+
+# ------------------------------------------------------------------ UNet wrapper
+
+class UnetBranch:
+    """APPLY_MODEL wrapper: installs this LoRA's hooks for one model call at the strength of that call."""
+
+    def __init__(self, label, entries, strength, schedule=None, start=0.0, end=1.0, block_weights=None):
+        self.label = label
+        self.strength = float(strength)
+        self.schedule = schedule
+        self.start, self.end = float(start), float(end)
+        self.hooks = []
+        for path, fac, block in entries:
+            w = block_weights.weight(block) if block_weights is not None else 1.0
+            if w != 0.0:
+                self.hooks.append((path, _Hook(fac), w))
+        self._modules = (None, None)
+        self._pcache = {}
+        self.last = None  # (percent, strength) of the latest call, for logs and tests
+
+    def strength_at(self, model_sampling, sigma):
+        if self.schedule is None and self.start <= 0.0 and self.end >= 1.0:
+            return self.strength
+        p = sigma_to_percent(model_sampling, sigma, self._pcache)
+        if p < self.start or p > self.end:
+            return 0.0
+        return self.strength * (self.schedule(p) if self.schedule is not None else 1.0)
+
+    def _resolve(self, base_model):
+        ref, mods = self._modules
+        if ref is not None and ref() is base_model:
+            return mods
+        mods = [base_model.get_submodule(path) for path, _, _ in self.hooks]
+        self._modules = (weakref.ref(base_model), mods)
+        return mods
+
+    def __call__(self, executor, x, t, *args, **kwargs):
+        base_model = executor.class_obj
+        sigma = t.max() if torch.is_tensor(t) and t.numel() > 1 else t
+        s = self.strength_at(base_model.model_sampling, sigma) if self.hooks else 0.0
+        self.last = s
+        if s == 0.0:
+            return executor(x, t, *args, **kwargs)
+        handles = []
+        try:
+            for (path, hook, w), mod in zip(self.hooks, self._resolve(base_model)):
+                hook.scale = s * w
+                handles.append(mod.register_forward_hook(hook))
+            return executor(x, t, *args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+
+
+# ------------------------------------------------------------------ CLIP injection
+
+class ClipBranch:
+    """Registers this LoRA's text-encoder hooks while ComfyUI has the CLIP patcher patched."""
+
+    def __init__(self, label, entries, scale):
+        self.label = label
+        self.entries = [(path, _Hook(fac)) for path, fac in entries]
+        for _, h in self.entries:
+            h.scale = scale
+        self._handles = []
+        self._owner = None
+
+    def inject(self, patcher):
+        self._remove()
+        root = patcher.model
+        self._handles = [root.get_submodule(path).register_forward_hook(h) for path, h in self.entries]
+        self._owner = weakref.ref(patcher)
+
+    def eject(self, patcher):
+        # a stale clone (is_injected copied at clone time) must not remove the hooks another clone installed
+        if self._owner is not None and self._owner() is patcher:
+            self._remove()
+
+    def _remove(self):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._owner = None
+
+    def injection(self):
+        return comfy.patcher_extension.PatcherInjection(inject=self.inject, eject=self.eject)
+
+
+# ------------------------------------------------------------------ applying one LoRA
+
+def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, schedule=None, start=0.0,
+               end=1.0, block_text="", block_what="block_weights", block_full=None, block_base=0,
+               do_model=True, do_clip=True):
+    """Returns (model', clip', report lines).  Clones; never mutates the inputs.  `do_model`/`do_clip`
+    False returns that input unchanged (the caller re-uses a cached object)."""
+    m = map_lora(lf, model, clip)
+    layout = lora_tags.unet_layout(model.model.diffusion_model.state_dict().keys()) if model is not None else None
+    bw = lora_tags.parse_block_weights(block_text, layout, block_what, block_full, block_base)
+    name = os.path.basename(lf.path)
+    if m.matched == 0:
+        arch = type(model.model).__name__ if model is not None else "this model"
+        sample = m.sample
+        raise ValueError(f"LoRA '{name}' matched 0 of its {m.file_modules} modules on {arch}: it was made for "
+                         f"another model architecture (its keys look like '{sample}'). Pick a LoRA trained for "
+                         "this checkpoint.")
+    lines = []
+    if m.matched < m.file_modules:
+        lines.append(f"{name}: only {m.matched} of {m.file_modules} modules matched this model "
+                     "(made for another architecture or variant?)")
+        log.warning("[Lean LoRA] %s", lines[-1])
+    te_scale = strength_clip * (bw.base if bw is not None else 1.0)
+    new_model, new_clip = model, clip
+    if do_model and model is not None and (m.unet or m.unet_host):
+        if strength_model == 0.0:
+            lines.append(f"{name}: UNet strength 0, model left unchanged")
+        else:
+            new_model = model.clone()
+            if m.unet:
+                br = UnetBranch(label, m.unet, strength_model, schedule, start, end, bw)
+                new_model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, br)
+            if m.unet_host:
+                groups = {}
+                for key, patch in m.unet_host.items():
+                    k0 = key if isinstance(key, str) else key[0]
+                    w = bw.weight(lora_tags.block_of_key(k0)) if bw is not None else 1.0
+                    groups.setdefault(w, {})[key] = patch
+                for w, patches in groups.items():
+                    if w != 0.0:
+                        new_model.add_patches(patches, strength_model * w)
+            sched = ""
+            if schedule is not None or start > 0 or end < 1:
+                sched = f", schedule {schedule or 'constant'} window {start:g}-{end:g}"
+                if m.unet_host:
+                    sched += " (host-patched modules use the constant strength)"
+            lines.append(f"{name}: UNet {len(m.unet)} modules as low-rank branch, {len(m.unet_host)} by host "
+                         f"patching; strength {strength_model:g}{sched}" +
+                         (f", blocks {bw.source}" if bw is not None else ""))
+    if do_clip and clip is not None and (m.clip or m.clip_host):
+        if te_scale == 0.0:
+            lines.append(f"{name}: text encoder strength 0, CLIP left unchanged")
+        else:
+            new_clip = clip.clone()
+            if m.clip:
+                cb = ClipBranch(label, m.clip, te_scale)
+                new_clip.patcher.set_injections(f"{WRAPPER_KEY}_{next(_uid)}", [cb.injection()])
+            if m.clip_host:
+                new_clip.add_patches(m.clip_host, te_scale)
+            lines.append(f"{name}: text encoder {len(m.clip)} modules as low-rank branch, {len(m.clip_host)} by "
+                         f"host patching; strength {te_scale:g}")
+    if m.unet_host or m.clip_host:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(m.why_host.items()))
+        lines.append(f"{name}: host patching used for formats without a cheap branch ({why})")
+    for line in lines:
+        log.info("[Lean LoRA] %s", line)
+    return new_model, new_clip, lines

@@ -1,0 +1,319 @@
+"""LeanCheckpointLoader ("Load Checkpoint (mmap)"): a checkpoint loader that keeps one copy of the
+weights in memory and reads only the parts that are used.
+
+ComfyUI itself builds everything (config detection, model classes, CLIP, VAE, ModelPatcher); Lean
+only changes where the diffusion model's tensors come from: each parameter of the freshly built
+(never-initialised) model is replaced, one tensor at a time, by the file's tensor -- the zero-copy
+mapped tensor itself where the dtype/device already match, else a converted copy after which the
+file pages it came from leave the process's resident set.  CLIP and VAE are loaded by the host's own
+code from the same mapping, only when switched on.
+"""
+import logging
+
+import torch
+
+import comfy.model_detection
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.sd
+import comfy.utils
+import folder_paths
+
+from ..core import ckpt as core
+
+log = logging.getLogger("lean")
+
+DISPLAY = "Load Checkpoint (mmap)"
+WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
+                 "fp8_e4m3fn": getattr(torch, "float8_e4m3fn", None)}
+
+
+class PartNotLoaded(RuntimeError, AttributeError):
+    """Raised when a switched-off output is used.  Also an AttributeError so that ``hasattr`` probes
+    simply answer False."""
+
+
+class NotLoaded:
+    """What the CLIP/VAE output carries when that part was switched off: nothing was read for it, and
+    any use raises a clear error instead of ``'NoneType' object has no attribute ...``."""
+
+    def __init__(self, part, flag, ckpt_name, reason=None):
+        self._part, self._flag, self._ckpt = part, flag, ckpt_name
+        self._reason = reason or f"{flag} is off"
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_part", "_flag", "_ckpt", "_reason"):
+            raise AttributeError(name)
+        fix = (f"Switch {self._flag} on in the {DISPLAY} node, or connect a separate {self._part} loader"
+               if self._reason.endswith("is off") else f"Connect a separate {self._part} loader")
+        raise PartNotLoaded(
+            f"{DISPLAY}: there is no {self._part} from '{self._ckpt}' ({self._reason}), so it cannot be used here "
+            f"(a node asked for .{name}). {fix}" + (" (or use LoraLoaderModelOnly for LoRAs)." if self._part == "CLIP" else "."))
+
+    def __repr__(self):
+        return f"<no {self._part}: {self._reason}>"
+
+
+def _dtype_name(dt):
+    return str(dt).replace("torch.", "") if dt is not None else "none"
+
+
+def _replace_tensor(root, key, value):
+    """Put ``value`` in place of parameter/buffer ``key`` of ``root``; returns False if no such slot."""
+    mod_name, _, attr = key.rpartition(".")
+    try:
+        owner = root.get_submodule(mod_name) if mod_name else root
+    except AttributeError:
+        return False
+    if attr in owner._parameters and owner._parameters[attr] is not None:
+        owner._parameters[attr] = torch.nn.Parameter(value, requires_grad=False)
+        return True
+    if attr in owner._buffers and owner._buffers[attr] is not None:
+        owner._buffers[attr] = value
+        return True
+    return False
+
+
+def _load_diffusion_model(ck, views, prefix, model_config, weight_dtype, load_mode, metadata):
+    """Build the diffusion model with the host's classes and give it the file's tensors, one at a time."""
+    parameters = comfy.utils.calculate_parameters(views, prefix)
+    file_dtype = comfy.utils.weight_dtype(views, prefix)
+    load_device = mm.get_torch_device()
+    supported = list(model_config.supported_inference_dtypes)
+    if model_config.scaled_fp8 is not None:
+        file_dtype = None
+    unet_dtype = weight_dtype or mm.unet_dtype(model_params=parameters, supported_dtypes=supported, weight_dtype=file_dtype)
+    manual_cast = mm.unet_manual_cast(unet_dtype, load_device, supported)
+    model_config.set_inference_dtype(unet_dtype, manual_cast)
+    if load_mode == "direct":
+        init_device = load_device
+    else:
+        init_device = mm.unet_inital_load_device(parameters, unet_dtype)
+
+    # Parameters are allocated uninitialised (ComfyUI's ops skip weight init), so on the CPU they cost
+    # no memory until written -- and they never are: each is replaced below.
+    model = model_config.get_model(views, prefix, device=init_device)
+    dm = model.diffusion_model
+    if load_mode == "read":  # large sequential reads up front, then the same per-tensor placement
+        ck.read_subset([k for k in views if k.startswith(prefix)])
+    unet = {k[len(prefix):]: v for k, v in views.items() if k.startswith(prefix)}
+    unet = model_config.process_unet_state_dict(unet)
+    slots = dm.state_dict(keep_vars=True)
+    zero_copy, converted, unexpected = set(), 0, []
+    for key in list(unet):
+        src = unet.pop(key)
+        slot = slots.pop(key, None)
+        if slot is None:
+            unexpected.append(key)
+            continue
+        file_key = ck.key_of_view(src)
+        if file_key is not None:
+            del src
+            t = ck.materialize(file_key, slot.dtype, slot.device)
+            if t.dtype == ck.dtype(file_key) and t.device.type == "cpu":
+                zero_copy.add(file_key)  # used as read: a view of the mapping (mmap/read) or its one pread copy
+            else:
+                converted += 1
+        else:  # a tensor the host's key processing built itself
+            t = src.to(device=slot.device, dtype=slot.dtype)
+            converted += 1
+        if not _replace_tensor(dm, key, t):
+            unexpected.append(key)
+        del t, slot
+    missing = list(slots)
+    if missing:
+        log.warning("[Lean Checkpoint] %s: diffusion model keys missing from the file: %s", ck.name, missing)
+    if unexpected:
+        log.warning("[Lean Checkpoint] %s: file keys the diffusion model has no place for: %s", ck.name, unexpected)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+    if init_device != torch.device("cpu"):
+        mm.load_models_gpu([patcher], force_full_load=True)
+    desc = (f"{type(model).__name__} ({type(model_config).__name__}), {parameters / 1e9:.2f} B params, weights "
+            f"{_dtype_name(unet_dtype)} (file {_dtype_name(file_dtype)}), compute {_dtype_name(manual_cast or unet_dtype)}, "
+            f"on {init_device}; {len(zero_copy)} tensors used as read"
+            f"{' (mapped: resident as the sampler uses them)' if zero_copy and load_mode == 'mmap' else ''}, "
+            f"{converted} converted")
+    return patcher, zero_copy, desc
+
+
+def _describe(obj, attr):
+    """Class, the dtype holding most of the weight bytes, and the device of a loaded part."""
+    if obj is None:
+        return "none in this file"
+    try:
+        m = getattr(obj, attr)
+        size, dev = {}, None
+        for p in m.parameters():
+            size[p.dtype] = size.get(p.dtype, 0) + p.numel() * p.element_size()
+            dev = dev or p.device
+        main = max(size, key=size.get)
+        return f"{type(m).__name__}, weights {_dtype_name(main)} on {dev}, {sum(size.values()) / 2**30:.2f} GiB"
+    except Exception:
+        return type(obj).__name__
+
+
+def _prefixed(keys, prefixes):
+    return [k for k in keys if any(k.startswith(p) for p in prefixes)]
+
+
+def _store_vae_small(vae, dtype):
+    """Keep a VAE that ComfyUI would hold in fp32 (its pick on CPU) in the user's fp16/bf16 instead, computed in
+    fp32 with a per-layer cast.  An fp16/bf16 file's values are exact in fp32, so every result is unchanged;
+    only the held copy halves."""
+    if dtype not in (torch.float16, torch.bfloat16) or vae.vae_dtype != torch.float32:
+        return False
+    casts = [m for m in vae.first_stage_model.modules() if hasattr(m, "comfy_cast_weights")]
+    owners = {id(m) for m in casts}
+    for m in vae.first_stage_model.modules():  # every weight must sit in a module that can cast it
+        if id(m) not in owners and any(True for _ in m.parameters(recurse=False)):
+            return False
+    vae.first_stage_model.to(dtype)
+    for m in casts:
+        m.comfy_cast_weights = True
+    return True
+
+
+def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory, dtype=None):
+    """CLIP and VAE through the host's own classes and the detected model config's key processing, from
+    the mapping (or the read/direct buffers); only the switched-on part's tensors are read.  Their file
+    pages leave the resident set before the diffusion model is built."""
+    wanted = []
+    if load_vae:
+        wanted += _prefixed(views, model_config.vae_key_prefix)
+    if load_clip:
+        wanted += _prefixed(views, model_config.text_encoder_key_prefix)
+    sd = dict(views)
+    sd.update(ck.read_subset(wanted))
+    clip = vae = None
+    if load_vae:
+        vae_sd = comfy.utils.state_dict_prefix_replace(sd, {p: "" for p in model_config.vae_key_prefix}, filter_keys=True)
+        vae_sd = model_config.process_vae_state_dict(vae_sd)
+        if vae_sd:
+            vae = comfy.sd.VAE(sd=vae_sd, metadata=ck.metadata)
+            if _store_vae_small(vae, dtype):
+                log.info("[Lean Checkpoint] %s: VAE weights kept in %s, computed in fp32", ck.name, dtype)
+        del vae_sd
+    if load_clip:
+        target = model_config.clip_target(state_dict=sd)
+        clip_sd = model_config.process_clip_state_dict(sd) if target is not None else {}
+        if clip_sd:
+            clip = comfy.sd.CLIP(target, embedding_directory=embedding_directory, tokenizer_data=clip_sd,
+                                 parameters=comfy.utils.calculate_parameters(clip_sd))
+            missing, unexpected = clip.load_sd(clip_sd, full_model=True)
+            if missing:
+                log.debug("[Lean Checkpoint] %s: text encoder keys not in the file: %s", ck.name, missing)
+        del clip_sd
+    del sd
+    for key in wanted:
+        ck.release(key)
+    return clip, vae
+
+
+def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True, load_vae=True,
+                    embedding_directory=None, name=None):
+    """(MODEL, CLIP or NotLoaded, VAE or NotLoaded, report dict).  Usable without the node (bench)."""
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype must be one of {list(WEIGHT_DTYPES)}, got {weight_dtype!r}")
+    dtype = WEIGHT_DTYPES[weight_dtype]
+    if weight_dtype != "auto" and dtype is None:
+        raise ValueError(f"weight_dtype {weight_dtype} needs a newer torch than {torch.__version__}")
+    meter = core.LoadMeter()
+    ck = core.open_checkpoint(path, load_mode)
+    name = name or ck.name
+    try:
+        if len(ck) == 0:
+            raise core.CheckpointError(f"{ck.name}: holds no tensors; not a checkpoint")
+        views = ck.views()
+        prefix = comfy.model_detection.unet_prefix_from_state_dict(views)
+        model_config = comfy.model_detection.model_config_from_unet(views, prefix, metadata=ck.metadata)
+        if model_config is None or not any(k.startswith(prefix) for k in views):
+            sample = ", ".join(list(views)[:3])
+            raise core.CheckpointError(
+                f"{ck.name}: no diffusion model architecture this ComfyUI knows was found (keys start like: {sample}). "
+                f"It is not a full checkpoint: load a bare diffusion model with 'Load Diffusion Model', a LoRA with a "
+                f"LoRA loader, a VAE/text encoder with their loaders.{comfy.sd.model_detection_error_hint(path, views)}")
+        parts = {}
+        # CLIP and VAE first, by the host's own code, from the mapping: their file pages are dropped from
+        # the resident set before the (much larger) diffusion model is built, so the two never add up.
+        clip, vae = NotLoaded("CLIP", "load_clip", name), NotLoaded("VAE", "load_vae", name)
+        if load_clip or load_vae:
+            c, v = _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory, dtype)
+            if load_clip:
+                clip = c if c is not None else NotLoaded("CLIP", "load_clip", name, "the file has no text encoder")
+                parts["clip"] = _describe(c, "cond_stage_model")
+            if load_vae:
+                vae = v if v is not None else NotLoaded("VAE", "load_vae", name, "the file has no VAE")
+                parts["vae"] = _describe(v, "first_stage_model")
+        model, zero_copy, parts["model"] = _load_diffusion_model(ck, views, prefix, model_config, dtype, load_mode,
+                                                                 ck.metadata)
+        # Whatever else was read but is not the model's own weight (used as read) leaves the resident set;
+        # the mapping itself goes once no tensor points into it.
+        for key in ck.keys_read - zero_copy:
+            ck.release(key)
+        del views
+        report = {"file": name, "format": ck.format, "mode": load_mode, "file_bytes": ck.nbytes(),
+                  "bytes_read": ck.bytes_read, "keys_read": len(ck.keys_read), "keys_total": len(ck),
+                  "keys_read_list": sorted(ck.keys_read), "parts": parts, "weight_dtype": weight_dtype}
+    finally:
+        ck.close()
+    report.update(meter.figures())
+    report["text"] = core.format_report(report)
+    return model, clip, vae, report
+
+
+class LeanCheckpointLoader:
+    DESCRIPTION = ("Loads a checkpoint like Load Checkpoint, with one copy of the weights in memory instead of "
+                   "two: tensors come straight from the memory-mapped file (converted one at a time where the dtype "
+                   "differs), and CLIP/VAE are not read at all when switched off. The STRING output is a load report "
+                   "(seconds, bytes read, peak RSS, device, dtype), also shown on the node.")
+    CATEGORY = "lean/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE", "STRING")
+    RETURN_NAMES = ("MODEL", "CLIP", "VAE", "report")
+    OUTPUT_TOOLTIPS = ("The diffusion model.",
+                       "The text encoder; unusable (clear error) when load_clip is off.",
+                       "The VAE; unusable (clear error) when load_vae is off.",
+                       "Load report: seconds, bytes read, peak RSS, device and dtype.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "ckpt_name": (folder_paths.get_filename_list("checkpoints"),
+                          {"tooltip": "The checkpoint in models/checkpoints (.safetensors/.sft, or .ckpt/.pt/.pth/.bin "
+                                      "loaded weights-only)."}),
+            "load_mode": (["mmap", "read", "direct"],
+                          {"default": "mmap",
+                           "tooltip": "mmap: zero-copy views of the file, only used tensors are read. read: read the "
+                                      "needed parts with large sequential reads first (network drives). direct: each "
+                                      "tensor read on its own straight to the load device, no full CPU copy."}),
+            "weight_dtype": (list(WEIGHT_DTYPES),
+                             {"default": "auto",
+                              "tooltip": "dtype the diffusion model's weights are kept in. auto: what ComfyUI would "
+                                         "pick. fp16/bf16/fp8 keep weights small and compute with a per-layer cast; fp16/bf16 also keep "
+                                         "a VAE ComfyUI would hold in fp32 at that precision (computed in fp32)."}),
+            "load_clip": ("BOOLEAN", {"default": True,
+                                      "tooltip": "Load the text encoder. Off: it is never read from disk and the CLIP "
+                                                 "output raises a clear error if used."}),
+            "load_vae": ("BOOLEAN", {"default": True,
+                                     "tooltip": "Load the VAE. Off: it is never read from disk and the VAE output "
+                                                "raises a clear error if used."}),
+        }}
+
+    def load(self, ckpt_name, load_mode="mmap", weight_dtype="auto", load_clip=True, load_vae=True):
+        path = folder_paths.get_full_path("checkpoints", ckpt_name)
+        if path is None:
+            raise FileNotFoundError(f"{DISPLAY}: checkpoint '{ckpt_name}' not found in models/checkpoints "
+                                    f"(put the file there and refresh the browser)")
+        try:
+            model, clip, vae, report = load_checkpoint(
+                path, load_mode, weight_dtype, load_clip, load_vae,
+                embedding_directory=folder_paths.get_folder_paths("embeddings"), name=ckpt_name)
+        except core.CheckpointError as e:
+            raise ValueError(f"{DISPLAY}: {e}") from None
+        text = report["text"]
+        log.info("[Lean Checkpoint] %s", text.replace("\n", " | "))
+        return {"ui": {"text": [text]}, "result": (model, clip, vae, text)}
+
+
+NODE_CLASS_MAPPINGS = {"LeanCheckpointLoader": LeanCheckpointLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"LeanCheckpointLoader": "Load Checkpoint (mmap)"}

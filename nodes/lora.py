@@ -1,0 +1,234 @@
+"""LeanLoraTags ("LoRA from Prompt Tags") and LeanLoraLoader ("LoRA (dynamic)").
+
+LoRA and LoCon run as a low-rank branch in the forward pass (base weights untouched); see _lora_branch.py.
+"""
+import logging
+import os
+
+import folder_paths
+
+from ..core import lora_tags
+from . import _lora_branch as branch
+
+log = logging.getLogger("lean.lora")
+
+STRENGTH = {"default": 1.0, "min": -lora_tags.MAX_ABS_STRENGTH, "max": lora_tags.MAX_ABS_STRENGTH, "step": 0.01}
+_BW_TIP = ("Block weights (A1111 LoRA Block Weight): a preset (" + ", ".join(lora_tags.PRESET_NAMES) +
+           ") or comma values: SD1.5 17 (BASE,IN01,IN02,IN04,IN05,IN07,IN08,M00,OUT03..OUT11) or 26 (every block), "
+           "SDXL 12 (BASE,IN04,IN05,IN07,IN08,M00,OUT00..OUT05) or 20. BASE weights the text encoder. Empty = ALL.")
+_SCHED_TIP = ("Per-step strength multiplier: 'fraction:value' keyframes, e.g. 0:0.2,0.5:1,1:0.4 (step fraction 0..1 "
+              "from the sampler's sigma, linear between keyframes). Empty = constant strength_model.")
+
+
+def _lora_path(name):
+    path = folder_paths.get_full_path("loras", name)
+    if path is None or not os.path.isfile(path):
+        available = folder_paths.get_filename_list("loras")
+        resolved = lora_tags.resolve_name(name, available)  # raises FileNotFoundError with the closest names
+        path = folder_paths.get_full_path("loras", resolved)
+    return path
+
+
+class _Cache:
+    """Remembers the last output per side so that an unchanged side returns the very same object
+    (ComfyUI then finds it already loaded: nothing is re-patched)."""
+
+    def __init__(self):
+        self.model = None  # (input model, key, output model)
+        self.clip = None
+        self.files = ()    # keeps the LoraFiles alive while this node's outputs may be reused
+
+    def get(self, side, inp, key):
+        c = getattr(self, side)
+        if c is not None and c[0] is inp and c[1] == key:
+            return c[2]
+        return None
+
+    def put(self, side, inp, key, out):
+        setattr(self, side, (inp, key, out))
+
+
+def _apply_chain(cache, model, clip, specs):
+    """specs: list of dicts (lf, label, strength_model, strength_clip, schedule, start, end, block args).
+    Returns (model, clip, report lines)."""
+    mkey = tuple((branch._file_key(s["lf"].path), s["strength_model"], str(s["schedule"]), s["start"], s["end"],
+                  s["block_text"].strip().upper()) for s in specs)
+    ckey = tuple((branch._file_key(s["lf"].path), s["strength_clip"], s["block_text"].strip().upper())
+                 for s in specs)
+    out_model = cache.get("model", model, mkey)
+    out_clip = cache.get("clip", clip, ckey)
+    do_model = out_model is None
+    do_clip = out_clip is None
+    lines = []
+    m, c = model, clip
+    for s in specs:
+        if s["strength_model"] == 0 and s["strength_clip"] == 0:
+            # validate the block weights even when the LoRA is off, then skip it (like stock)
+            layout = lora_tags.unet_layout(model.model.diffusion_model.state_dict().keys()) if s["block_text"] else None
+            lora_tags.parse_block_weights(s["block_text"], layout, s["block_what"], s["block_full"], s["block_base"])
+            lines.append(f"{os.path.basename(s['lf'].path)}: strength 0, skipped")
+            continue
+        m2, c2, ln = branch.apply_lora(m, c, s["lf"], s["label"], s["strength_model"], s["strength_clip"],
+                                       s["schedule"], s["start"], s["end"], s["block_text"], s["block_what"],
+                                       s["block_full"], s["block_base"], do_model=do_model, do_clip=do_clip)
+        m = m2 if do_model else m
+        c = c2 if do_clip else c
+        lines += ln
+    if do_model:
+        cache.put("model", model, mkey, m)
+        out_model = m
+    else:
+        lines.append("UNet unchanged: re-used the previous MODEL (nothing re-patched)")
+    if do_clip:
+        cache.put("clip", clip, ckey, c)
+        out_clip = c
+    else:
+        lines.append("text encoder unchanged: re-used the previous CLIP (nothing re-patched)")
+    cache.files = tuple(s["lf"] for s in specs)
+    return out_model, out_clip, lines
+
+
+def _spec(lf, label, strength_model, strength_clip, schedule=None, start=0.0, end=1.0, block_text="",
+          block_what="block_weights", block_full=None, block_base=0):
+    return dict(lf=lf, label=label, strength_model=strength_model, strength_clip=strength_clip, schedule=schedule,
+                start=start, end=end, block_text=block_text or "", block_what=block_what, block_full=block_full,
+                block_base=block_base)
+
+
+class LeanLoraLoader:
+    DESCRIPTION = ("One LoRA, computed as a low-rank branch in the forward pass (base weights untouched): a new "
+                   "strength, a per-step schedule or block weights cost no re-patching. Chainable like the stock "
+                   "LoRA loader. LoHa/LoKr/OFT/DoRA fall back to ComfyUI's own patching (the node reports the path).")
+    CATEGORY = "lean/loaders"
+    RETURN_TYPES = ("MODEL", "CLIP")
+    RETURN_NAMES = ("model", "clip")
+    OUTPUT_TOOLTIPS = ("The model with the LoRA branch (input model unchanged).",
+                       "The CLIP with the LoRA branch (the same object as last run if its inputs did not change).")
+    FUNCTION = "apply"
+
+    def __init__(self):
+        self._cache = _Cache()
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The diffusion model the LoRA is added to (not modified; cloned)."}),
+            "clip": ("CLIP", {"tooltip": "The text encoder the LoRA is added to (not modified; cloned)."}),
+            "lora_name": (folder_paths.get_filename_list("loras"), {"tooltip": "A LoRA file of the loras folder."}),
+            "strength_model": ("FLOAT", dict(STRENGTH, tooltip="UNet strength (negative allowed). Multiplied by "
+                                             "the schedule and the block weights.")),
+            "strength_clip": ("FLOAT", dict(STRENGTH, tooltip="Text-encoder strength (negative allowed). "
+                                            "Multiplied by the BASE block weight.")),
+            "schedule": ("STRING", {"default": "", "multiline": False, "tooltip": _SCHED_TIP}),
+            "block_weights": ("STRING", {"default": "", "multiline": False, "tooltip": _BW_TIP}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, lora_name="", **kw):
+        try:
+            return str(branch._file_key(_lora_path(lora_name)))
+        except Exception:
+            return ""
+
+    def apply(self, model, clip, lora_name, strength_model, strength_clip, schedule="", block_weights=""):
+        sm = lora_tags.check_strength(strength_model, "strength_model")
+        sc = lora_tags.check_strength(strength_clip, "strength_clip")
+        sched = lora_tags.parse_schedule(schedule, "schedule")
+        lf = branch.load_lora_file(_lora_path(lora_name))
+        m, c, lines = _apply_chain(self._cache, model, clip,
+                                   [_spec(lf, lora_name, sm, sc, sched, block_text=block_weights)])
+        return {"ui": {"text": lines}, "result": (m, c)}
+
+
+class LeanLoraTags:
+    DESCRIPTION = ("Finds A1111-style <lora:name:w> tags in the text (also <lora:name:unet_w:te_w>, named unet=, "
+                   "te=, start=, end=, sched=, lbw=), applies each LoRA as a low-rank branch (no re-patching when "
+                   "a strength changes) and returns the text with the tags removed.")
+    CATEGORY = "lean/loaders"
+    RETURN_TYPES = ("MODEL", "CLIP", "STRING")
+    RETURN_NAMES = ("model", "clip", "text")
+    OUTPUT_TOOLTIPS = ("The model with every tagged LoRA (input model unchanged).",
+                       "The CLIP with every tagged LoRA (the same object as last run if its inputs did not change).",
+                       "The text with the LoRA tags removed, ready for a text encoder.")
+    FUNCTION = "apply"
+
+    def __init__(self):
+        self._cache = _Cache()
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The diffusion model the LoRAs are added to (not modified; cloned)."}),
+            "clip": ("CLIP", {"tooltip": "The text encoder the LoRAs are added to (not modified; cloned)."}),
+            "text": ("STRING", {"multiline": True, "default": "", "dynamicPrompts": False,
+                                "tooltip": "Prompt with tags: <lora:name:0.8>, <lora:name:0.8:0.5>, "
+                                           "<lora:name:unet=0.8:te=0.5:start=0:end=0.6>, "
+                                           "<lora:name:1:sched=0:0.2,0.5:1,1:0.4>, <lora:name:1:lbw=MIDD>. Names "
+                                           "match files in the loras folder (exact, without extension, any case)."}),
+        }}
+
+    def apply(self, model, clip, text):
+        clean, tags = lora_tags.parse_tags(text)
+        if not tags:
+            return {"ui": {"text": ["no LoRA tags found"]}, "result": (model, clip, clean)}
+        available = folder_paths.get_filename_list("loras")
+        specs = []
+        for t in tags:
+            try:
+                name = lora_tags.resolve_name(t.name, available)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{e} (tag at character {t.pos + 1}: {t.text})") from None
+            lf = branch.load_lora_file(folder_paths.get_full_path("loras", name))
+            specs.append(_spec(lf, name, t.unet, t.te, t.sched, t.start, t.end, t.lbw, "LoRA tag",
+                               text, t.lbw_pos))
+        m, c, lines = _apply_chain(self._cache, model, clip, specs)
+        return {"ui": {"text": lines}, "result": (m, c, clean)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "LeanLoraTags": LeanLoraTags,
+    "LeanLoraLoader": LeanLoraLoader,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LeanLoraTags": "LoRA from Prompt Tags (dynamic)",
+    "LeanLoraLoader": "LoRA (dynamic)",
+}
+
+
+# ------------------------------------------------------------------ GET /lean/loras
+
+_META = {}
+
+
+def _lora_listing():
+    out = []
+    for name in folder_paths.get_filename_list("loras"):
+        path = folder_paths.get_full_path("loras", name)  # resolves only inside the registered loras folders
+        item = {"name": name, "triggers": []}
+        if path and name.lower().endswith((".safetensors", ".sft")):
+            try:
+                key = branch._file_key(path)
+                if key not in _META:
+                    _META[key] = lora_tags.trigger_words(lora_tags.read_safetensors_metadata(path))
+                item["triggers"] = _META[key]
+            except (OSError, ValueError) as e:
+                item["error"] = str(e)
+        out.append(item)
+    return out
+
+
+def _register_routes():
+    try:
+        from aiohttp import web
+        from server import PromptServer
+        routes = PromptServer.instance.routes
+    except Exception:  # no server (tier-1 import, scripts): nothing to register
+        return
+
+    @routes.get("/lean/loras")
+    async def lean_loras(request):
+        return web.json_response({"loras": _lora_listing()})
+
+
+_register_routes()

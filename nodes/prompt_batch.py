@@ -1,0 +1,339 @@
+"""LeanPromptBatch: N prompts (lines, wildcards) -> one batched CONDITIONING (entry i for latent i)."""
+import hashlib
+import logging
+import os
+
+import folder_paths
+
+from ..core import cond_batch, prompts as P
+
+_log = logging.getLogger("lean")
+
+WILDCARDS = "wildcards"
+NO_FILE = "(none)"
+TEXT_FILE_EXTENSIONS = (".txt",)
+
+
+def register_wildcards_folder():
+    """models/wildcards as a model folder (extra_model_paths.yaml can add more under `wildcards:`)."""
+    default = os.path.join(folder_paths.models_dir, WILDCARDS)
+    folder_paths.add_model_folder_path(WILDCARDS, default, is_default=True)
+    paths, exts = folder_paths.folder_names_and_paths[WILDCARDS]
+    exts = set(exts) | set(P.WILDCARD_EXTENSIONS)
+    folder_paths.folder_names_and_paths[WILDCARDS] = (paths, exts)
+
+
+register_wildcards_folder()
+
+
+def wildcard_roots():
+    try:
+        return folder_paths.get_folder_paths(WILDCARDS)
+    except KeyError:
+        return []
+
+
+def input_text_files():
+    root = folder_paths.get_input_directory()
+    found = []
+    if os.path.isdir(root):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for f in sorted(filenames):
+                if f.lower().endswith(TEXT_FILE_EXTENSIONS):
+                    found.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return [NO_FILE] + found
+
+
+def read_text_file(name):
+    if not name or name == NO_FILE:
+        return ""
+    root = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root or not name.lower().endswith(TEXT_FILE_EXTENSIONS):
+        raise ValueError(f"text_file {name!r} is refused: pick a .txt file inside the input folder {root}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"text_file {name!r} not found in the input folder {root}; "
+                                "refresh the page (R) to update the list")
+    with open(path, encoding="utf-8-sig") as f:
+        return f.read()
+
+
+def prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file=NO_FILE):
+    body = "\n".join(t for t in (text or "", read_text_file(text_file)) if t)
+    if not P.split_lines(body):
+        raise ValueError("LeanPromptBatch: no prompt - `text` is empty (blank lines and # comments are ignored) "
+                         "and no text_file is chosen; write one prompt per line")
+    return P.expand(body, mode=mode, count=count, seed=seed, prefix=prefix, suffix=suffix,
+                    wildcard_roots=wildcard_roots())
+
+
+# ----------------------------------------------------------------------------- encoding
+
+class _Unsupported(Exception):
+    """This text encoder does not fit the batched path; fall back to one encode per prompt."""
+
+
+def _chunk_encoders(clip):
+    import comfy.sd1_clip
+    return [m for m in clip.cond_stage_model.modules() if isinstance(m, comfy.sd1_clip.SDClipModel)]
+
+
+def _check_tokens(all_tokens):
+    """(keys, chunk length, chunks per prompt) if every prompt is a dict of equal-length chunk lists."""
+    keys = None
+    length = None
+    counts = []
+    for toks in all_tokens:
+        if not isinstance(toks, dict) or not toks:
+            raise _Unsupported("tokens are not a dict of chunk lists")
+        if keys is None:
+            keys = sorted(toks)
+        if sorted(toks) != keys:
+            raise _Unsupported("prompts tokenized to different encoders")
+        n = {len(toks[k]) for k in keys}
+        if len(n) != 1 or 0 in n:
+            raise _Unsupported("encoders disagree on the number of chunks")
+        for k in keys:
+            for chunk in toks[k]:
+                if length is None:
+                    length = len(chunk)
+                if len(chunk) != length:
+                    raise _Unsupported("chunks of different lengths")
+        counts.append(n.pop())
+    return keys, length, counts
+
+
+def _free_memory(clip):
+    import comfy.model_management as mm
+    try:
+        return mm.get_free_memory(clip.patcher.load_device)
+    except Exception:
+        return 2 << 30
+
+
+def encode_batched(clip, texts):
+    """One conditioning entry with batch len(texts); the text encoder runs over all chunks of all
+    prompts (plus one empty chunk for padding) in as few forward passes as memory allows."""
+    import comfy.model_management as mm
+    import torch
+    from comfy.utils import ProgressBar
+
+    if clip.use_clip_schedule and clip.patcher.forced_hooks is not None:
+        raise _Unsupported("scheduled CLIP hooks")
+    encoders = _chunk_encoders(clip)
+    if not encoders:
+        raise _Unsupported("no chunked CLIP encoder")
+    all_tokens = [clip.tokenize(t) for t in texts] + [clip.tokenize("")]
+    keys, length, counts = _check_tokens(all_tokens)
+    if counts[-1] != 1:
+        raise _Unsupported("the empty prompt is not one chunk")
+    width = max(e.transformer.get_input_embeddings().weight.shape[1] for e in encoders)
+    rows = [(i, c) for i, n in enumerate(counts) for c in range(n)]
+    firsts, index = cond_batch.unique_rows(
+        [cond_batch.chunk_key([all_tokens[i][k][c] for k in keys]) for i, c in rows])
+    unique = [rows[f] for f in firsts]  # the rows the text encoder really computes
+    per_pass = cond_batch.rows_per_pass(_free_memory(clip), length, width, len(unique))
+    passes = cond_batch.plan_passes(unique, per_pass)
+
+    done_cond, done_pooled = {}, {}
+    extras = None
+    pooled_missing = False
+    pbar = ProgressBar(len(passes))
+    for rows_here in passes:
+        mm.throw_exception_if_processing_interrupted()
+        merged = {k: [all_tokens[i][k][c] for i, c in rows_here] for k in keys}
+        captured = {}
+        for e in encoders:
+            def capture(tokens, _orig=e.encode, _key=id(e)):
+                o = _orig(tokens)
+                captured[_key] = o[1] if len(o) > 1 else None
+                return o
+            e.encode = capture
+        try:
+            out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
+        finally:
+            for e in encoders:
+                if "encode" in e.__dict__:
+                    del e.encode
+        cond = out.pop("cond")
+        top = out.pop("pooled_output", None)
+        unexpected = [k for k in out if k != "hooks"]
+        if unexpected:
+            raise _Unsupported(f"encoder returns extra outputs {unexpected}")
+        if cond.shape[0] != 1 or cond.shape[1] != len(rows_here) * length:
+            raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {len(rows_here)} chunks of {length}")
+        source = None
+        if top is not None:
+            for e in encoders:
+                p = captured.get(id(e))
+                if (p is not None and p.shape[0] >= len(rows_here) and p.shape[1:] == top.shape[1:]
+                        and torch.equal(p[0:1].to(top.device, top.dtype), top)):
+                    source = p.to(top.device, top.dtype)
+                    break
+            if source is None:
+                raise _Unsupported("cannot tell which encoder gives the pooled output")
+        else:
+            pooled_missing = True
+        for j, key in enumerate(rows_here):
+            done_cond[key] = cond[0, j * length:(j + 1) * length]
+            if source is not None:
+                done_pooled[key] = source[j]
+        extras = out if extras is None else extras
+        pbar.update(1)
+
+    chunk_cond = {row: done_cond[unique[index[r]]] for r, row in enumerate(rows)}
+    chunk_pooled = {row: done_pooled[unique[index[r]]] for r, row in enumerate(rows)} if not pooled_missing else None
+    n = len(texts)
+    pad = chunk_cond[(n, 0)]
+    cond, pooled = cond_batch.assemble({k: v for k, v in chunk_cond.items() if k[0] < n},
+                                       None if chunk_pooled is None else chunk_pooled, counts[:n], pad)
+    info = dict(extras or {})
+    info["pooled_output"] = pooled
+    return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[:n]}
+
+
+def encode_each(clip, texts):
+    """Fallback for encoders the batched path does not know: ComfyUI's own encode per prompt,
+    padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule."""
+    import torch
+
+    results = [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in texts]
+    empty = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    steps = {len(r) for r in results}
+    if len(steps) != 1:
+        raise ValueError("LeanPromptBatch: the CLIP hook schedule differs between prompts")
+    out = []
+    for s in range(steps.pop()):
+        conds = [r[s][0] for r in results]
+        cond = cond_batch.stack_padded(conds, empty[min(s, len(empty) - 1)][0])
+        info = {}
+        first = results[0][s][1]
+        for key, v in first.items():
+            vals = [r[s][1].get(key) for r in results]
+            if torch.is_tensor(v):
+                if all(torch.is_tensor(x) and x.shape == v.shape for x in vals):
+                    info[key] = torch.cat(vals, dim=0)
+                else:
+                    _log.warning("[Lean Nodes] LeanPromptBatch: dropping '%s' (differs in shape between prompts)", key)
+            else:
+                info[key] = v
+        out.append([cond, info])
+    return out, {"passes": len(texts) + 1, "rows": None, "chunks": None}
+
+
+def encode_prompts(clip, texts):
+    try:
+        return encode_batched(clip, texts)
+    except _Unsupported as why:
+        _log.info("[Lean Nodes] LeanPromptBatch: encoding prompts one by one (%s)", why)
+        return encode_each(clip, texts)
+
+
+# ----------------------------------------------------------------------------- node
+
+class LeanPromptBatch:
+    DESCRIPTION = ("Many prompts in one batch: one prompt per line, or drawn from {a|b} choices and __name__ "
+                   "wildcard files (models/wildcards). Outputs one CONDITIONING whose entry i conditions latent i - "
+                   "wire `count` into Empty Latent Image's batch_size and one KSampler run makes every image. "
+                   "Prompts of different lengths are padded with the encoded empty prompt, so each entry equals "
+                   "encoding its prompt alone; all prompts go through the text encoder together.")
+    CATEGORY = "lean/conditioning"
+    FUNCTION = "build"
+    RETURN_TYPES = ("CONDITIONING", "STRING", "INT")
+    RETURN_NAMES = ("conditioning", "prompts", "count")
+    OUTPUT_IS_LIST = (False, True, False)
+    OUTPUT_TOOLTIPS = (
+        "One conditioning with batch N: entry i is prompt i (cond [N, T, C], pooled output [N, C']).",
+        "The N expanded prompts, as a list (prompt i belongs to image i of the batch).",
+        "N, the number of prompts: wire it into Empty Latent Image's batch_size.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("CLIP", {"tooltip": "The text encoder (CLIP output of a checkpoint loader)."}),
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "",
+                                    "tooltip": "One prompt per line (blank lines and lines starting with # are "
+                                               "ignored). {a|b|c} picks one, {2$$a|b|c} picks two, {0.3::a|b} "
+                                               "weights options, __name__ takes a line of wildcards/name.txt."}),
+                "mode": (list(P.MODES), {"default": "lines",
+                                         "tooltip": "lines: one prompt per line. random: `count` prompts, each "
+                                                    "from a random line with random choices. combinatorial: every "
+                                                    "combination, in order (more than `count` is an error)."}),
+                "count": ("INT", {"default": 16, "min": 1, "max": 4096,
+                                  "tooltip": "random: how many prompts to draw. combinatorial: the most prompts "
+                                             "allowed. Ignored in lines mode."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
+                                 "tooltip": "Seed of the random choices: the same seed gives the same prompts on "
+                                            "every machine. Not used in combinatorial mode."}),
+                "prefix": ("STRING", {"default": "", "tooltip": "Put before every prompt (joined with ', '); "
+                                                                "may use {a|b} and __name__ too."}),
+                "suffix": ("STRING", {"default": "", "tooltip": "Put after every prompt (joined with ', '); "
+                                                                "may use {a|b} and __name__ too."}),
+            },
+            "optional": {
+                "text_file": (input_text_files(), {"default": NO_FILE,
+                                                   "tooltip": "A .txt file of the input folder whose lines are "
+                                                              "added after `text` (same syntax)."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, text="", mode="lines", count=16, seed=0, prefix="", suffix="", text_file=NO_FILE, **kw):
+        # wildcard files and text_file can change without any input changing
+        try:
+            got = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
+            return hashlib.sha256("\n".join(got).encode()).hexdigest()
+        except Exception as e:  # the run itself reports the error
+            return f"error: {e}"
+
+    def build(self, clip, text, mode, count, seed, prefix, suffix, text_file=NO_FILE):
+        if clip is None:
+            raise ValueError("LeanPromptBatch: the clip input is None - the checkpoint has no text encoder; "
+                             "load one with a CLIP loader and connect its CLIP output")
+        texts = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
+        conditioning, stats = encode_prompts(clip, texts)
+        _log.info("[Lean Nodes] LeanPromptBatch: %d prompts, %s text-encoder pass(es), %s distinct chunks",
+                  len(texts), stats["passes"], stats["rows"])
+        return (conditioning, texts, len(texts))
+
+
+# ----------------------------------------------------------------------------- preview route
+
+def preview(query):
+    """GET /lean/prompt_batch/preview?text=...&mode=...&count=...[&prefix=&suffix=&text_file=]
+    -> {"count": n, "cap": count, "over_cap": bool}.  Read-only: reads wildcard files of the
+    registered wildcards folders and text files of the input folder, nothing else."""
+    mode = query.get("mode", "lines")
+    cap = int(query.get("count", 16))
+    text = "\n".join(t for t in (query.get("text", ""), read_text_file(query.get("text_file", NO_FILE))) if t)
+    n = P.count_prompts(text, mode=mode, count=cap, wildcard_roots=wildcard_roots(),
+                        prefix=query.get("prefix", ""), suffix=query.get("suffix", ""))
+    return {"count": n, "mode": mode, "cap": cap, "over_cap": mode == "combinatorial" and n > cap}
+
+
+def _register_routes():
+    try:
+        from aiohttp import web
+        from server import PromptServer
+    except Exception:  # no server (tests, scripts): no route
+        return
+    instance = getattr(PromptServer, "instance", None)
+    if instance is None:
+        return
+
+    @instance.routes.get("/lean/prompt_batch/preview")
+    async def lean_prompt_batch_preview(request):
+        try:
+            return web.json_response(preview(request.rel_url.query))
+        except (ValueError, OSError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+
+
+_register_routes()
+
+
+NODE_CLASS_MAPPINGS = {"LeanPromptBatch": LeanPromptBatch}
+NODE_DISPLAY_NAME_MAPPINGS = {"LeanPromptBatch": "Prompt Batch (wildcards)"}

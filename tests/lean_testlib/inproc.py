@@ -1,0 +1,47 @@
+"""The host's Python modules in this process (for benchmarks and quick checks, not the server).
+
+    host = inproc.load_host()            # puts ComfyUI on sys.path, returns its path
+    import nodes, comfy.sd               # the host's own modules
+    pack = inproc.load_pack()            # this repo as package `lean_nodes` (its __init__ run)
+"""
+import importlib.util
+import os
+import sys
+import types
+
+from . import REPO
+from .harness import SHIMS, find_host, needs_torchvision_shim
+
+
+def load_host():
+    path, why = find_host()
+    if path is None:
+        raise RuntimeError(f"no ComfyUI host: {why}")
+    if needs_torchvision_shim() and str(SHIMS) not in sys.path:
+        sys.path.insert(0, str(SHIMS))
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    import comfy.options  # noqa: F401  (argument parsing stays off: the host's defaults)
+    import comfy.cli_args
+    import torch
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True  # what the server gets from --cpu
+    return path
+
+
+def load_pack(name="lean_nodes"):
+    """Register the repo as package `name` without running __init__ (like tests/conftest.py)."""
+    if name not in sys.modules:
+        mod = types.ModuleType(name)
+        mod.__path__ = [str(REPO)]
+        mod.__file__ = str(REPO / "__init__.py")
+        sys.modules[name] = mod
+    return sys.modules[name]
+
+
+def load_checkpoint(path):
+    import comfy.sd
+    import folder_paths
+    out = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True,
+                                                embedding_directory=folder_paths.get_folder_paths("embeddings"))
+    return out[:3]

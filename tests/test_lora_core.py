@@ -1,0 +1,213 @@
+"""Tier 1: LoRA tag parsing, schedules, block weights, name matching (core/lora_tags.py)."""
+import math
+
+import pytest
+
+from lean_nodes.core import lora_tags as lt
+
+
+# ------------------------------------------------------------------ tags
+
+def test_plain_tags_and_text_cleanup():
+    text, tags = lt.parse_tags("a photo of <lora:style_a:0.8> a cat, <lora:char:0.5:0.25>, sunny")
+    assert text == "a photo of a cat, sunny"
+    assert [(t.name, t.unet, t.te) for t in tags] == [("style_a", 0.8, 0.8), ("char", 0.5, 0.25)]
+
+
+def test_no_tags_returns_text_unchanged():
+    assert lt.parse_tags("a  cat, <b>") == ("a  cat, <b>", [])
+
+
+def test_default_strength_and_lyco():
+    _, (t1, t2) = lt.parse_tags("<lora:x> <LyCo:y:-1.5>")
+    assert (t1.name, t1.unet, t1.te) == ("x", 1.0, 1.0)
+    assert (t2.name, t2.unet, t2.te) == ("y", -1.5, -1.5)
+
+
+def test_named_arguments():
+    _, (t,) = lt.parse_tags("<lora:name:unet=0.8:te=0.5:start=0:end=0.6>")
+    assert (t.unet, t.te, t.start, t.end) == (0.8, 0.5, 0.0, 0.6)
+    _, (t,) = lt.parse_tags("<lora:name:0.7:te=0.1>")
+    assert (t.unet, t.te) == (0.7, 0.1)
+
+
+def test_sched_with_colons_and_following_args():
+    _, (t,) = lt.parse_tags("<lora:n:1:sched=0:0.2,0.5:1,1:0.4:lbw=MIDD>")
+    assert t.sched.keys == ((0.0, 0.2), (0.5, 1.0), (1.0, 0.4))
+    assert t.lbw == "MIDD"
+
+
+def test_lbw_list_in_tag():
+    _, (t,) = lt.parse_tags("<lora:n:lbw=1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1>")
+    bw = lt.parse_block_weights(t.lbw, "sd15")
+    assert bw.weight("OUT11") == 1.0 and bw.weight("IN01") == 0.0
+
+
+@pytest.mark.parametrize("prompt,needle,at", [
+    ("a <lora:x:abc> b", "'abc' is not a number", "abc"),
+    ("a <lora:x:1", "not closed", "<lora"),
+    ("<lora::1>", "name is empty", ":1>"),
+    ("<lora:x:1:foo=2>", "unknown argument 'foo'", "foo"),
+    ("<lora:x:unet=1:unet=2>", "given twice", "unet=2"),
+    ("<lora:x:1:2:3>", "at most two", "3>"),
+    ("<lora:x:start=1.5>", "between 0 and 1", "1.5"),
+    ("<lora:x:start=0.8:end=0.2>", "is after end", "<lora"),
+    ("<lora:x:sched=0:1,0.5>", "fraction:strength", "0.5>"),
+    ("<lora:x:sched=0.5:1,0.2:0>", "must be in order", "0.2:0"),
+    ("<lora:x:sched=0:1,,1:0>", "empty keyframe", ",1:0"),
+    ("<lora:x:nan>", "not a finite number", "nan"),
+    ("<lora:x:1e9>", "out of range", "1e9"),
+    ("a, <lora:x:1:lbw=MIDD:te=abc>", "not a number", "abc"),
+])
+def test_malformed_tags_point_at_character(prompt, needle, at):
+    """The error names the character (1-based) where the problem starts and draws a caret under it."""
+    col = prompt.index(at) + 1
+    with pytest.raises(lt.LoraSyntaxError) as e:
+        lt.parse_tags(prompt)
+    msg = str(e.value)
+    assert needle in msg, msg
+    assert f"at character {col}:" in msg, (msg, col)
+    assert "^" in msg
+
+
+def test_positional_after_named_is_an_error():
+    with pytest.raises(lt.LoraSyntaxError, match="named argument"):
+        lt.parse_tags("<lora:x:te=1:0.5>")
+
+
+def test_negative_and_large_strengths_allowed():
+    _, (t,) = lt.parse_tags("<lora:x:-3:250>")
+    assert (t.unet, t.te) == (-3.0, 250.0)
+    assert lt.check_strength(-999, "s") == -999
+    with pytest.raises(ValueError, match="finite"):
+        lt.check_strength(float("inf"), "strength_model")
+
+
+# ------------------------------------------------------------------ schedules
+
+def test_schedule_linear_and_flat_ends():
+    s = lt.parse_schedule("0.2:0.2, 0.5:1, 1:0.4")
+    assert s(0.0) == 0.2 and s(0.2) == 0.2
+    assert math.isclose(s(0.35), 0.6)
+    assert s(0.5) == 1.0
+    assert math.isclose(s(0.75), 0.7)
+    assert s(1.0) == 0.4
+
+
+def test_schedule_jump():
+    s = lt.parse_schedule("0:1,0.5:1,0.5:0,1:0")
+    assert s(0.49) == 1.0 and s(0.5) == 0.0 and s(0.9) == 0.0
+
+
+def test_schedule_empty_is_none_and_constant_check():
+    assert lt.parse_schedule("") is None and lt.parse_schedule("  ") is None
+    assert lt.parse_schedule("0:1,1:1").is_constant()
+
+
+@pytest.mark.parametrize("text,needle", [("0:1,2:0", "between 0 and 1"), ("x:1", "not a number"),
+                                         ("0.5", "fraction:strength"), ("0:1,", "empty keyframe"),
+                                         ("0:inf", "finite")])
+def test_schedule_errors(text, needle):
+    with pytest.raises(ValueError, match=needle):
+        lt.parse_schedule(text)
+
+
+# ------------------------------------------------------------------ block weights
+
+def test_presets_sd15_match_lbw_convention():
+    bw = lt.parse_block_weights("MIDD", "sd15")
+    on = [b for b in lt.SD15_17 if bw.weight(b) == 1.0]
+    assert on == ["BASE", "IN05", "IN07", "IN08", "M00", "OUT03", "OUT04", "OUT05", "OUT06"]
+    assert lt.parse_block_weights("none", "sd15").is_all(0.0)
+    assert lt.parse_block_weights("ALL0.5", "sd15").is_all(0.5)
+    assert [b for b in lt.SD15_17 if lt.parse_block_weights("OUTS", "sd15").weight(b)] == \
+        ["BASE", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11"]
+
+
+def test_presets_sdxl():
+    bw = lt.parse_block_weights("INALL", "sdxl")
+    assert [b for b in lt.SDXL_12 if bw.weight(b)] == ["BASE", "IN04", "IN05", "IN07", "IN08"]
+
+
+def test_short_format_fallback_blocks():
+    bw = lt.parse_block_weights("1,0.1,0.2,0.4,0.5,0.7,0.8,0.9,3,4,5,6,7,8,9,10,11", "sd15")
+    assert bw.weight("IN00") == 0.1 and bw.weight("IN03") == 0.2 and bw.weight("IN11") == 0.8
+    assert bw.weight("OUT00") == 3 and bw.weight("M00") == 0.9 and bw.base == 1
+
+
+def test_long_format():
+    vals = ",".join(str(i) for i in range(26))
+    bw = lt.parse_block_weights(vals, "sd15")
+    assert bw.weight("BASE") == 0 and bw.weight("IN00") == 1 and bw.weight("M00") == 13 and bw.weight("OUT11") == 25
+
+
+@pytest.mark.parametrize("text,layout,needle", [
+    ("1,1,1", "sd15", "3 values given; SD1.5 takes 17"),
+    ("1,1,1", "sdxl", "SDXL takes 12"),
+    ("MIDDD", "sd15", "did you mean MIDD"),
+    ("1,,1", "sd15", "empty value"),
+    ("MIDD", None, "needs an SD1.5 or SDXL"),
+    ("1,0", None, "needs an SD1.5 or SDXL"),
+])
+def test_block_weight_errors(text, layout, needle):
+    with pytest.raises(ValueError, match=needle):
+        lt.parse_block_weights(text, layout)
+
+
+def test_flat_presets_without_layout():
+    assert lt.parse_block_weights("NONE", None).weight("IN04") == 0.0
+    assert lt.parse_block_weights("", "sd15") is None
+
+
+def test_block_of_key_and_layout():
+    assert lt.block_of_key("diffusion_model.input_blocks.4.1.proj_in.weight") == "IN04"
+    assert lt.block_of_key("diffusion_model.middle_block.1.proj_in.weight") == "M00"
+    assert lt.block_of_key("diffusion_model.output_blocks.11.1.proj_out.weight") == "OUT11"
+    assert lt.block_of_key("diffusion_model.time_embed.0.weight") == "BASE"
+    sd15 = [f"input_blocks.{i}.0.x" for i in range(12)] + [f"output_blocks.{i}.0.x" for i in range(12)]
+    sdxl = [f"input_blocks.{i}.0.x" for i in range(9)] + [f"output_blocks.{i}.0.x" for i in range(9)]
+    assert lt.unet_layout(sd15) == "sd15" and lt.unet_layout(sdxl) == "sdxl" and lt.unet_layout(["a.b"]) is None
+
+
+# ------------------------------------------------------------------ names
+
+FILES = ["style_a.safetensors", "Char/Hero.safetensors", "detail.pt", "style_b.safetensors"]
+
+
+@pytest.mark.parametrize("name,want", [
+    ("style_a.safetensors", "style_a.safetensors"),
+    ("style_a", "style_a.safetensors"),
+    ("STYLE_A", "style_a.safetensors"),
+    ("char/hero", "Char/Hero.safetensors"),
+    ("Char\\Hero.safetensors", "Char/Hero.safetensors"),
+    ("hero", "Char/Hero.safetensors"),
+    ("detail", "detail.pt"),
+])
+def test_resolve_name(name, want):
+    assert lt.resolve_name(name, FILES) == want
+
+
+def test_unknown_name_lists_closest():
+    with pytest.raises(FileNotFoundError) as e:
+        lt.resolve_name("styl_a", FILES)
+    assert "style_a" in str(e.value) and "styl_a" in str(e.value)
+    with pytest.raises(FileNotFoundError, match="empty"):
+        lt.resolve_name("x", [])
+
+
+# ------------------------------------------------------------------ trigger words
+
+def test_trigger_words_from_safetensors_header(tmp_path):
+    import json
+    import torch
+    from safetensors.torch import save_file
+    p = tmp_path / "x.safetensors"
+    freq = {"set1": {"leanstyle": 3, " red ": 1}, "set2": {"leanstyle": 2, "blue": 4}}
+    save_file({"a": torch.zeros(2)}, str(p), metadata={"ss_tag_frequency": json.dumps(freq)})
+    meta = lt.read_safetensors_metadata(p)
+    assert lt.trigger_words(meta) == ["leanstyle", "blue", "red"]
+    assert lt.trigger_words({}) == [] and lt.trigger_words({"ss_tag_frequency": "{bad"}) == []
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x01")
+    with pytest.raises(ValueError, match="not a safetensors"):
+        lt.read_safetensors_metadata(bad)

@@ -1,0 +1,40 @@
+// lean.CheckpointLoader: show LeanCheckpointLoader's load report (seconds, bytes read, peak RSS,
+// device, dtype) on the node after each run.  The server sends it as {"ui": {"text": [report]}}.
+import { app } from "../../scripts/app.js";
+import { ComfyWidgets } from "../../scripts/widgets.js";
+
+const NODE = "LeanCheckpointLoader";
+const WIDGET = "load_report";
+
+function showReport(node, text) {
+    let w = node.widgets?.find((x) => x.name === WIDGET);
+    if (!w) {
+        w = ComfyWidgets.STRING(node, WIDGET, ["STRING", { multiline: true }], app).widget;
+        w.options = w.options || {};
+        w.options.serialize = false; // display only: not in widgets_values (positions are a contract), never an input
+        w.serialize = false;
+        if (w.inputEl) {
+            w.inputEl.readOnly = true;
+            w.inputEl.style.opacity = 0.8;
+            w.inputEl.style.fontFamily = "monospace";
+        }
+    }
+    w.value = text;
+    if (w.inputEl) w.inputEl.value = text;
+    node.setSize?.([Math.max(node.size[0], 380), Math.max(node.size[1], node.computeSize()[1])]);
+    node.setDirtyCanvas?.(true, true);
+}
+
+app.registerExtension({
+    name: "lean.CheckpointLoader",
+    async beforeRegisterNodeDef(nodeType, nodeData) {
+        if (nodeData?.name !== NODE) return;
+        const onExecuted = nodeType.prototype.onExecuted;
+        nodeType.prototype.onExecuted = function (message) {
+            const r = onExecuted?.apply(this, arguments);
+            const text = message?.text;
+            if (text && text.length) showReport(this, Array.isArray(text) ? text.join("\n") : String(text));
+            return r;
+        };
+    },
+});
