@@ -2,8 +2,8 @@
 
 The expected list comes from the host's own stock LoraLoader definition (/object_info), and the expected trigger
 words from the `safetensors` package reading the same file's metadata, not from the route's code.  The contract
-checked is what web/lean.loraAutocomplete.js uses: `name` and `triggers` (most frequent kohya tags first), whichever
-Lean module serves the route (nodes/lora.py when the LoRA feature is merged, else nodes/routes.py)."""
+checked is what web/lean.loraAutocomplete.js uses: `name` and `triggers` (most frequent kohya tags first); the route
+itself is served by nodes/lora.py (the LoRA feature)."""
 import json
 import os
 import time
