@@ -84,7 +84,11 @@ def test_main_json_has_the_strings_the_extensions_use():
     zh = _load("zh", "main.json")
     en = _load("en", "main.json")
     for key in used:
-        get = lambda d: eval("d['lean']" + "".join(f"[{p!r}]" for p in key.split(".")))  # noqa: E731
+        def get(d):
+            node = d["lean"]
+            for part in key.split("."):
+                node = node[part]
+            return node
         assert set(re.findall(r"\{\w+\}", get(en))) == set(re.findall(r"\{\w+\}", get(zh))), key
 
 

@@ -86,3 +86,15 @@ def test_workflow_runs_in_the_host(host, path):
     with Image.open(out[0]) as im:
         assert im.size == (64, 64)
         assert np.asarray(im).std() > 0
+
+
+def test_host_offers_the_workflows_in_its_template_browser(comfy):
+    """ComfyUI lists a pack's workflows/ folder at /workflow_templates and serves the files and thumbnails."""
+    from lean_testlib.harness import PACK_DIR_NAME
+    listed = comfy.get("/workflow_templates")
+    assert sorted(listed.get(PACK_DIR_NAME, [])) == sorted(NAMES), listed
+    for name in NAMES:
+        status, body = comfy.request(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.json", raw=True)
+        assert status == 200 and json.loads(body) == shipped.load(shipped.WORKFLOWS / f"{name}.json")
+        status, body = comfy.request(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.jpg", raw=True)
+        assert status == 200 and body[:3] == b"\xff\xd8\xff", f"{name}.jpg not served"
