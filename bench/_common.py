@@ -1,5 +1,4 @@
 """Shared benchmark helpers: find the host, start it with the pack, alternate contenders, print ratios."""
-import os
 import pathlib
 import sys
 import tempfile

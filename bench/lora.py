@@ -22,26 +22,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from lean_testlib import harness  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _common import add_host_to_path  # noqa: E402  (also puts tests/ on sys.path)
+from lean_testlib.inproc import load_pack  # noqa: E402
 
 SCHED = "0:1,0.25:0.6,0.5:1.2,0.75:0.4,1:0.8"  # 5 keyframes
 KEYFRAMES = [(0.0, 1.0), (0.25, 0.6), (0.5, 1.2), (0.75, 0.4), (1.0, 0.8)]
 
 
 def setup_host():
-    host, why = harness.find_host()
-    if host is None:
-        print(f"no ComfyUI host found ({why}); set COMFYUI_PATH")
-        print("RESULT skipped=1")
-        sys.exit(0)
-    if harness.needs_torchvision_shim():
-        sys.path.insert(0, str(harness.SHIMS))
-    sys.path.insert(0, str(host))
+    add_host_to_path()
     from comfy.cli_args import args
     args.cpu = True
     import folder_paths
@@ -51,10 +42,7 @@ def setup_host():
         harness_link(kohya.sd15_lora(seed=seed, rank=32), loras / f"bench_lora_{seed}.safetensors")
     folder_paths.add_model_folder_path("loras", str(loras), is_default=True)
     # the pack, as ComfyUI loads it (a package by file location; never the repo root on sys.path)
-    pkg = types.ModuleType("lean_nodes")
-    pkg.__path__ = [str(REPO)]
-    pkg.__file__ = str(REPO / "__init__.py")
-    sys.modules["lean_nodes"] = pkg
+    load_pack("lean_nodes")
     return sd15.sd15_checkpoint()
 
 

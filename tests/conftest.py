@@ -12,7 +12,6 @@ import importlib.util
 import os
 import pathlib
 import sys
-import types
 
 import pytest
 
@@ -21,7 +20,7 @@ REPO = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from lean_testlib import harness  # noqa: E402
+from lean_testlib import harness, inproc  # noqa: E402
 
 PACK = "lean_nodes"  # the package name tier-1 tests import the pack under
 
@@ -36,12 +35,7 @@ def load_pack_package(name=PACK, execute_init=False):
         sys.modules[name] = mod
         spec.loader.exec_module(mod)
         return mod
-    if name not in sys.modules:
-        mod = types.ModuleType(name)
-        mod.__path__ = [str(REPO)]
-        mod.__file__ = str(REPO / "__init__.py")
-        sys.modules[name] = mod
-    return sys.modules[name]
+    return inproc.load_pack(name)
 
 
 load_pack_package()

@@ -1,7 +1,6 @@
 """Tier 1: core/ckpt.py against safetensors / torch reading the same files."""
 import os
 import pathlib
-import pickle
 import struct
 
 import pytest

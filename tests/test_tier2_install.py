@@ -1,9 +1,7 @@
 """Install the pack the way users do, then find its nodes in a real host."""
 import os
-import pathlib
 import shutil
 import subprocess
-import sys
 
 import pytest
 

@@ -2,10 +2,8 @@
 
     host = inproc.load_host()            # puts ComfyUI on sys.path, returns its path
     import nodes, comfy.sd               # the host's own modules
-    pack = inproc.load_pack()            # this repo as package `lean_nodes` (its __init__ run)
+    pack = inproc.load_pack()            # this repo as package `lean_nodes` (__init__ not run)
 """
-import importlib.util
-import os
 import sys
 import types
 
