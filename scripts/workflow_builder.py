@@ -2,7 +2,7 @@
 and the host's /object_info, so the example workflows in workflows/ are consistent with the nodes' real inputs.
 
 Used by scripts/make_workflows.py; the files it writes are the source of truth that users drag in, and the
-API-format copies under tests/workflows_api/ are converted from them (scripts/lean.py api).
+API-format copies under tests/workflows_api/ are converted from them (make_workflows.write_api_copies).
 """
 import json
 import pathlib

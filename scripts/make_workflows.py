@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""Write the example workflows of workflows/ (UI format, version 0.4) from the host's /object_info, and their
+API-format copies under tests/workflows_api/ (converted from the UI files, never written by hand).
+
+    python scripts/make_workflows.py [--url http://127.0.0.1:8188 | --object-info info.json] [--only NAME ...]
+
+With no host answering at --url, one is started for the run (COMFYUI_PATH or ~/ComfyUI) and stopped afterwards.
+A workflow whose nodes the host does not know (a feature not merged yet) is skipped with a message.
+
+Layout: every workflow reads left to right in columns; each column is a titled group with a MarkdownNote above
+it explaining that step.  Model file names are the common public ones, so a user who has them gets a runnable
+graph; the tests put fixtures under the same names.
+"""
+import argparse
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from lean import _get, _free_port, answering, start_host, _load_workflow_module  # noqa: E402
+from workflow_builder import Graph  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+API_DIR = REPO / "tests" / "workflows_api"
+
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
+LORA = "add_detail.safetensors"
+LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"
+IMAGE = "example.png"
+NEGATIVE = "blurry, low quality, watermark, text, deformed"
+
+NODE_W = 340
+GAP_X = 90          # between columns (room for the group borders and the links)
+GAP_Y = 70          # between nodes of a column (room for the next node's title bar)
+TOP = 250           # groups start below the row of notes
+NOTE_H = 200
+COLORS = {"load": "#3f789e", "prompt": "#8A8", "lora": "#a1309b", "control": "#b06634", "sample": "#88A",
+          "save": "#4a7a4a", "llm": "#2a7f62"}
+
+
+# ----------------------------------------------------------------------------- layout
+
+def _height(info, widgets, multiline_h=110):
+    """A node's body height as the editor draws it (slots, then one row per widget, taller text boxes)."""
+    wf = _load_workflow_module()
+    sockets = [n for g in ("required", "optional") for n, s in (info["input"].get(g) or {}).items()
+               if not wf._is_widget(s)]
+    h = 10 + 22 * max(len(sockets), len(info["output"]))
+    for name, spec, extra in wf.widget_inputs(info):
+        opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if spec[0] == "STRING" and opts.get("multiline"):
+            h += multiline_h
+        elif opts.get("image_upload"):
+            h += 24 + 24 + 230   # combo, upload button, image preview
+            continue
+        else:
+            h += 24
+        if extra and (opts.get("control_after_generate") or (spec[0] == "INT" and name in wf.SEED_NAMES)):
+            h += 24
+    return h + 10
+
+
+class Column:
+    def __init__(self, layout, title, note, color, width=NODE_W):
+        self.layout, self.title, self.note, self.color, self.width = layout, title, note, color, width
+        self.items = []   # (node, height)
+
+    def add(self, ntype, title=None, box_h=None, multiline_h=110, **widgets):
+        g = self.layout.g
+        node = g.node(ntype, (0, 0), title=title, **widgets)
+        h = box_h or _height(g.info[ntype], widgets, multiline_h)
+        node.size = [self.width, h]
+        self.items.append(node)
+        return node
+
+
+class Layout:
+    """Columns left to right; each is a group with a note above it."""
+
+    def __init__(self, object_info):
+        self.g = Graph(object_info)
+        self.columns = []
+
+    def column(self, title, note, color="load", width=NODE_W):
+        c = Column(self, title, note, COLORS.get(color, color), width)
+        self.columns.append(c)
+        return c
+
+    def finish(self):
+        x = 0
+        for col in self.columns:
+            y = TOP + 80
+            for node in col.items:
+                node.pos = [x + 20, y]
+                y += node.size[1] + GAP_Y
+            bottom = y - GAP_Y + 20
+            self.g.group(col.title, [x, TOP, col.width + 40, bottom - TOP], color=col.color)
+            self.g.note(col.note, (x, 0), size=(col.width + 40, NOTE_H), title=col.title)
+            x += col.width + 40 + GAP_X
+        # fit the graph in a 1920x1080 screen's canvas, but never below 0.6: the editor hides text under ~0.57
+        width = x - GAP_X
+        height = max(n.pos[1] + n.size[1] for n in self.g.nodes) + 20
+        scale = round(max(0.6, min(1.0, 1820 / width, 940 / (height + 40))), 3)
+        data = self.g.to_json()
+        data["extra"]["ds"] = {"scale": scale, "offset": [round(20 / scale), round(40 / scale)]}
+        return data
+
+
+def save(data, name):
+    data = dict(data)
+    data.pop("id", None)
+    path = WORKFLOWS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+def stock_checkpoint(L, note=None):
+    c = L.column("1. Load the model", note or (
+        "## 1. Load the model\nStock **Load Checkpoint** with an SD1.5 checkpoint, e.g. "
+        f"`{CKPT}` in `models/checkpoints`. Any SD1.5 checkpoint works."), "load")
+    return c, c.add("CheckpointLoaderSimple", ckpt_name=CKPT)
+
+
+def sampler_columns(L, model, positive, negative, vae, latent=None, batch_link=None, prefix="lean",
+                    width=512, height=512, n="4", extra_note=""):
+    """KSampler (+ EmptyLatentImage) column and VAEDecode -> SaveImage column."""
+    g = L.g
+    s = L.column(f"{n}. Sample", f"## {n}. Sample\n**KSampler** turns noise into the image the conditioning "
+                 "describes. 20 steps, cfg 7, euler: the usual SD1.5 starting point." + extra_note, "sample")
+    if latent is None:
+        latent = s.add("EmptyLatentImage", title="Empty Latent Image", width=width, height=height, batch_size=1)
+        if batch_link is not None:
+            g.connect(batch_link, latent, "batch_size")
+    ks = s.add("KSampler", seed=0, steps=20, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=1.0)
+    g.wire(ks, model=model, positive=positive, negative=negative, latent_image=latent)
+    o = L.column(f"{int(n) + 1}. Decode and save", f"## {int(n) + 1}. Decode and save\n**VAE Decode** turns the "
+                 f"latents into pixels; **Save Image** writes them to `output/` as `{prefix}_00001_.png`, ...", "save")
+    dec = o.add("VAEDecode")
+    g.wire(dec, samples=ks, vae=vae)
+    save_node = o.add("SaveImage", box_h=300, filename_prefix=prefix)
+    g.wire(save_node, images=dec)
+    return ks, save_node
+
+
+# ----------------------------------------------------------------------------- the workflows
+
+def wf_checkpoint(info):
+    L = Layout(info)
+    g = L.g
+    c = L.column("1. Load the checkpoint (mmap)", (
+        "## 1. Load the checkpoint, one copy in memory\n**Load Checkpoint (mmap)** maps the file instead of "
+        "reading it twice: peak RAM stays near the model's own size. `load_mode` mmap (default), read (network "
+        "drives) or direct; `weight_dtype` fp16/bf16/fp8 keeps weights small on 16 GB machines. The load report "
+        "appears on the node after a run."), "load")
+    ck = c.add("LeanCheckpointLoader", ckpt_name=CKPT, load_mode="mmap", weight_dtype="auto",
+               load_clip=True, load_vae=True)
+    p = L.column("2. Prompt", "## 2. Prompt\nTwo **CLIP Text Encode** nodes: what you want, and what you don't.",
+                 "prompt")
+    pos = p.add("CLIPTextEncode", title="Positive prompt",
+                text="a lighthouse on a rocky coast at sunset, dramatic sky, highly detailed")
+    neg = p.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE)
+    g.wire(pos, clip=ck.out("CLIP"))
+    g.wire(neg, clip=ck.out("CLIP"))
+    sampler_columns(L, ck.out("MODEL"), pos, neg, ck.out("VAE"), prefix="lean_checkpoint", n="3")
+    return L.finish()
+
+
+def wf_lora(info):
+    L = Layout(info)
+    g = L.g
+    _, ck = stock_checkpoint(L)
+    c = L.column("2. LoRA from prompt tags", (
+        "## 2. LoRA from the prompt's tags\n**LoRA from Prompt Tags** finds `<lora:name:weight>` in the text, "
+        f"loads each LoRA from `models/loras` (here `{LORA}`) and removes the tags. `sched=0:0.2,0.5:1,1:0.4` "
+        "ramps the strength over the steps (step fraction : strength) without re-patching the model. Type "
+        "`<lora:` in the box for a list of your LoRAs."), "lora")
+    tags = c.add("LeanLoraTags", multiline_h=140, text=(
+        "a cozy wooden cabin in a snowy forest, warm light in the windows, "
+        "<lora:add_detail:0.8:sched=0:0.2,0.5:1,1:0.4>"))
+    g.wire(tags, model=ck.out("MODEL"), clip=ck.out("CLIP"))
+    p = L.column("3. Encode the prompt", (
+        "## 3. Encode the prompt\nThe positive encoder takes the text **without** the tags (linked from the LoRA "
+        "node) and the CLIP **with** the LoRA."), "prompt")
+    pos = p.add("CLIPTextEncode", title="Positive prompt (from the tags node)", text="")
+    neg = p.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE)
+    g.wire(pos, clip=tags.out("clip"), text=tags.out("text"))
+    g.wire(neg, clip=tags.out("clip"))
+    sampler_columns(L, tags.out("model"), pos, neg, ck.out("VAE"), prefix="lean_lora", n="4")
+    return L.finish()
+
+
+def canny_columns(L, n_first, image_title=None):
+    g = L.g
+    c = L.column(f"{n_first}. Edges from a photo", (
+        f"## {n_first}. Edges from a photo\n**Load Image** (`{IMAGE}` in `input/`, or upload one), then "
+        "**Canny Edges (OpenCV)**: 0-255 thresholds, or `auto` median/otsu per image. The preview shows the edge "
+        "map the ControlNet follows."), "control")
+    img = c.add("LoadImage", title=image_title, image=IMAGE)
+    canny = c.add("LeanCanny", low_threshold=100, high_threshold=200, auto="off", sigma=0.33, blur=0,
+                  aperture="3", l2_gradient=False, resolution=512, invert=False)
+    g.wire(canny, image=img.out("IMAGE"))
+    prev = c.add("PreviewImage", title="Edge map", box_h=260)
+    g.wire(prev, images=canny.out("image"))
+    return canny
+
+
+def controlnet_column(L, n, canny, positive, negative, vae):
+    g = L.g
+    c = L.column(f"{n}. Apply the ControlNet", (
+        f"## {n}. Apply the ControlNet\n**Load ControlNet Model** (`{CONTROLNET}` in `models/controlnet`) and "
+        "**Apply ControlNet** steer both prompts with the edge map: the image keeps the photo's outlines."),
+        "control")
+    cn = c.add("ControlNetLoader", control_net_name=CONTROLNET)
+    apply = c.add("ControlNetApplyAdvanced", strength=1.0, start_percent=0.0, end_percent=1.0)
+    g.wire(apply, positive=positive, negative=negative, control_net=cn, image=canny.out("image"), vae=vae)
+    return apply
+
+
+def wf_canny(info):
+    L = Layout(info)
+    g = L.g
+    canny = canny_columns(L, 1)
+    c, ck = stock_checkpoint(L, "## 2. Model and prompt\nStock **Load Checkpoint** (SD1.5, e.g. "
+                             f"`{CKPT}`) and the two prompts.")
+    c.title = "2. Model and prompt"
+    pos = c.add("CLIPTextEncode", title="Positive prompt", text="a watercolor painting of the same scene, soft colors")
+    neg = c.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE)
+    g.wire(pos, clip=ck.out("CLIP"))
+    g.wire(neg, clip=ck.out("CLIP"))
+    apply = controlnet_column(L, 3, canny, pos, neg, ck.out("VAE"))
+    sampler_columns(L, ck.out("MODEL"), apply.out(0), apply.out(1), ck.out("VAE"), prefix="lean_canny", n="4")
+    return L.finish()
+
+
+BATCH_PROMPTS = "\n".join([
+    "# one prompt per line: 16 lines, 16 images, one sampler run",
+    "a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen, steam, close-up",
+    "an astronaut riding a horse on the moon", "a cottage garden full of roses", "a neon street at night, rain",
+    "a sailing ship in a storm", "a cup of coffee on a wooden table", "a dragon made of autumn leaves",
+    "a mountain lake at sunrise, mist", "a robot reading a book in a library", "a field of sunflowers, blue sky",
+    "an owl on a branch under the full moon", "a tiny house on a cliff by the sea", "a steam train crossing a bridge",
+    "a koi pond with lotus flowers, top view"])
+
+
+def wf_prompt_batch(info):
+    L = Layout(info)
+    g = L.g
+    _, ck = stock_checkpoint(L)
+    c = L.column("2. 16 prompts, one batch", (
+        "## 2. Sixteen prompts, one batch\n**Prompt Batch (wildcards)**: one prompt per line (or `{a|b}` choices, "
+        "`__name__` wildcard files from `models/wildcards`, modes random/combinatorial). The node shows how many "
+        "prompts the text makes. Its `count` output sets the latent batch size: **one** KSampler run makes all 16 "
+        "images, image *i* from prompt *i*."), "prompt", width=380)
+    pb = c.add("LeanPromptBatch", multiline_h=330, text=BATCH_PROMPTS, mode="lines", count=16, seed=0,
+               prefix="", suffix="highly detailed, soft light")
+    g.wire(pb, clip=ck.out("CLIP"))
+    neg = c.add("CLIPTextEncode", title="Negative prompt (shared)", text=NEGATIVE)
+    g.wire(neg, clip=ck.out("CLIP"))
+    sampler_columns(L, ck.out("MODEL"), pb.out("conditioning"), neg, ck.out("VAE"), prefix="lean_batch",
+                    batch_link=pb.out("count"), n="3",
+                    extra_note=" `batch_size` is linked to the prompt count.")
+    return L.finish()
+
+
+def llm_columns(L, n, idea, style="SD1.5 tags"):
+    g = L.g
+    c = L.column(f"{n}. A local LLM writes the prompt", (
+        f"## {n}. A local LLM writes the prompt\n**LLM Loader** runs a quantized `.gguf` from `models/llm` (e.g. "
+        f"`{LLM}`) with llama.cpp, offline, or talks to an OpenAI-compatible server. **LLM Prompt Writer** turns "
+        "a short idea into a full prompt; the text streams onto the node, the model's thinking is kept out of "
+        "the prompt."), "llm")
+    loader = c.add("LeanLLMLoader", backend="llama_cpp", model=LLM, n_ctx=2048, n_gpu_layers=0, threads=0)
+    writer = c.add("LeanLLMPrompt", multiline_h=80, idea=idea, style=style, seed=0, max_tokens=160,
+                   temperature=0.7, top_p=0.9, keep_loaded=True)
+    g.wire(writer, llm=loader)
+    return writer
+
+
+def wf_llm(info):
+    L = Layout(info)
+    g = L.g
+    writer = llm_columns(L, 1, "a cat astronaut floating above the Earth")
+    c, ck = stock_checkpoint(L, "## 2. Model and prompt\nStock **Load Checkpoint** (SD1.5). The positive "
+                             "prompt's text is linked to the LLM's `prompt` output.")
+    c.title = "2. Model and prompt"
+    pos = c.add("CLIPTextEncode", title="Positive prompt (from the LLM)", text="")
+    neg = c.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE)
+    g.wire(pos, clip=ck.out("CLIP"), text=writer.out("prompt"))
+    g.wire(neg, clip=ck.out("CLIP"))
+    sampler_columns(L, ck.out("MODEL"), pos, neg, ck.out("VAE"), prefix="lean_llm", n="3")
+    return L.finish()
+
+
+def wf_all(info):
+    L = Layout(info)
+    g = L.g
+    writer = llm_columns(L, 1, "a quiet harbor town")
+    c = L.column("2. Model (mmap) and LoRA", (
+        "## 2. Model (mmap) and LoRA\n**Load Checkpoint (mmap)** keeps one copy of the weights in RAM. "
+        f"**LoRA (dynamic)** adds `{LORA}` as a branch in the forward pass, with a per-step `schedule` "
+        "(0:0.2,0.5:1,1:0.4): no re-patching when you change it."), "lora")
+    ck = c.add("LeanCheckpointLoader", ckpt_name=CKPT, load_mode="mmap", weight_dtype="auto",
+               load_clip=True, load_vae=True)
+    lora = c.add("LeanLoraLoader", lora_name=LORA, strength_model=0.8, strength_clip=0.8,
+                 schedule="0:0.2,0.5:1,1:0.4", block_weights="")
+    g.wire(lora, model=ck.out("MODEL"), clip=ck.out("CLIP"))
+    p = L.column("3. Prompt batch with wildcards", (
+        "## 3. Prompt batch with wildcards\n**Prompt Batch (wildcards)** takes the LLM's prompt and, in `random` "
+        "mode, makes 4 variants with the `{a|b}` choices of the suffix. The negative prompt is shared."),
+        "prompt", width=380)
+    pb = p.add("LeanPromptBatch", multiline_h=90, text="", mode="random", count=4, seed=0, prefix="",
+               suffix="{golden hour|blue hour|overcast light}, {35mm photo|watercolor|oil painting}")
+    g.wire(pb, clip=lora.out("clip"), text=writer.out("prompt"))
+    neg = p.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE)
+    g.wire(neg, clip=lora.out("clip"))
+    canny = canny_columns(L, 4)
+    apply = controlnet_column(L, 5, canny, pb.out("conditioning"), neg, ck.out("VAE"))
+    sampler_columns(L, lora.out("model"), apply.out(0), apply.out(1), ck.out("VAE"), prefix="lean_all",
+                    batch_link=pb.out("count"), n="6", extra_note=" One run makes the 4 images.")
+    return L.finish()
+
+
+WORKFLOWS_DEF = {
+    "lean_checkpoint_mmap": wf_checkpoint,
+    "lean_lora_tags_schedule": wf_lora,
+    "lean_canny_controlnet": wf_canny,
+    "lean_prompt_batch_16": wf_prompt_batch,
+    "lean_llm_prompt": wf_llm,
+    "lean_all_in_one": wf_all,
+}
+
+
+# ----------------------------------------------------------------------------- API copies
+
+def api_copy(ui, object_info):
+    """The API-format prompt of a UI workflow (model names as in the file; tests map them to fixtures)."""
+    return _load_workflow_module().ui_to_api(ui, object_info)
+
+
+def write_api_copies(object_info, names=None):
+    API_DIR.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(WORKFLOWS.glob("*.json")):
+        if names and path.stem not in names:
+            continue
+        api = api_copy(json.loads(path.read_text()), object_info)
+        out = API_DIR / path.name
+        out.write_text(json.dumps(api, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+        written.append(out)
+    return written
+
+
+def build(object_info, names=None):
+    WORKFLOWS.mkdir(exist_ok=True)
+    done, skipped = [], []
+    for name, fn in WORKFLOWS_DEF.items():
+        if names and name not in names:
+            continue
+        try:
+            data = fn(object_info)
+        except KeyError as e:
+            skipped.append(f"{name}: {e.args[0] if e.args else e}")
+            continue
+        done.append(save(data, name))
+    return done, skipped
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default="http://127.0.0.1:8188")
+    p.add_argument("--object-info", help="read /object_info from this JSON file instead of a host")
+    p.add_argument("--only", nargs="*", help="workflow names to write (default: all)")
+    args = p.parse_args()
+    proc = None
+    if args.object_info:
+        info = json.loads(pathlib.Path(args.object_info).read_text())
+    else:
+        url = args.url.rstrip("/")
+        if not answering(url):
+            proc, url = start_host(_free_port(), quiet=True)
+        try:
+            info = _get(url + "/object_info", timeout=120)
+        finally:
+            if proc:
+                proc.terminate()
+    done, skipped = build(info, args.only)
+    for path in done:
+        print(f"wrote {path.relative_to(REPO)}")
+    for s in skipped:
+        print(f"skipped {s}")
+    for path in write_api_copies(info, [p.stem for p in done] if args.only else None):
+        print(f"wrote {path.relative_to(REPO)}")
+    return 1 if skipped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The example workflows of workflows/, made runnable in a test host.
+
+    put_fixtures(host.base)             # the test fixtures under the public model names the workflows use
+    prompt = small(api_prompt)          # 64x64, 1 step, few LLM tokens
+"""
+import json
+import shutil
+
+from . import REPO
+
+WORKFLOWS = REPO / "workflows"
+API_DIR = REPO / "tests" / "workflows_api"
+
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
+LORA = "add_detail.safetensors"
+LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"
+IMAGE = "example.png"
+
+
+def workflow_files():
+    return sorted(WORKFLOWS.glob("*.json"))
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def declared_nodes():
+    """Node ids declared in this checkout's nodes/*.py (NODE_CLASS_MAPPINGS dict literals, read with ast)."""
+    import ast
+    names = set()
+    for path in (REPO / "nodes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets):
+                names |= {k.value for k in node.value.keys}
+    return names
+
+
+def not_in_this_checkout(ui):
+    """Lean node types a workflow uses that this checkout does not declare (a feature branch not merged yet).
+    A declared node missing from the host is NOT in this list: that is a failure, not a skip."""
+    declared = declared_nodes()
+    return sorted({n["type"] for n in ui["nodes"] if n["type"].startswith("Lean") and n["type"] not in declared})
+
+
+def put_fixtures(base):
+    """Link the random-weight fixtures into the host's folders under the names the workflows use."""
+    from . import controlnet, harness, images, lora, sd15, tiny_gguf
+    harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(), CKPT)
+    harness.link_model(base, "controlnet", controlnet.sd15_controlnet(), CONTROLNET)
+    harness.link_model(base, "loras", lora.sd15_lora(), LORA)
+    harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), LLM)
+    dst = base / "input" / IMAGE
+    if not dst.exists():
+        shutil.copy(images.photo_png(), dst)
+
+
+SMALL = {  # class_type -> {input: value} overrides that keep a CPU run short
+    "EmptyLatentImage": {"width": 64, "height": 64},
+    "KSampler": {"steps": 1},
+    "LeanLLMPrompt": {"max_tokens": 12},
+    "LeanLLMLoader": {"n_ctx": 512},
+    "LeanCanny": {"resolution": 64},
+}
+
+
+def small(prompt):
+    """A copy of an API prompt at 64x64, 1 step (linked inputs are left alone)."""
+    out = json.loads(json.dumps(prompt))
+    for node in out.values():
+        for k, v in SMALL.get(node["class_type"], {}).items():
+            if k in node["inputs"] and not isinstance(node["inputs"][k], list):
+                node["inputs"][k] = v
+    return out

@@ -1,0 +1,151 @@
+// lean.PromptBatch: LeanPromptBatch shows how many prompts its current text expands to, before queueing.
+// Asks GET /lean/prompt_batch/preview (read-only, same expansion as the node) a moment after each edit of
+// text / mode / count / prefix / suffix / text_file, and draws "→ N prompts" on the node.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+// Strings come from locales/<lang>/main.json ("lean" section), served by the host at GET /i18n.
+let messages = null;
+api.fetchApi("/i18n").then((r) => r.json()).then((d) => { messages = d; }).catch(() => { messages = {}; });
+function t(key, vars = {}, fallback = key) {
+  let locale = "en";
+  try {
+    locale = app.extensionManager?.setting?.get?.("Comfy.Locale") || app.ui?.settings?.getSettingValue?.("Comfy.Locale") || "en";
+  } catch {}
+  const pick = (lang) => key.split(".").reduce((o, k) => (o == null ? o : o[k]), messages?.[lang]?.lean);
+  let s = pick(locale) ?? pick(String(locale).split("-")[0]) ?? pick("en") ?? fallback;
+  for (const [k, v] of Object.entries(vars)) s = s.split(`{${k}}`).join(String(v));
+  return s;
+}
+
+const NODE = "LeanPromptBatch";
+const WIDGET = "lean_prompt_count";
+const WATCH = ["text", "mode", "count", "prefix", "suffix", "text_file"];
+const DEBOUNCE_MS = 300;
+const MAX_URL = 7000; // the host refuses longer request lines
+
+function widget(node, name) {
+  return node.widgets?.find((w) => w.name === name);
+}
+
+function isLinked(node, name) {
+  const inp = node.inputs?.find((i) => i.name === name);
+  return inp?.link != null;
+}
+
+function countWidget(node) {
+  let w = widget(node, WIDGET);
+  if (w) return w;
+  w = node.addCustomWidget({
+    name: WIDGET,
+    type: "lean_prompt_count",
+    value: "",
+    error: false,
+    serialize: false, // display only: not part of widgets_values (positions are a contract), never an input
+    options: { serialize: false },
+    draw(ctx, _node, width, y, height) {
+      ctx.save();
+      ctx.font = "12px sans-serif";
+      ctx.textAlign = "left";
+      ctx.fillStyle = this.error ? "#e77" : "#9c9";
+      ctx.fillText(this.value || "", 15, y + (height || 20) * 0.7, width - 30);
+      ctx.restore();
+    },
+    computeSize(width) {
+      return [width, 20];
+    },
+  });
+  return w;
+}
+
+function show(node, text, error = false) {
+  const w = countWidget(node);
+  w.value = text;
+  w.error = error;
+  node.lean_prompt_count_text = text; // for tests and other extensions
+  node.setDirtyCanvas?.(true, false);
+}
+
+async function refresh(node) {
+  const my = (node.__leanPreviewSeq = (node.__leanPreviewSeq || 0) + 1);
+  if (isLinked(node, "text")) {
+    show(node, t("promptBatch.linked"));
+    return;
+  }
+  const params = new URLSearchParams();
+  for (const name of WATCH) {
+    const w = widget(node, name);
+    if (w && w.value != null) params.set(name, String(w.value));
+  }
+  const url = "/lean/prompt_batch/preview?" + params.toString();
+  if (url.length > MAX_URL) {
+    show(node, t("promptBatch.tooLong"));
+    return;
+  }
+  let text, error = false;
+  try {
+    const r = await api.fetchApi(url);
+    const d = await r.json();
+    if (!r.ok || d.error) {
+      text = d.error ? "⚠ " + d.error : `${t("promptBatch.failed")} (${r.status})`;
+      error = true;
+    } else if (d.over_cap) {
+      text = t("promptBatch.overCap", { n: d.count, cap: d.cap });
+      error = true;
+    } else {
+      text = d.count === 1 ? t("promptBatch.one") : t("promptBatch.count", { n: d.count });
+    }
+  } catch (e) {
+    text = t("promptBatch.unavailable");
+    error = true;
+  }
+  if (my === node.__leanPreviewSeq) show(node, text, error);
+}
+
+function schedule(node) {
+  clearTimeout(node.__leanPreviewTimer);
+  node.__leanPreviewTimer = setTimeout(() => refresh(node), DEBOUNCE_MS);
+}
+
+function watch(node) {
+  for (const name of WATCH) {
+    const w = widget(node, name);
+    if (!w || w.__leanWatched) continue;
+    w.__leanWatched = true;
+    const callback = w.callback;
+    w.callback = function () {
+      const r = callback?.apply(this, arguments);
+      schedule(node);
+      return r;
+    };
+    w.inputEl?.addEventListener("input", () => schedule(node));
+  }
+  countWidget(node);
+}
+
+app.registerExtension({
+  name: "lean.PromptBatch",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name !== NODE) return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const r = onNodeCreated?.apply(this, arguments);
+      watch(this);
+      schedule(this);
+      return r;
+    };
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const r = onConfigure?.apply(this, arguments);
+      watch(this);
+      schedule(this); // values loaded from a workflow
+      return r;
+    };
+    const onConnectionsChange = nodeType.prototype.onConnectionsChange;
+    nodeType.prototype.onConnectionsChange = function () {
+      const r = onConnectionsChange?.apply(this, arguments);
+      schedule(this);
+      return r;
+    };
+  },
+});
