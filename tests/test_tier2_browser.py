@@ -153,6 +153,26 @@ def test_prompt_batch_shows_its_prompt_count(b, page, host):
                            arg=nid, timeout=15_000)
 
 
+def test_llm_node_shows_the_prompt_with_thinking_collapsed(b, page):
+    """After a run the LLM node shows the prompt; the reasoning stays collapsed until the toggle opens it, and
+    neither display widget is saved into widgets_values."""
+    before = len(b.lean_errors)
+    nid = _fresh_node(page, "LeanLLMPrompt")
+    res = {"prompt": "a lighthouse at dusk, oil painting", "thinking": "The user wants a calm scene.", "status": "", "tokens": 9}
+    text = "(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'lean_llm_output').value"
+    n_values = page.evaluate("(id) => window.app.graph.getNodeById(id).serialize().widgets_values.length", nid)
+    page.evaluate("([id, r]) => window.app.graph.getNodeById(id).onExecuted({lean_llm: [r]})", [nid, res])
+    shown = page.evaluate(text, nid)
+    assert res["prompt"] in shown and res["thinking"] not in shown and "collapsed" in shown, shown
+    page.evaluate("""(id) => { const n = window.app.graph.getNodeById(id);
+        const b = n.widgets.find(w => w.name === 'lean_llm_thinking_toggle'); b.callback(b); }""", nid)
+    shown = page.evaluate(text, nid)
+    assert res["prompt"] in shown and res["thinking"] in shown, shown
+    values = page.evaluate("(id) => window.app.graph.getNodeById(id).serialize().widgets_values", nid)
+    assert len(values) == n_values, values  # the display widgets add nothing to the saved widget values
+    assert b.lean_errors[before:] == [], "\n".join(b.lean_errors[before:])
+
+
 def test_run_button_queues_the_canny_workflow(b, page, host):
     path = shipped.WORKFLOWS / "lean_canny_controlnet.json"
     if shipped.not_in_this_checkout(shipped.load(path)):

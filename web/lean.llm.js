@@ -42,13 +42,37 @@ function findNode(id) {
 }
 
 const streams = new Map(); // node id -> streamed text
+const THINK_BUTTON = "lean_llm_thinking_toggle";
 
-function formatFinal(r) {
+// The final prompt first; the model's reasoning stays collapsed behind a toggle (it is never part of the prompt).
+function formatFinal(r, showThinking) {
   const parts = [];
   if (r.status) parts.push(`[${r.status}]`);
   parts.push(r.prompt || "(no prompt)");
-  if (r.thinking) parts.push("--- thinking ---\n" + r.thinking);
+  if (r.thinking) {
+    parts.push(showThinking ? "▾ thinking\n" + r.thinking
+                            : `▸ thinking (${r.thinking.length} characters, collapsed)`);
+  }
   return parts.join("\n\n");
+}
+
+function thinkingToggle(node) {
+  let b = node.widgets?.find((x) => x.name === THINK_BUTTON);
+  if (!b) {
+    b = node.addWidget("button", THINK_BUTTON, null, () => {
+      node.__leanShowThinking = !node.__leanShowThinking;
+      b.label = node.__leanShowThinking ? "hide thinking" : "show thinking";
+      if (node.__leanLast) setText(node, formatFinal(node.__leanLast, node.__leanShowThinking));
+    }, { serialize: false });
+    b.label = "show thinking";
+    b.serialize = false; // display only: never in widgets_values
+  }
+  return b;
+}
+
+function showFinal(node, r) {
+  node.__leanLast = r;
+  setText(node, formatFinal(r, !!node.__leanShowThinking));
 }
 
 app.registerExtension({
@@ -62,7 +86,7 @@ app.registerExtension({
       if (detail.delta) streams.set(key, (streams.get(key) || "") + detail.delta);
       if (detail.done) {
         streams.delete(key);
-        setText(node, formatFinal(detail));
+        showFinal(node, detail);
         return;
       }
       setText(node, `[${detail.tokens ?? 0}/${detail.max_tokens ?? "?"} tokens]\n${streams.get(key) || ""}`);
@@ -74,13 +98,14 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const r = onNodeCreated?.apply(this, arguments);
       outputWidget(this);
+      thinkingToggle(this);
       return r;
     };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       const r = onExecuted?.apply(this, arguments);
       const res = message?.lean_llm?.[0];
-      if (res) setText(this, formatFinal(res));
+      if (res) showFinal(this, res);
       return r;
     };
   },
