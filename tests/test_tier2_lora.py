@@ -296,3 +296,31 @@ def test_lora_listing_route_reads_trigger_words(host):
     by_name = {x["name"]: x for x in data["loras"]}
     assert by_name[LORA]["triggers"] == ["leanstyle"], by_name[LORA]
     assert "xl_style.safetensors" in by_name
+
+
+# ------------------------------------------------------------------ low-precision weights
+
+def _lean_ckpt_graph(weight_dtype, lora_nodes):
+    g = graph(lora_nodes)
+    g["ckpt"] = {"class_type": "LeanCheckpointLoader", "inputs": {
+        "ckpt_name": CKPT, "load_mode": "mmap", "weight_dtype": weight_dtype, "load_clip": True, "load_vae": True}}
+    return g
+
+
+@pytest.mark.parametrize("weight_dtype", ["fp16", "bf16", "fp8_e4m3fn"])
+def test_branch_runs_on_low_precision_weights(host, weight_dtype):
+    """fp16/bf16/fp8-stored UNet weights (computed in fp32 through ComfyUI's manual cast): the branch runs in the
+    compute dtype.  fp16 weights of an fp16 file are exact, so the result equals the fp32 model's; bf16/fp8 round
+    the base weights, so there the LoRA's effect must be the fp32 model's effect, up to that rounding."""
+    ref_none = latent(host, _lean_ckpt_graph("auto", []))
+    ref_lora = latent(host, _lean_ckpt_graph("auto", [lean(1.0, 0.0)]))
+    none = latent(host, _lean_ckpt_graph(weight_dtype, []))
+    with_lora = latent(host, _lean_ckpt_graph(weight_dtype, [lean(1.0, 0.0)]))
+    effect, ref_effect = (with_lora - none).ravel(), (ref_lora - ref_none).ravel()
+    assert np.abs(ref_effect).max() > EFFECT
+    if weight_dtype == "fp16":
+        assert maxdiff(with_lora, ref_lora) <= TOL
+    else:
+        corr = float(np.corrcoef(effect, ref_effect)[0, 1])
+        scale = float(np.linalg.norm(effect) / np.linalg.norm(ref_effect))
+        assert corr > 0.9 and 0.7 < scale < 1.3, (corr, scale)
