@@ -5,19 +5,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-// Strings come from locales/<lang>/main.json ("lean" section), served by the host at GET /i18n.
-let messages = null;
-api.fetchApi("/i18n").then((r) => r.json()).then((d) => { messages = d; }).catch(() => { messages = {}; });
-function t(key, vars = {}, fallback = key) {
-  let locale = "en";
-  try {
-    locale = app.extensionManager?.setting?.get?.("Comfy.Locale") || app.ui?.settings?.getSettingValue?.("Comfy.Locale") || "en";
-  } catch {}
-  const pick = (lang) => key.split(".").reduce((o, k) => (o == null ? o : o[k]), messages?.[lang]?.lean);
-  let s = pick(locale) ?? pick(String(locale).split("-")[0]) ?? pick("en") ?? fallback;
-  for (const [k, v] of Object.entries(vars)) s = s.split(`{${k}}`).join(String(v));
-  return s;
-}
+import { t } from "./lean.i18n.js";
 
 const PARTIAL = /<lora:([^<>:\n]*)$/i; // an open tag right before the caret
 const MAX_ITEMS = 30;
