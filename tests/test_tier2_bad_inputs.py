@@ -6,27 +6,17 @@ output/ and temp/ folders (whole base dir, this repo and the fixture cache are s
 The evil pickles' marker file must never appear.  Result line (terminal summary, stdout, $LEAN_RESULTS_FILE):
     RESULT bad_inputs=<n> handled=<n> crashes=0 files_written_outside=0
 """
-import ast
 import os
 import pathlib
 
 import pytest
 
-from lean_testlib import REPO, bad_inputs, bad_source_node, cache_dir, harness, report, sd15
+from lean_testlib import REPO, bad_inputs, declared_nodes, bad_source_node, cache_dir, harness, report, sd15
 
 pytestmark = pytest.mark.tier2
 
 NO_LLAMA_SHIM = pathlib.Path(bad_inputs.__file__).resolve().parent / "no_llama_cpp"
 HOST_WRITES = {"comfyui.log", "socket_audit.jsonl"}   # the host's own log (not a user file)
-
-
-def declared_nodes():
-    names = set()
-    for path in sorted((REPO / "nodes").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets):
-                names |= {k.value for k in node.value.keys}
-    return names
 
 
 def _start(tmp_path_factory, name, env=None):

@@ -3,14 +3,13 @@
 en/nodeDefs.json must equal a fresh generation from the host's /object_info (scripts/make_locales.py), zh must
 translate every node, input and output en has, and the host must serve both through GET /i18n.  The strings the
 web extensions look up (t("...") in web/lean.*.js) must exist in both main.json files."""
-import ast
 import importlib.util
 import json
 import re
 
 import pytest
 
-from lean_testlib import REPO
+from lean_testlib import REPO, declared_nodes
 
 pytestmark = pytest.mark.tier2
 
@@ -25,15 +24,6 @@ def _make_locales():
     return mod
 
 
-def _declared_nodes():
-    names = set()
-    for path in (REPO / "nodes").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets):
-                names |= {k.value for k in node.value.keys}
-    return names
-
-
 def _load(lang, name):
     return json.loads((LOCALES / lang / name).read_text())
 
@@ -41,9 +31,9 @@ def _load(lang, name):
 def test_en_node_defs_equal_a_fresh_generation(comfy):
     fresh = _make_locales().en_node_defs(comfy.object_info())
     committed = _load("en", "nodeDefs.json")
-    assert set(fresh) >= _declared_nodes()
+    assert set(fresh) >= declared_nodes()
     # nodes of feature branches not merged into this checkout yet are compared once they are
-    committed = {k: v for k, v in committed.items() if k in _declared_nodes()}
+    committed = {k: v for k, v in committed.items() if k in declared_nodes()}
     assert committed == fresh, "locales/en/nodeDefs.json is stale: run python scripts/make_locales.py"
 
 

@@ -1,5 +1,4 @@
 """Tier 2: the pack inside a real ComfyUI."""
-import ast
 import re
 
 import numpy as np
@@ -7,23 +6,10 @@ import pytest
 from PIL import Image
 
 from lean_testlib import graphs, sd15
-from lean_testlib import REPO
+from lean_testlib import declared_nodes
 from lean_testlib.harness import PACK_DIR_NAME
 
 pytestmark = pytest.mark.tier2
-
-def declared_nodes():
-    """Every node id the pack declares, read from the NODE_CLASS_MAPPINGS dict literals in nodes/*.py
-    with ast (no import): a module that fails to import in the host drops out of /object_info, and this
-    is what makes that visible."""
-    names = set()
-    for path in sorted((REPO / "nodes").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets):
-                assert isinstance(node.value, ast.Dict), f"{path.name}: NODE_CLASS_MAPPINGS must be a dict literal"
-                names |= {k.value for k in node.value.keys}
-    return names
-
 
 EXPECTED_NODES = declared_nodes()
 

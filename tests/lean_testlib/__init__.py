@@ -13,3 +13,17 @@ def cache_dir() -> pathlib.Path:
     d = pathlib.Path(os.environ.get("LEAN_CACHE", pathlib.Path.home() / ".cache" / "lean-nodes"))
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def declared_nodes():
+    """Every node id the pack declares, read from the NODE_CLASS_MAPPINGS dict literals in nodes/*.py with ast
+    (no import): a module that fails to import in the host drops out of /object_info, and this is what makes
+    that visible."""
+    import ast
+    names = set()
+    for path in sorted((REPO / "nodes").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets):
+                assert isinstance(node.value, ast.Dict), f"{path.name}: NODE_CLASS_MAPPINGS must be a dict literal"
+                names |= {k.value for k in node.value.keys}
+    return names

@@ -6,7 +6,7 @@
 import json
 import shutil
 
-from . import REPO
+from . import REPO, declared_nodes  # noqa: F401  (re-exported for the tests)
 
 WORKFLOWS = REPO / "workflows"
 API_DIR = REPO / "tests" / "workflows_api"
@@ -24,17 +24,6 @@ def workflow_files():
 
 def load(path):
     return json.loads(path.read_text())
-
-
-def declared_nodes():
-    """Node ids declared in this checkout's nodes/*.py (NODE_CLASS_MAPPINGS dict literals, read with ast)."""
-    import ast
-    names = set()
-    for path in (REPO / "nodes").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets):
-                names |= {k.value for k in node.value.keys}
-    return names
 
 
 def not_in_this_checkout(ui):
