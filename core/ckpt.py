@@ -22,6 +22,7 @@ truncated or corrupt file gives an error naming the file); ``.ckpt/.pt/.pth/.bin
 
 Pure logic: imports torch only (inside functions), never comfy.
 """
+import contextlib
 import json
 import mmap
 import os
@@ -339,6 +340,29 @@ class CheckpointFile:
         self.release(key)
         return out
 
+    def materialize_into(self, key, out):
+        """Copy ``key``'s values into the existing tensor ``out`` (same shape; any dtype or device),
+        converting on the way, and return ``out``.  No new buffer: a model's own (allocated but never
+        written) parameter becomes the one copy, the way ``load_state_dict`` fills it, so repeated loads
+        allocate exactly what the model holds.  Direct mode reads straight into ``out`` where it is a
+        contiguous CPU tensor of the file's dtype.  The file pages used leave the resident set (mmap)."""
+        import torch
+        info = self.infos[key]
+        if tuple(out.shape) != info.shape:
+            raise ValueError(f"{self.name}: {key!r} has shape {info.shape} in the file, the target {tuple(out.shape)}")
+        if (self.mode == "direct" and self._torch_sd is None and out.device.type == "cpu"
+                and out.dtype == info.dtype and out.is_contiguous()):
+            self._record(key)
+            if info.nbytes:
+                self._pread_into(info, out)
+            return out
+        src = self.tensor(key)
+        with torch.no_grad():
+            out.copy_(src)
+        del src
+        self.release(key)
+        return out
+
     def release(self, key):
         """Drop the pages of ``key`` from the resident set (mmap mode; private read-only use, so the
         page cache keeps them and nothing is lost).  Partial pages at both ends are kept."""
@@ -468,6 +492,49 @@ def format_report(r):
         else:
             lines.append(f"{part}: {p}")
     return "\n".join(lines)
+
+
+OWN_MAPPING_MIN = 1 << 20
+
+
+def empty_own_mapping(shape, dtype):
+    """An uninitialised CPU tensor; from ``OWN_MAPPING_MIN`` bytes up in its own anonymous private mapping,
+    which goes back to the OS the moment the tensor is freed.  Memory from malloc would instead stay with
+    the allocator after a model is unloaded (glibc keeps freed heap), so RSS would creep up over reloads.
+    Smaller tensors use torch's allocator."""
+    import torch
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    nbytes = numel * dtype.itemsize
+    if nbytes < OWN_MAPPING_MIN:
+        return torch.empty(tuple(shape), dtype=dtype)
+    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)  # fileno -1: anonymous; zero-filled on first touch
+    return torch.frombuffer(m, dtype=dtype, count=numel).view(tuple(shape))
+
+
+@contextlib.contextmanager
+def weights_in_own_mappings(is_uninitialised):
+    """While active, a parameter of at least ``OWN_MAPPING_MIN`` bytes on the CPU that a module registers
+    is swapped for an uninitialised one of the same shape, dtype and ``requires_grad`` in its own mapping
+    (``empty_own_mapping``), when ``is_uninitialised(module)`` says that module's parameters carry no values
+    yet (e.g. ComfyUI's ops, which skip weight init).  Meant around model construction: the load that
+    follows (``load_state_dict``, ``materialize_into``) then writes into memory that goes back to the OS
+    when the model is freed.  Buffers are never swapped (they may hold computed values)."""
+    import torch
+    from torch.nn.modules import module as nn_module
+
+    def on_param(module, name, param):
+        if (param is None or param.device.type != "cpu" or param.numel() * param.element_size() < OWN_MAPPING_MIN
+                or not is_uninitialised(module)):
+            return None
+        return torch.nn.Parameter(empty_own_mapping(param.shape, param.dtype), requires_grad=param.requires_grad)
+
+    handle = nn_module.register_module_parameter_registration_hook(on_param)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def release_freed_memory():

@@ -4,8 +4,9 @@ weights in memory and reads only the parts that are used.
 ComfyUI itself builds everything (config detection, model classes, CLIP, VAE, ModelPatcher); Lean
 only changes where the diffusion model's tensors come from: each parameter of the freshly built
 (never-initialised) model is replaced, one tensor at a time, by the file's tensor -- the zero-copy
-mapped tensor itself where the dtype/device already match, else a converted copy after which the
-file pages it came from leave the process's resident set.  CLIP and VAE are loaded by the host's own
+mapped tensor itself where the dtype/device already match, else a converted copy (on the CPU in a
+mapping of its own, so it goes back to the OS as soon as the model is freed) after which the file pages
+it came from leave the process's resident set.  CLIP and VAE are loaded by the host's own
 code from the same mapping, only when switched on.
 """
 import logging
@@ -15,6 +16,7 @@ import torch
 import comfy.model_detection
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import comfy.sd
 import comfy.utils
 import folder_paths
@@ -58,6 +60,13 @@ def _dtype_name(dt):
     return str(dt).replace("torch.", "") if dt is not None else "none"
 
 
+def _own_mappings():
+    """Around building a model, CLIP or VAE with the host's classes: the (uninitialised) CPU weights of
+    ComfyUI's ops get a mapping each, which goes back to the OS the moment the part is freed.  malloc'd
+    weights would stay with glibc after an unload, and RSS would creep up over many reloads (issue 9)."""
+    return core.weights_in_own_mappings(lambda module: isinstance(module, comfy.ops.CastWeightBiasOp))
+
+
 def _replace_tensor(root, key, value):
     """Put ``value`` in place of parameter/buffer ``key`` of ``root``; returns False if no such slot."""
     mod_name, _, attr = key.rpartition(".")
@@ -91,8 +100,9 @@ def _load_diffusion_model(ck, views, prefix, model_config, weight_dtype, load_mo
         init_device = mm.unet_inital_load_device(parameters, unet_dtype)
 
     # Parameters are allocated uninitialised (ComfyUI's ops skip weight init), so on the CPU they cost
-    # no memory until written -- and they never are: each is replaced below.
-    model = model_config.get_model(views, prefix, device=init_device)
+    # no memory until written: each is filled or replaced below.
+    with _own_mappings():
+        model = model_config.get_model(views, prefix, device=init_device)
     dm = model.diffusion_model
     if load_mode == "read":  # large sequential reads up front, then the same per-tensor placement
         ck.read_subset([k for k in views if k.startswith(prefix)])
@@ -109,10 +119,23 @@ def _load_diffusion_model(ck, views, prefix, model_config, weight_dtype, load_mo
         file_key = ck.key_of_view(src)
         if file_key is not None:
             del src
-            t = ck.materialize(file_key, slot.dtype, slot.device)
-            if t.dtype == ck.dtype(file_key) and t.device.type == "cpu":
-                zero_copy.add(file_key)  # used as read: a view of the mapping (mmap/read) or its one pread copy
+            as_read = slot.dtype == ck.dtype(file_key) and slot.device.type == "cpu" and load_mode != "direct"
+            if as_read:
+                t = ck.materialize(file_key, slot.dtype, slot.device)
+                zero_copy.add(file_key)  # used as read: a view of the mapping (mmap) or of the read buffer
+            elif slot.device.type != "meta" and tuple(slot.shape) == ck.shape(file_key):
+                # The one copy goes into the model's own parameter, as load_state_dict would fill it: on the
+                # CPU a mapping of its own (_own_mappings), on a GPU the load device's buffer; direct mode
+                # preads straight into a CPU one of the file's dtype.
+                ck.materialize_into(file_key, slot)
+                if slot.dtype == ck.dtype(file_key) and slot.device.type == "cpu":
+                    zero_copy.add(file_key)
+                else:
+                    converted += 1
+                del slot
+                continue
             else:
+                t = ck.materialize(file_key, slot.dtype, slot.device)
                 converted += 1
         else:  # a tensor the host's key processing built itself
             t = src.to(device=slot.device, dtype=slot.dtype)
@@ -189,7 +212,8 @@ def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_direc
         vae_sd = comfy.utils.state_dict_prefix_replace(sd, {p: "" for p in model_config.vae_key_prefix}, filter_keys=True)
         vae_sd = model_config.process_vae_state_dict(vae_sd)
         if vae_sd:
-            vae = comfy.sd.VAE(sd=vae_sd, metadata=ck.metadata)
+            with _own_mappings():
+                vae = comfy.sd.VAE(sd=vae_sd, metadata=ck.metadata)
             if _store_vae_small(vae, dtype):
                 log.info("[Lean Checkpoint] %s: VAE weights kept in %s, computed in fp32", ck.name, dtype)
         del vae_sd
@@ -197,8 +221,9 @@ def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_direc
         target = model_config.clip_target(state_dict=sd)
         clip_sd = model_config.process_clip_state_dict(sd) if target is not None else {}
         if clip_sd:
-            clip = comfy.sd.CLIP(target, embedding_directory=embedding_directory, tokenizer_data=clip_sd,
-                                 parameters=comfy.utils.calculate_parameters(clip_sd))
+            with _own_mappings():
+                clip = comfy.sd.CLIP(target, embedding_directory=embedding_directory, tokenizer_data=clip_sd,
+                                     parameters=comfy.utils.calculate_parameters(clip_sd))
             missing, unexpected = clip.load_sd(clip_sd, full_model=True)
             if missing:
                 log.debug("[Lean Checkpoint] %s: text encoder keys not in the file: %s", ck.name, missing)

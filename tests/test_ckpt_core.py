@@ -92,6 +92,30 @@ def test_materialize_converts_once_and_release_keeps_data(st_file, mode):
         assert torch.equal(same, ref["a.half"])
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_materialize_into_fills_the_given_tensor(st_file, mode):
+    """The model's own parameter becomes the one copy: values equal safetensors' (converted exactly where the
+    dtype differs), the same storage is returned, and a shape mismatch is refused before anything is written."""
+    ref, _ = _reference(st_file)
+    with core.open_checkpoint(st_file, mode) as ck:
+        for key, dtype in (("a.half", torch.float32), ("a.weight", torch.float32), ("b.bf16", torch.float32),
+                           ("a.weight", torch.float16), ("b.ids", torch.int64)):
+            out = torch.full(ref[key].shape, 7, dtype=dtype)
+            ptr = out.data_ptr()
+            got = ck.materialize_into(key, out)
+            assert got is out and out.data_ptr() == ptr
+            assert torch.equal(out, ref[key].to(dtype)), (key, dtype)
+            assert key in ck.keys_read
+        p = torch.nn.Parameter(torch.empty(ref["a.half"].shape))  # requires_grad, as a module's weight is
+        ck.materialize_into("a.half", p)
+        assert torch.equal(p.detach(), ref["a.half"].float())
+        wrong = torch.zeros(5, 7)
+        with pytest.raises(ValueError, match="shape"):
+            ck.materialize_into("a.half", wrong)
+        assert not wrong.any()
+    assert ck.bytes_read == sum(ref[k].numel() * ref[k].element_size() for k in ("a.half", "a.weight", "b.bf16", "b.ids"))
+
+
 def test_views_are_private_copies_never_written_back(st_file):
     before = st_file.read_bytes()
     with core.open_checkpoint(st_file, "mmap") as ck:
@@ -275,3 +299,41 @@ def test_converted_tensors_leave_no_file_pages_resident():
         assert left < 4 << 20, f"{left} bytes of file pages still resident after the conversion"
     finally:
         p.unlink(missing_ok=True)
+
+
+def _mapping_starts():
+    with open("/proc/self/maps") as f:
+        return {int(line.split("-")[0], 16) for line in f}
+
+
+def test_weights_in_own_mappings_go_back_to_the_os():
+    """Uninitialised module weights of >= 1 MiB get a mapping each (so freeing the module unmaps them, whatever
+    glibc does with freed heap); small ones, buffers and modules the predicate refuses are left alone."""
+    class Uninit(torch.nn.Linear):  # like ComfyUI's ops: no weight init
+        def reset_parameters(self):
+            return None
+
+    class WithBuffer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.arange(1 << 19, dtype=torch.float32))  # 2 MiB of values
+
+    with core.weights_in_own_mappings(lambda m: isinstance(m, Uninit)):
+        big = Uninit(1024, 512)            # weight 2 MiB, bias 4 KiB
+        plain = torch.nn.Linear(1024, 512)  # initialised by torch: must keep its values
+        buf = WithBuffer()
+    plain_before = plain.weight.detach().clone()
+    ptr = big.weight.data_ptr()
+    assert ptr % core.PAGE == 0 and ptr in _mapping_starts()
+    assert big.weight.requires_grad and big.weight.dtype == torch.float32 and big.weight.shape == (512, 1024)
+    assert big.bias.data_ptr() not in _mapping_starts() or big.bias.data_ptr() % core.PAGE
+    assert torch.equal(buf.table, torch.arange(1 << 19, dtype=torch.float32))
+    with torch.no_grad():
+        big.weight.fill_(1.5)
+    assert big.weight.sum().item() == 1.5 * 512 * 1024
+    del big
+    assert ptr not in _mapping_starts()
+    assert torch.equal(plain.weight, plain_before)
+    # the hook is gone after the block
+    later = Uninit(1024, 512)
+    assert later.weight.data_ptr() not in _mapping_starts() or later.weight.data_ptr() % core.PAGE
