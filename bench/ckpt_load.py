@@ -9,7 +9,8 @@ once more with weight_dtype=fp16.
 
     flock /tmp/lean-heavy.lock python bench/ckpt_load.py [--pairs 3] [--ckpt PATH]
 
-Ends with: RESULT peak_rss_ratio=.. peak_rss_fp16_ratio=.. wall_ratio=.. identical=0|1
+Ends with: RESULT peak_rss_ratio=.. peak_rss_fp16_ratio=.. wall_ratio=.. identical=0|1 cpu_ratio=..
+(cpu_ratio: the load's user+sys CPU seconds, Lean auto / stock; with every core busy the wall ratio follows it)
 """
 import argparse
 import json
@@ -54,7 +55,14 @@ def worker(kind, ckpt, dtype, out):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
 
+    import resource
+
+    def cpu_s():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     rss0 = status("VmRSS")
+    c0 = cpu_s()
     t0 = time.perf_counter()
     if kind == "stock":
         model, clip, vae = host_nodes.CheckpointLoaderSimple().load_checkpoint(name)
@@ -68,6 +76,7 @@ def worker(kind, ckpt, dtype, out):
         out_ = LeanCheckpointLoader().load(name, "mmap", dtype, True, True)
         model, clip, vae, report = out_["result"]
     wall = time.perf_counter() - t0
+    cpu = cpu_s() - c0
     # Weights a loader leaves mapped but untouched are not resident yet; the sampler would fault them in.
     # Touch one element per page of every weight so the load's peak counts them (a no-op for copies).
     for root in (model.model, getattr(clip, "cond_stage_model", None), getattr(vae, "first_stage_model", None)):
@@ -83,7 +92,7 @@ def worker(kind, ckpt, dtype, out):
     samples = host_nodes.common_ksampler(model, 1, 1, 7.0, "euler", "normal", pos, neg, latent)[0]["samples"]
     torch.save(samples.cpu(), out)
     peak_total = status("VmHWM")
-    print(json.dumps({"kind": kind, "dtype": dtype, "wall": wall, "peak": peak, "peak_total": peak_total,
+    print(json.dumps({"kind": kind, "dtype": dtype, "wall": wall, "cpu": cpu, "peak": peak, "peak_total": peak_total,
                       "held": held, "rss0": rss0,
                       "report": report}))
 
@@ -98,7 +107,7 @@ def run_one(kind, ckpt, dtype, tmp, i):
         sys.exit(f"{kind} worker failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     fig = json.loads(r.stdout.strip().splitlines()[-1])
     fig["latent"] = out
-    print(f"  {kind:5s} {dtype:4s}: load {fig['wall']:6.2f} s  peak RSS {fig['peak'] / 2**30:5.2f} GiB (with the step "
+    print(f"  {kind:5s} {dtype:4s}: load {fig['wall']:6.2f} s (CPU {fig['cpu']:5.2f} s)  peak RSS {fig['peak'] / 2**30:5.2f} GiB (with the step "
           f"{fig['peak_total'] / 2**30:5.2f})  held {fig['held'] / 2**30:5.2f} GiB  (RSS before load {fig['rss0'] / 2**30:.2f} GiB)", flush=True)
     return fig
 
@@ -151,8 +160,13 @@ def main():
           f"(ratio {fp16['peak_total'] / s_tot:.3f})")
     print(f"median load wall: stock {s_wall:.2f} s, Lean auto {l_wall:.2f} s (ratio {l_wall / s_wall:.3f}); "
           f"Lean fp16 {fp16['wall']:.2f} s")
+    s_cpu, l_cpu = med(stock, "cpu"), med(lean, "cpu")
+    cores = len(os.sched_getaffinity(0))
+    print(f"median load CPU time (user+sys, all threads): stock {s_cpu:.2f} s, Lean auto {l_cpu:.2f} s "
+          f"(ratio {l_cpu / s_cpu:.3f}); on {cores} cores Lean's wall cannot go below {l_cpu / cores:.2f} s "
+          f"= {l_cpu / cores / s_wall:.2f} of stock's wall")
     print(f"RESULT peak_rss_ratio={l_peak / s_peak:.3f} peak_rss_fp16_ratio={fp16['peak'] / s_peak:.3f} "
-          f"wall_ratio={l_wall / s_wall:.3f} identical={int(identical)}", flush=True)
+          f"wall_ratio={l_wall / s_wall:.3f} identical={int(identical)} cpu_ratio={l_cpu / s_cpu:.3f}", flush=True)
 
 
 if __name__ == "__main__":
