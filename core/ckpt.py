@@ -29,6 +29,8 @@ import os
 import struct
 import time
 
+from .memory import OWN_MAPPING_MIN, empty_own_mapping
+
 SAFETENSORS_EXT = (".safetensors", ".sft")
 TORCH_EXT = (".ckpt", ".pt", ".pth", ".bin")
 MODES = ("mmap", "read", "direct")
@@ -494,25 +496,6 @@ def format_report(r):
     return "\n".join(lines)
 
 
-OWN_MAPPING_MIN = 1 << 20
-
-
-def empty_own_mapping(shape, dtype):
-    """An uninitialised CPU tensor; from ``OWN_MAPPING_MIN`` bytes up in its own anonymous private mapping,
-    which goes back to the OS the moment the tensor is freed.  Memory from malloc would instead stay with
-    the allocator after a model is unloaded (glibc keeps freed heap), so RSS would creep up over reloads.
-    Smaller tensors use torch's allocator."""
-    import torch
-    numel = 1
-    for s in shape:
-        numel *= int(s)
-    nbytes = numel * dtype.itemsize
-    if nbytes < OWN_MAPPING_MIN:
-        return torch.empty(tuple(shape), dtype=dtype)
-    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)  # fileno -1: anonymous; zero-filled on first touch
-    return torch.frombuffer(m, dtype=dtype, count=numel).view(tuple(shape))
-
-
 @contextlib.contextmanager
 def weights_in_own_mappings(is_uninitialised):
     """While active, a parameter of at least ``OWN_MAPPING_MIN`` bytes on the CPU that a module registers
@@ -535,17 +518,3 @@ def weights_in_own_mappings(is_uninitialised):
         yield
     finally:
         handle.remove()
-
-
-def release_freed_memory():
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``).  Loading converts many tensors into fresh
-    memory; without this, glibc keeps the freed pages of earlier loads and RSS creeps up over many reloads.
-    No-op where glibc is not the allocator."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-

@@ -25,7 +25,7 @@ import comfy.lora_convert
 import comfy.patcher_extension
 import comfy.utils
 
-from ..core import lora_tags
+from ..core import lora_tags, memory
 
 log = logging.getLogger("lean.lora")
 
@@ -89,11 +89,12 @@ class Factors:
     """Low-rank factors of one module: out += scale * up(mid(down(x))).  `alpha` is alpha/rank.
     Stored as loaded (no copy); cast to the compute device/dtype on first use: on CPU the cast copy replaces
     the loaded one, on an accelerator a device copy is kept."""
-    __slots__ = ("down", "up", "mid", "alpha", "kind", "_cache")
+    __slots__ = ("down", "up", "mid", "alpha", "kind", "_cache", "slabs")
 
     def __init__(self, down, up, mid, alpha, kind):
         self.down, self.up, self.mid, self.alpha, self.kind = down, up, mid, alpha, kind
         self._cache = None
+        self.slabs = None  # memory.Slabs shared by one mapped LoRA: its CPU casts live and die together
 
     def get(self, device, dtype):
         d, u, m = self.down, self.up, self.mid
@@ -102,7 +103,11 @@ class Factors:
         c = self._cache
         if c is not None and c[0] == device and c[1] == dtype:
             return c[2]
-        cast = (d.to(device, dtype), u.to(device, dtype), None if m is None else m.to(device, dtype))
+        if device.type == "cpu" and self.slabs is not None:
+            sl = self.slabs
+            cast = (sl.copy_of(d, dtype), sl.copy_of(u, dtype), None if m is None else sl.copy_of(m, dtype))
+        else:
+            cast = (d.to(device, dtype), u.to(device, dtype), None if m is None else m.to(device, dtype))
         if device.type == "cpu":
             # CPU compute: keep only the compute-dtype copy (the file's tensors are released after mapping)
             self.down, self.up, self.mid = cast
@@ -198,6 +203,9 @@ class Mapped:
         self.why_host = {}   # reason -> count
         self.file_modules = 0
         self.matched = 0
+        # CPU casts of all factors share mappings that go back to the OS with this object (not ~hundreds of
+        # small heap chunks glibc would keep after every unload)
+        self.slabs = memory.Slabs()
 
 
 def _strip_weight(key):
@@ -241,6 +249,7 @@ def map_lora(lf: LoraFile, model, clip):
             if module is not None:
                 fac, why = branch_factors(patch, module)
         if fac is not None:
+            fac.slabs = m.slabs
             (m.unet if is_unet else m.clip).append((path, fac, lora_tags.block_of_key(k0)) if is_unet
                                                      else (path, fac))
         else:

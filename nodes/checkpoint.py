@@ -2,12 +2,13 @@
 weights in memory and reads only the parts that are used.
 
 ComfyUI itself builds everything (config detection, model classes, CLIP, VAE, ModelPatcher); Lean
-only changes where the diffusion model's tensors come from: each parameter of the freshly built
-(never-initialised) model is replaced, one tensor at a time, by the file's tensor -- the zero-copy
-mapped tensor itself where the dtype/device already match, else a converted copy (on the CPU in a
-mapping of its own, so it goes back to the OS as soon as the model is freed) after which the file pages
-it came from leave the process's resident set.  CLIP and VAE are loaded by the host's own
-code from the same mapping, only when switched on.
+only changes where the diffusion model's tensors come from and where weights live.  Each parameter of
+the freshly built (never-initialised) model is, one tensor at a time, either replaced by the file's
+zero-copy mapped tensor (where dtype and device already match) or filled in place with the converted
+values, after which the file pages it came from leave the process's resident set.  On the CPU, the
+weights of the UNet, CLIP and VAE are built in mappings of their own, so they go back to the OS as soon
+as the model is freed.  CLIP and VAE are loaded by the host's own code from the same mapping, only when
+switched on.
 """
 import logging
 
@@ -22,6 +23,7 @@ import comfy.utils
 import folder_paths
 
 from ..core import ckpt as core
+from ..core import memory
 
 log = logging.getLogger("lean")
 
@@ -243,7 +245,7 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
     if weight_dtype != "auto" and dtype is None:
         raise ValueError(f"weight_dtype {weight_dtype} needs a newer torch than {torch.__version__}")
     meter = core.LoadMeter()
-    core.release_freed_memory()  # pages freed since the last load (e.g. the model it replaced) go back first
+    memory.release_freed_memory()  # pages freed since the last load (e.g. the model it replaced) go back first
     ck = core.open_checkpoint(path, load_mode)
     name = name or ck.name
     try:
@@ -282,7 +284,7 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
                   "keys_read_list": sorted(ck.keys_read), "parts": parts, "weight_dtype": weight_dtype}
     finally:
         ck.close()
-        core.release_freed_memory()
+        memory.release_freed_memory()
     report.update(meter.figures())
     report["text"] = core.format_report(report)
     return model, clip, vae, report

@@ -337,3 +337,26 @@ def test_weights_in_own_mappings_go_back_to_the_os():
     # the hook is gone after the block
     later = Uninit(1024, 512)
     assert later.weight.data_ptr() not in _mapping_starts() or later.weight.data_ptr() % core.PAGE
+
+
+def test_slabs_pack_small_tensors_into_mappings_freed_together():
+    from lean_nodes.core import memory
+    sl = memory.Slabs(slab=1 << 20)
+    g = torch.Generator().manual_seed(3)
+    srcs = [torch.randn(n, 7, generator=g).half() for n in (1, 33, 700, 5000, 2)]
+    outs = [sl.copy_of(t, torch.float32) for t in srcs]
+    for t, o in zip(srcs, outs):
+        assert o.dtype == torch.float32 and torch.equal(o, t.float()) and o.data_ptr() % memory.Slabs.ALIGN == 0
+    starts = _mapping_starts()
+    slab_ptrs = {o.untyped_storage().data_ptr() for o in outs}
+    assert len(slab_ptrs) <= 2 and slab_ptrs <= starts           # a few slabs, each its own mapping
+    big = sl.empty((512, 1024), torch.float32)                    # 2 MiB >= a quarter slab: a mapping of its own
+    assert big.data_ptr() in starts or big.data_ptr() in _mapping_starts()
+    with torch.no_grad():
+        for o in outs:                                           # writing one never touches another
+            o.add_(1)
+    for t, o in zip(srcs, outs):
+        assert torch.equal(o, t.float() + 1)
+    del outs, o
+    sl._cur = None                                               # the allocator's hold on its current slab
+    assert not (slab_ptrs & _mapping_starts())                   # every slab unmapped with its last tensor
