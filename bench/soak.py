@@ -21,7 +21,28 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from lean_testlib import harness, workloads  # noqa: E402
+from lean_testlib import harness, route_lister_node, workloads  # noqa: E402
+
+
+def fd_targets(pid):
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            pass
+    return sorted(out)
+
+
+def open_fds(pid, reads=3, gap=0.3):
+    """Open fds, the least of a few reads: the soak's own HTTP requests leave a socket open on the host's side
+    for a moment after each answer, which is not a leak.  A leaked fd stays in every read."""
+    counts = []
+    for i in range(reads):
+        if i:
+            time.sleep(gap)
+        counts.append(len(fd_targets(pid)))
+    return min(counts)
 
 
 def proc_figures(pid):
@@ -30,7 +51,7 @@ def proc_figures(pid):
     rss = int(status["VmRSS"][0]) * 1024
     anon = int(status["RssAnon"][0]) * 1024
     file_rss = int(status["RssFile"][0]) * 1024
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    fds = open_fds(pid)
     with open(f"/proc/{pid}/maps") as f:
         maps = f.read().splitlines()
     files = [l.split(None, 5)[5] for l in maps if len(l.split(None, 5)) == 6 and l.split(None, 5)[5].startswith("/")]
@@ -63,6 +84,7 @@ def main():
     llm = llm_available()
     base = pathlib.Path(tempfile.mkdtemp(prefix="lean-soak-"))
     workloads.prepare(base, llm=llm)
+    route_lister_node.install(base)  # test-only GET /lean_test/malloc: freed heap glibc keeps, per sample
     max_models = int(os.environ.get("LEAN_LLM_MAX_MODELS", "1"))
     t0 = time.time()
     host = harness.ComfyHost.start(path, base, verbose="INFO")
@@ -97,9 +119,14 @@ def main():
                     failed.append((n, kind, host.error_text(entry)[:300]))
                 gguf_max = max(gguf_max, proc_figures(host.proc.pid)["gguf"])
             fig = proc_figures(host.proc.pid)
+            fig["fd_targets"] = fd_targets(host.proc.pid)
+            try:
+                fig["heap_free"] = host.get("/lean_test/malloc").get("fordblks")
+            except Exception:
+                fig["heap_free"] = None
             samples[i] = fig
             print(f"after prompt {i:4d}: RSS {fig['rss'] / 2**20:8.1f} MiB (anon {fig['anon'] / 2**20:7.1f}, file {fig['file_rss'] / 2**20:7.1f})  fds {fig['fds']:4d}  maps {fig['maps']:5d} (files {fig['file_maps']:4d})  "
-                  f"gguf mapped {fig['gguf']}  ok {ok}  failed {len(failed)}  {time.time() - t_run:6.1f} s", flush=True)
+                  f"gguf mapped {fig['gguf']}  glibc free heap {(fig['heap_free'] or 0) / 2**20:6.1f} MiB  ok {ok}  failed {len(failed)}  {time.time() - t_run:6.1f} s", flush=True)
     finally:
         host.stop()
     log = host.log()
@@ -116,6 +143,13 @@ def main():
     print(f"SOAK rss_after_{args.block}={first['rss'] / 2**20:.1f}MiB rss_after_{max(samples)}={last['rss'] / 2**20:.1f}MiB "
           f"maps_growth={maps_growth} file_maps_growth={file_maps_growth} gguf_mapped_max={gguf_max} (limit {max_models}) "
           f"wall={time.time() - t0:.0f}s")
+    if first.get("heap_free") is not None and last.get("heap_free") is not None:
+        print(f"SOAK glibc free heap (address space it keeps; trimmed parts are not resident) after {args.block}: "
+              f"{first['heap_free'] / 2**20:.1f} MiB, after {max(samples)}: {last['heap_free'] / 2**20:.1f} MiB")
+    if fd_growth:
+        import collections
+        diff = collections.Counter(last["fd_targets"]) - collections.Counter(first["fd_targets"])
+        print(f"SOAK fds open after {max(samples)} but not after {args.block}: {sorted(diff.elements())}")
     misses = []
     if ok != args.prompts:
         misses.append(f"{args.prompts - ok} prompt(s) failed")
