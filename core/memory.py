@@ -75,4 +75,3 @@ def release_freed_memory():
         return bool(libc.malloc_trim(0))
     except (OSError, AttributeError):
         return False
-
