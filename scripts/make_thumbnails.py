@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make the template-browser thumbnails workflows/<name>.jpg from screenshots of the dropped workflows.
+"""Make the template-browser thumbnails example_workflows/<name>.jpg from screenshots of the dropped workflows.
 
     LEAN_SCREENSHOTS=/tmp/shots flock /tmp/lean-heavy.lock python -m pytest tests/test_tier2_browser.py -k dropped
     python scripts/make_thumbnails.py /tmp/shots
@@ -14,7 +14,7 @@ import sys
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"
 
 
 def thumbnail(png, jpg, width=640, quality=80):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the example workflows of workflows/ (UI format, version 0.4) from the host's /object_info, and their
+"""Write the example workflows of example_workflows/ (UI format, version 0.4) from the host's /object_info, and their
 API-format copies under tests/workflows_api/ (converted from the UI files, never written by hand).
 
     python scripts/make_workflows.py [--url http://127.0.0.1:8188 | --object-info info.json] [--only NAME ...]
@@ -21,7 +21,7 @@ from lean import _get, _free_port, answering, start_host, _load_workflow_module 
 from workflow_builder import Graph  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"
 API_DIR = REPO / "tests" / "workflows_api"
 
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"

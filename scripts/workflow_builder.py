@@ -1,5 +1,5 @@
 """Builds UI-format workflow files (the format the editor saves, version 0.4) from a short Python description
-and the host's /object_info, so the example workflows in workflows/ are consistent with the nodes' real inputs.
+and the host's /object_info, so the example workflows in example_workflows/ are consistent with the nodes' real inputs.
 
 Used by scripts/make_workflows.py; the files it writes are the source of truth that users drag in, and the
 API-format copies under tests/workflows_api/ are converted from them (make_workflows.write_api_copies).

@@ -5,8 +5,9 @@ location, not by putting the repo on sys.path: the host has a top-level ``nodes`
 and ``core/`` is tested directly.
 
 Tier 2 (tests marked ``tier2``) runs the pack inside a real ComfyUI found through
-``COMFYUI_PATH``, else ``~/ComfyUI``.  With no host, tier 2 is skipped and the run says so in one
-loud line; never silently.
+``COMFYUI_PATH``, else the ComfyUI this pack sits in, else ``~/ComfyUI``.  With no host, tier 2 is skipped and
+the run says so in one loud line; never silently.  Under ``CI=true`` a test that would skip for a missing
+prerequisite (host, chromium, llama_cpp: reasons made with ``lean_testlib.prereq``) fails instead.
 """
 import importlib.util
 import os
@@ -20,7 +21,7 @@ REPO = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from lean_testlib import harness, inproc  # noqa: E402
+from lean_testlib import PREREQ, harness, inproc, prereq, strict  # noqa: E402
 
 PACK = "lean_nodes"  # the package name tier-1 tests import the pack under
 
@@ -45,15 +46,22 @@ _TIER2 = {"ran": False, "failed_start": None}
 
 
 def pytest_report_header(config):
+    lines = [f"lean: CI={'true: missing prerequisites fail' if strict() else 'false: missing prerequisites skip'}"]
     if _HOST_PATH:
-        return f"lean tier 2: ComfyUI {harness.host_version(_HOST_PATH)} at {_HOST_PATH}"
-    return f"lean tier 2: NO HOST ({_HOST_WHY})"
+        py = harness.host_python(_HOST_PATH)
+        lines.append(f"lean tier 2: ComfyUI {harness.host_version(_HOST_PATH)} at {_HOST_PATH}, host python {py}")
+        if os.path.realpath(py) != os.path.realpath(sys.executable):
+            lines.append(f"lean tier 2: WARNING tests run with {sys.executable}, not the host's python {py}: "
+                         "in-process checks may miss host packages")
+    else:
+        lines.append(f"lean tier 2: NO HOST ({_HOST_WHY})")
+    return lines
 
 
 def pytest_collection_modifyitems(config, items):
     if _HOST_PATH:
         return
-    skip = pytest.mark.skip(reason=f"tier 2 skipped: no ComfyUI host found ({_HOST_WHY})")
+    skip = pytest.mark.skip(reason=prereq(f"tier 2 skipped: no ComfyUI host found ({_HOST_WHY})"))
     for item in items:
         if "tier2" in item.keywords:
             item.add_marker(skip)
@@ -83,7 +91,7 @@ def pytest_terminal_summary(terminalreporter):
 def comfy(tmp_path_factory):
     """A running ComfyUI with this pack loaded (one per test session)."""
     if not _HOST_PATH:
-        pytest.skip(f"tier 2 skipped: no ComfyUI host found ({_HOST_WHY})")
+        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({_HOST_WHY})"))
     base = tmp_path_factory.mktemp("comfy_base")
     try:
         host = harness.ComfyHost.start(_HOST_PATH, base)
@@ -109,10 +117,33 @@ def comfy_sd15(comfy, sd15_ckpt):
     return comfy
 
 
+def _skip_reason(rep):
+    lr = rep.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:
+        return str(lr[2])
+    return str(lr or "")
+
+
+def _fail_missing_prereq(rep):
+    """Under CI=true, a skip for a missing prerequisite becomes a failure."""
+    if rep.skipped and strict():
+        reason = _skip_reason(rep)
+        if PREREQ in reason:
+            rep.outcome = "failed"
+            rep.longrepr = f"CI=true, so this skip is a failure: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_missing_prereq(outcome.get_result())
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    _fail_missing_prereq(rep)
     if rep.when == "call" and not rep.skipped and "tier2" in item.keywords:
         _TIER2["ran"] = True
     if rep.when == "call" and rep.failed:

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from lean_testlib import REPO, tiny_gguf
+from lean_testlib import REPO, prereq, tiny_gguf
 from lean_nodes.core import llm, llm_backends, llm_gguf
 from lean_nodes.core.llm_text import (STYLE_PRESETS, STYLES, build_messages, clean_prompt, opens_think,
                                       render_chat, split_thinking)
@@ -26,8 +26,8 @@ def has_llama_cpp():
         return False
 
 
-needs_llama = pytest.mark.skipif(not has_llama_cpp(), reason="llama-cpp-python not installed: "
-                                 "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install llama-cpp-python")
+needs_llama = pytest.mark.skipif(not has_llama_cpp(), reason=prereq("llama-cpp-python not installed: "
+                                 "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install llama-cpp-python"))
 
 MESSAGES = build_messages("a red fox in the snow", "SD1.5 tags")
 SAMPLING = dict(temperature=0.7, top_p=0.9)
@@ -375,7 +375,7 @@ def has_server():
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     if not has_server():
-        pytest.skip("llama_cpp.server needs: pip install 'llama-cpp-python[server]'")
+        pytest.skip(prereq("llama_cpp.server needs: pip install 'llama-cpp-python[server]'"))
     port = free_port()
     path = tiny_gguf.tiny_model("r1")
     log = tmp_path_factory.mktemp("llama_server") / "server.log"

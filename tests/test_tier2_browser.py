@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from lean_testlib import REPO, browser, shipped
+from lean_testlib import REPO, browser, prereq, shipped
 
 pytestmark = [pytest.mark.tier2,
-              pytest.mark.skipif(browser.available() is not None, reason=f"no browser: {browser.available()}")]
+              pytest.mark.skipif(browser.available() is not None, reason=prereq(f"no browser: {browser.available()}"))]
 
 FILES = shipped.workflow_files()
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lean_testlib import graphs, harness, tiny_gguf
+from lean_testlib import graphs, harness, prereq, tiny_gguf
 from lean_testlib.ws import WsListener
 from lean_nodes.core.llm_text import STYLE_PRESETS
 
 pytestmark = pytest.mark.tier2
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed: "
-                                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install llama-cpp-python")
+llama_cpp = pytest.importorskip("llama_cpp", reason=prereq("llama-cpp-python not installed: "
+                                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install llama-cpp-python"))
 
 
 @pytest.fixture(scope="module")

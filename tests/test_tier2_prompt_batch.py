@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lean_testlib import graphs, harness, lora, probe_node
+from lean_testlib import prereq, graphs, harness, lora, probe_node
 
 pytestmark = pytest.mark.tier2
 
@@ -24,7 +24,7 @@ L = 77
 def host(tmp_path_factory, sd15_ckpt):
     path, why = harness.find_host()
     if not path:
-        pytest.skip(f"tier 2 skipped: no ComfyUI host found ({why})")
+        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
     base = tmp_path_factory.mktemp("pb_base")
     harness.make_base_dir(base)
     probe_node.install(base)
@@ -294,7 +294,7 @@ def test_sdxl_layout_two_encoders_and_fallback_path():
 
     path, why = harness.find_host()
     if not path:
-        pytest.skip(f"tier 2 skipped: no ComfyUI host found ({why})")
+        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
     r = subprocess.run([sys.executable, "-m", "lean_testlib.sdxl_tiny"], cwd=tests_dir, env=env,

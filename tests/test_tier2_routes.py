@@ -14,7 +14,7 @@ import pytest
 
 import json
 
-from lean_testlib import REPO, bad_inputs, harness, report, route_lister_node
+from lean_testlib import prereq, REPO, bad_inputs, harness, report, route_lister_node
 
 pytestmark = pytest.mark.tier2
 
@@ -34,7 +34,7 @@ def declared_routes():
 def host(tmp_path_factory):
     path, why = harness.find_host()
     if not path:
-        pytest.skip(f"tier 2 skipped: no ComfyUI host found ({why})")
+        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
     base = tmp_path_factory.mktemp("routes_base")
     harness.make_base_dir(base)
     secret = base / "secret_outside.txt"

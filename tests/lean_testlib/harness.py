@@ -24,27 +24,26 @@ SHIMS = REPO / "tests" / "host_shims"
 SOCKET_AUDIT = pathlib.Path(__file__).resolve().parent / "socket_audit"
 
 
+def _hosts_module():
+    """scripts/hosts.py (the host matrix and provisioning), loaded by path: scripts/ is no package."""
+    import importlib.util
+    name = "lean_hosts_matrix"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "hosts.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
 def find_host():
-    """(path, None) for a usable ComfyUI checkout, else (None, why)."""
-    env = os.environ.get("COMFYUI_PATH")
-    candidates = [("COMFYUI_PATH", pathlib.Path(env))] if env else []
-    candidates.append(("~/ComfyUI", pathlib.Path.home() / "ComfyUI"))
-    tried = []
-    for label, p in candidates:
-        if (p / "main.py").is_file() and (p / "comfy").is_dir():
-            return p.resolve(), None
-        tried.append(f"{label}={p} has no main.py")
-    if not env:
-        tried.insert(0, "COMFYUI_PATH is not set")
-    return None, "; ".join(tried)
+    """(path, None) for a usable ComfyUI checkout, else (None, why): COMFYUI_PATH, else the ComfyUI this pack
+    sits in (ComfyUI/custom_nodes/<pack>), else ~/ComfyUI -- the same order as `scripts/lean.py serve`."""
+    return _hosts_module().find_user_host()
 
 
 def host_version(comfy_path):
-    try:
-        txt = (pathlib.Path(comfy_path) / "comfyui_version.py").read_text()
-        return txt.split("__version__")[1].split('"')[1]
-    except Exception:
-        return "unknown"
+    return _hosts_module().version_of(comfy_path)
 
 
 def free_port():
@@ -53,9 +52,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def host_python(comfy_path):
+    """The python a host runs with: $LEAN_HOST_PYTHON, a provisioned host's own environment, else this one."""
+    return _hosts_module().python_for(comfy_path)
+
+
 def needs_torchvision_shim(python=sys.executable):
-    r = subprocess.run([python, "-c", "import torchvision"], capture_output=True)
-    return r.returncode != 0
+    """True when torchvision or torchaudio cannot be imported by `python` (a provisioned host's environment has the
+    import stand-in on its own path already; another python gets tests/host_shims on the host's PYTHONPATH)."""
+    code = "import torchvision, torchaudio"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([python, "-c", code], capture_output=True, env=env).returncode != 0
+
+
+def host_env(python=sys.executable, env=None):
+    """The environment for a host process: the import stand-in on its path when `python` needs it."""
+    e = dict(os.environ if env is None else env)
+    if needs_torchvision_shim(python):
+        e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIMS), e.get("PYTHONPATH")]))
+    return e
 
 
 def make_base_dir(base, link_pack=True):
@@ -103,17 +118,16 @@ class ComfyHost:
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
-    def start(cls, comfy_path, base_dir, port=None, extra_args=(), env=None, timeout=240, python=sys.executable,
+    def start(cls, comfy_path, base_dir, port=None, extra_args=(), env=None, timeout=240, python=None,
               verbose="DEBUG", link_pack=True, audit_sockets=False):
         """audit_sockets (default off): put tests/lean_testlib/socket_audit/sitecustomize.py first on the host's
         PYTHONPATH so every socket connect/getaddrinfo is logged to ``host.socket_audit_log`` (True: a file in
         the base dir; a path: that file), each with whether a frame of this repo was on the stack."""
         base = make_base_dir(base_dir, link_pack=link_pack)
+        python = python or host_python(comfy_path)
         port = port or free_port()
         log_path = base / "comfyui.log"
-        e = dict(os.environ if env is None else env)
-        if needs_torchvision_shim(python):
-            e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIMS), e.get("PYTHONPATH")]))
+        e = host_env(python, env)
         e.setdefault("PYTHONUNBUFFERED", "1")
         audit_log = None
         if audit_sockets:

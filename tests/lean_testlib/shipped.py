@@ -1,4 +1,4 @@
-"""The example workflows of workflows/, made runnable in a test host.
+"""The example workflows of example_workflows/, made runnable in a test host.
 
     put_fixtures(host.base)             # the test fixtures under the public model names the workflows use
     prompt = small(api_prompt)          # 64x64, 1 step, few LLM tokens
@@ -8,7 +8,7 @@ import shutil
 
 from . import REPO, declared_nodes  # noqa: F401  (re-exported for the tests)
 
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"
 API_DIR = REPO / "tests" / "workflows_api"
 
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
