@@ -1,4 +1,9 @@
-"""Shared benchmark helpers: find the host, start it with the pack, alternate contenders, print ratios."""
+"""Shared benchmark helpers: choose the host (--host), start it with the pack, alternate contenders, print ratios.
+
+Every benchmark takes `--host VERSION|PATH`: a version of the host matrix (scripts/hosts.py: 0.3.64, 0.33.0) means
+that provisioned host with its own python (the benchmark re-runs itself under it); a path means that ComfyUI.
+Without it, the host is found as the tests find it (COMFYUI_PATH, the ComfyUI the pack sits in, ~/ComfyUI)."""
+import os
 import pathlib
 import sys
 import tempfile
@@ -7,6 +12,35 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from lean_testlib import harness  # noqa: E402
+
+
+def host_from_argv(argv=None):
+    """Apply and remove `--host VERSION|PATH` from argv (sys.argv by default), then print which host runs."""
+    argv = sys.argv if argv is None else argv
+    if "--host" in argv:
+        i = argv.index("--host")
+        if i + 1 >= len(argv):
+            sys.exit("--host needs a host version (" + ", ".join(harness._hosts_module().HOSTS) + ") or a path")
+        value = argv[i + 1]
+        del argv[i:i + 2]
+        hosts = harness._hosts_module()
+        if value in hosts.HOSTS:
+            if not hosts.provisioned(value):
+                sys.exit(f"ComfyUI {value} is not provisioned: python scripts/hosts.py provision {value}")
+            path, py = hosts.host_dir(value), str(hosts.venv_python(value))
+        elif hosts.is_comfyui(value):
+            path = pathlib.Path(value).resolve()
+            py = hosts.python_for(path)
+        else:
+            sys.exit(f"--host {value}: neither a host of the matrix ({', '.join(hosts.HOSTS)}) nor a ComfyUI folder")
+        os.environ["COMFYUI_PATH"] = str(path)
+        if os.path.abspath(py) != os.path.abspath(sys.executable):  # not realpath: a venv python is a link
+            os.execv(py, [py, *argv])  # the host's own environment (its packages, its import stand-in)
+    path, _ = harness.find_host()
+    if path:
+        print(f"bench host: ComfyUI {harness.host_version(path)} at {path} (python {sys.executable})", file=sys.stderr,
+              flush=True)
+    return path
 
 
 def host_or_exit():

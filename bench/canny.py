@@ -90,6 +90,8 @@ def aux_style_loop(images, low, high, resolution):
 
 
 def main():
+    import _common  # bench/ is sys.path[0] when a benchmark runs as a script
+    _common.host_from_argv()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--size", type=int, default=1024)

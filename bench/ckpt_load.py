@@ -113,6 +113,8 @@ def run_one(kind, ckpt, dtype, tmp, i):
 
 
 def main():
+    import _common  # bench/ is sys.path[0] when a benchmark runs as a script
+    _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--ckpt", default=None, help="checkpoint (default: the SD1.5 fixture)")

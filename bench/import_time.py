@@ -64,6 +64,8 @@ def precise_import(host_path, pack):
 
 
 def main():
+    import _common  # bench/ is sys.path[0] when a benchmark runs as a script
+    _common.host_from_argv()
     host = host_or_exit()
     lean, empty, precise = [], [], []
     for i in range(RUNS):

@@ -34,6 +34,8 @@ def load_pack(host):
 
 
 def main():
+    import _common  # bench/ is sys.path[0] when a benchmark runs as a script
+    _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per model (after one warm-up round)")
     ap.add_argument("--tokens", type=int, default=256, help="tokens per run on the tiny model")

@@ -191,6 +191,8 @@ def bench_mem(ckpt, who, size):
 
 
 def main():
+    import _common  # bench/ is sys.path[0] when a benchmark runs as a script
+    _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size", type=int, default=64, help="image size of the sampling runs (latent = size/8)")

@@ -51,6 +51,8 @@ def timed(fn):
 
 
 def main():
+    import _common  # bench/ is sys.path[0] when a benchmark runs as a script
+    _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=int(os.environ.get("LEAN_BENCH_REPEATS", 5)))
     args = ap.parse_args()

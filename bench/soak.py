@@ -68,6 +68,8 @@ def llm_available():
 
 
 def main():
+    import _common  # bench/ is sys.path[0] when a benchmark runs as a script
+    _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--block", type=int, default=20)

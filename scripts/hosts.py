@@ -129,8 +129,12 @@ def _log(msg):
     print(f"[lean hosts] {msg}", file=sys.stderr, flush=True)
 
 
-def _run(cmd, **kw):
-    r = subprocess.run([str(c) for c in cmd], **kw)
+def _run(cmd):
+    """Run a command; its output is shown without pip's notes about this machine's unused local index."""
+    r = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = "".join(l for l in r.stdout.splitlines(True) if not l.startswith("WARNING: Location '"))
+    if out.strip():
+        print(out, end="", file=sys.stderr, flush=True)
     if r.returncode != 0:
         raise HostError(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}")
     return r

@@ -5,7 +5,9 @@
     python scripts/lean.py run WORKFLOW.json [--url http://127.0.0.1:8188] [--map old=new ...]
 
 serve  starts ComfyUI with this pack loaded: COMFYUI_PATH, else the ComfyUI this pack sits in
-       (ComfyUI/custom_nodes/<pack>), else ~/ComfyUI.  --cpu is added when torch sees no GPU.  A pack that is not
+       (ComfyUI/custom_nodes/<pack>), else ~/ComfyUI; with none of those, the default host of the test matrix
+       (scripts/hosts.py, ComfyUI 0.33.0) when it has been provisioned on this machine, with its own environment,
+       and it says so.  --cpu is added when torch sees no GPU.  A pack that is not
        already in the host's custom_nodes is added through a generated extra_model_paths file, so the host's own
        models, inputs and outputs are used as they are.
 run    runs a workflow headless: API-format files as they are, UI-format files (what the editor saves) converted
@@ -39,19 +41,31 @@ def _load_workflow_module():
     return mod
 
 
+def _load_hosts_module():
+    spec = importlib.util.spec_from_file_location("lean_hosts_matrix", REPO / "scripts" / "hosts.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def find_host():
-    env = os.environ.get("COMFYUI_PATH")
-    candidates = []
-    if env:
-        candidates.append(pathlib.Path(env))
-    if REPO.parent.name == "custom_nodes":
-        candidates.append(REPO.parent.parent)
-    candidates.append(pathlib.Path.home() / "ComfyUI")
-    for c in candidates:
-        if (c / "main.py").is_file() and (c / "comfy").is_dir():
-            return c.resolve()
-    sys.exit("No ComfyUI found: set COMFYUI_PATH to a ComfyUI checkout (tried: "
-             + ", ".join(str(c) for c in candidates) + ")")
+    """(ComfyUI folder, python to run it with).  A user's own ComfyUI always wins; else the provisioned default
+    host of the test matrix."""
+    hosts = _load_hosts_module()
+    path, why = hosts.find_user_host()
+    if path:
+        return path, hosts.python_for(path)
+    if hosts.provisioned(hosts.DEFAULT):
+        path, py = hosts.host_dir(hosts.DEFAULT), hosts.venv_python(hosts.DEFAULT)
+        standin = hosts.provisioned(hosts.DEFAULT).get("standin") or []
+        print(f"Lean Nodes: no ComfyUI of your own found ({why}); using the provisioned test host "
+              f"ComfyUI {hosts.DEFAULT} at {path} with its environment {py}"
+              + (f" (torch cannot load the real {', '.join(standin)} here: an import stand-in takes their place, "
+                 "so nodes that need them will not run)" if standin else ""), file=sys.stderr, flush=True)
+        return path.resolve(), str(py)
+    sys.exit(f"No ComfyUI found ({why}). Set COMFYUI_PATH to your ComfyUI folder, put this pack in "
+             f"ComfyUI/custom_nodes/, or provision the default test host: python scripts/hosts.py provision "
+             f"{hosts.DEFAULT}")
 
 
 def has_gpu(python):
@@ -115,8 +129,8 @@ def answering(url):
 
 
 def start_host(port, listen="127.0.0.1", extra=(), quiet=False, timeout=300):
-    host = find_host()
-    cmd = host_command(host, port, listen, extra)
+    host, python = find_host()
+    cmd = host_command(host, port, listen, extra, python=python)
     out = subprocess.DEVNULL if quiet else None
     proc = subprocess.Popen(cmd, cwd=str(host), stdout=out, stderr=subprocess.STDOUT if quiet else None)
     url = f"http://{'127.0.0.1' if listen in ('0.0.0.0', '::') else listen}:{port}"

@@ -50,7 +50,7 @@ def pytest_report_header(config):
     if _HOST_PATH:
         py = harness.host_python(_HOST_PATH)
         lines.append(f"lean tier 2: ComfyUI {harness.host_version(_HOST_PATH)} at {_HOST_PATH}, host python {py}")
-        if os.path.realpath(py) != os.path.realpath(sys.executable):
+        if os.path.abspath(py) != os.path.abspath(sys.executable):  # not realpath: a venv python is a link
             lines.append(f"lean tier 2: WARNING tests run with {sys.executable}, not the host's python {py}: "
                          "in-process checks may miss host packages")
     else:

@@ -105,40 +105,77 @@ def test_host_templates_convert_with_every_required_input(comfy):
     assert checked >= 20, f"only {checked} templates were convertible"
 
 
+def _serve(tmp_path, env):
+    """Start `scripts/lean.py serve` on a free port with a fresh base directory; (proc, output lines, url)."""
+    import time
+    from lean_testlib import harness
+
+    base = tmp_path / "base"
+    (base / "custom_nodes").mkdir(parents=True)  # the host lists it before anything else
+    port = harness.free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "lean.py"), "serve", "--port", str(port), "--",
+                             "--base-directory", str(base)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)
+    lines = []
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Lean Nodes: ComfyUI is running at" in line:
+            break
+    return proc, lines, f"http://127.0.0.1:{port}"
+
+
+def _stop(proc):
+    import os
+    import signal
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+
+
 def test_lean_serve_starts_the_host_with_the_pack(tmp_path):
     """`scripts/lean.py serve` finds the host (COMFYUI_PATH), loads the pack from outside the host's
     custom_nodes and prints the URL it serves on."""
     import os
-    import signal
-    import time
     import urllib.request
     from lean_testlib import harness
 
     host, _ = harness.find_host()
-    (tmp_path / "custom_nodes").mkdir()  # the host lists it before anything else
-    port = harness.free_port()
-    env = dict(os.environ, COMFYUI_PATH=str(host))
-    if harness.needs_torchvision_shim():
-        env["PYTHONPATH"] = str(harness.SHIMS)
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "lean.py"), "serve", "--port", str(port), "--",
-                             "--base-directory", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, start_new_session=True)
+    proc, lines, url = _serve(tmp_path, harness.host_env(harness.host_python(host),
+                                                         dict(os.environ, COMFYUI_PATH=str(host))))
     try:
-        lines = []
-        t0 = time.time()
-        while time.time() - t0 < 240:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Lean Nodes: ComfyUI is running at" in line:
-                break
-        url = f"http://127.0.0.1:{port}"
         assert any(url in l for l in lines), "".join(lines[-50:])
         with urllib.request.urlopen(url + "/system_stats", timeout=10) as r:
-            argv = __import__("json").loads(r.read())["system"]["argv"]
+            argv = json.loads(r.read())["system"]["argv"]
         assert "--cpu" in argv  # this machine has no GPU
         assert any("comfyui-lean" in l and "seconds" in l and "IMPORT FAILED" not in l for l in lines), "".join(lines)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        _stop(proc)
+
+
+def test_lean_serve_without_a_comfyui_of_your_own_uses_the_provisioned_default_host(tmp_path):
+    """A fresh machine after .ci/run: no COMFYUI_PATH, no ~/ComfyUI, this python without the host's packages:
+    `serve` runs the provisioned default host with its own environment, and says so."""
+    import os
+    import urllib.request
+    from lean_testlib import harness, prereq
+
+    hosts = harness._hosts_module()
+    if not hosts.provisioned(hosts.DEFAULT):
+        pytest.skip(prereq(f"the default host ComfyUI {hosts.DEFAULT} is not provisioned here "
+                           f"(python scripts/hosts.py provision {hosts.DEFAULT})"))
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "LEAN_HOST_PYTHON", "PYTHONPATH")}
+    env.update(HOME=str(tmp_path / "home"), LEAN_CACHE=str(hosts.cache_root().parent))
+    proc, lines, url = _serve(tmp_path, env)
+    try:
+        out = "".join(lines)
+        assert f"using the provisioned test host ComfyUI {hosts.DEFAULT}" in out, out[-3000:]
+        assert any(url in l for l in lines), out[-3000:]
+        with urllib.request.urlopen(url + "/system_stats", timeout=10) as r:
+            system = json.loads(r.read())["system"]
+        assert system["comfyui_version"] == hosts.DEFAULT
+        assert any("comfyui-lean" in l and "seconds" in l and "IMPORT FAILED" not in l for l in lines), out
+    finally:
+        _stop(proc)
