@@ -18,6 +18,7 @@ def _install():
     spec.loader.exec_module(mod)
     prefixes = [p for p in os.environ.get(mod.CODE_ENV, "").split(os.pathsep) if p] or [mod.HOST_DIR_FORM]
     mod.install(prefixes)
+    sys.stderr.write(f"[lean test] Windows semantics installed for the pack's code under {prefixes}\n")
 
 
 def _chain():
