@@ -432,6 +432,18 @@ def open_checkpoint(path, mode="mmap"):
     return CheckpointFile(path, mode)
 
 
+def file_identity(path):
+    """What says "this is still the file that was loaded": (size, mtime_ns, inode, device) -- on Windows os.stat
+    fills st_ino/st_dev with the file index and volume serial.  A file rewritten in place (a re-download over it:
+    truncated, then written) changes size or mtime; a file replaced by another changes inode.  None when the file
+    cannot be stat'ed (gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
 # ---------------------------------------------------------------------- process figures
 
 def _status_kb(field):
