@@ -150,6 +150,10 @@ class ComfyHost:
         host = cls(comfy_path, base, port, proc, log_path)
         host.socket_audit_log = audit_log
         host.wait_ready(timeout)
+        if windows_semantics.enabled() and "[lean test] Windows semantics installed" not in host.log():
+            host.stop()
+            raise RuntimeError(f"{windows_semantics.ENV}=1 but the host did not install Windows semantics "
+                               f"(sitecustomize not run?); log:\n{host.log_tail()}")
         return host
 
     def wait_ready(self, timeout):
