@@ -7,13 +7,18 @@ Three ways to get at the tensors of a file (``mode``):
   are used; a part of the file nobody touches is never read.
 * ``read``   -- the byte ranges of the wanted tensors are read with a few large sequential reads
   (good for network drives, where page faults are slow), then viewed.
-* ``direct`` -- each tensor is read with ``pread`` straight into its own buffer (and moved to the
-  target device), so no mapping of the file and no whole-file buffer ever exists.
+* ``direct`` -- each tensor is read straight into its own buffer (``os.preadv`` where the OS has it, else a
+  seek + ``readinto`` under a lock: Windows) and moved to the target device, so no whole-file buffer ever
+  exists.
 
 ``CheckpointFile.materialize(key, dtype, device)`` returns a tensor of exactly that dtype/device
 making at most one copy, and (mmap mode) drops the file pages it used from this process's
 resident set once a converted copy exists (``madvise(MADV_DONTNEED)``; the page cache keeps
-them, nothing is written).  Every tensor whose bytes were used is recorded in ``keys_read`` and
+them, nothing is written).  Windows' ``mmap`` has no ``madvise``: there the pages stay in the working set
+until Windows trims it (clean file pages, dropped without any write when memory is short).
+
+Process figures (RSS, peak RSS, disk bytes) come from ``/proc`` on Linux and from ``psutil`` elsewhere
+(Windows: peak working set; no reset of the peak, so the report says "peak RSS of the process").  Every tensor whose bytes were used is recorded in ``keys_read`` and
 ``bytes_read``.
 
 Formats: ``.safetensors``/``.sft`` (the header is parsed once here, with strict validation, so a
@@ -27,6 +32,7 @@ import json
 import mmap
 import os
 import struct
+import threading
 import time
 
 from .memory import OWN_MAPPING_MIN, empty_own_mapping
@@ -143,7 +149,8 @@ class CheckpointFile:
         self._mm = None
         self._mm_base = 0
         self._mm_len = 0
-        self._fd = None
+        self._fd = None  # direct mode: an unbuffered binary file object
+        self._fd_lock = threading.Lock()
         self._buffers = {}  # read mode: key -> uint8 tensor holding its bytes
         self._torch_sd = None
         self._ptr_key = {}  # data_ptr of a handed-out view -> key
@@ -175,7 +182,7 @@ class CheckpointFile:
         self._mm_base = probe.data_ptr()
         del probe
         if self.mode == "direct":
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self._fd = open(self.path, "rb", buffering=0)
 
     def _open_torch(self):
         import pickle
@@ -260,13 +267,20 @@ class CheckpointFile:
         return out
 
     def _pread_into(self, info, out):
-        """Read info's bytes into the (contiguous CPU) tensor ``out`` with pread, all of it."""
+        """Read info's bytes into the (contiguous CPU) tensor ``out``, all of it: ``os.preadv`` (POSIX: no
+        shared file position), else seek + ``readinto`` under a lock (Windows has no pread*)."""
         import torch
         buf = memoryview(out.reshape(-1).view(torch.uint8).numpy())
         done = 0
+        preadv = os.preadv if hasattr(os, "preadv") else None
         while done < info.nbytes:
-            n = os.preadv(self._fd, [buf[done:]], info.start + done)
-            if n <= 0:
+            if preadv is not None:
+                n = preadv(self._fd.fileno(), [buf[done:]], info.start + done)
+            else:
+                with self._fd_lock:
+                    self._fd.seek(info.start + done)
+                    n = self._fd.readinto(buf[done:])
+            if not n or n <= 0:
                 raise CheckpointError(f"{self.name}: file ended while reading {info.key!r}; it is truncated")
             done += n
 
@@ -374,10 +388,12 @@ class CheckpointFile:
         info = self.infos[key]
         a = -(-info.start // PAGE) * PAGE
         b = (info.end // PAGE) * PAGE
-        if b > a:
+        # POSIX only: Windows' mmap has neither madvise nor MADV_*; there the clean file pages stay in the
+        # working set until Windows trims it (no write, nothing lost), so RSS can read higher there.
+        if b > a and hasattr(mmap, "MADV_DONTNEED") and hasattr(self._mm, "madvise"):
             try:
                 self._mm.madvise(mmap.MADV_DONTNEED, a, b - a)
-            except (AttributeError, OSError, ValueError):
+            except (OSError, ValueError):
                 pass
 
     def key_of_view(self, t):
@@ -402,7 +418,7 @@ class CheckpointFile:
         self._torch_sd = None
         self._mm = None
         if self._fd is not None:
-            os.close(self._fd)
+            self._fd.close()
             self._fd = None
 
     def __enter__(self):
@@ -416,9 +432,22 @@ def open_checkpoint(path, mode="mmap"):
     return CheckpointFile(path, mode)
 
 
+def file_identity(path):
+    """What says "this is still the file that was loaded": (size, mtime_ns, inode, device) -- on Windows os.stat
+    fills st_ino/st_dev with the file index and volume serial.  A file rewritten in place (a re-download over it:
+    truncated, then written) changes size or mtime; a file replaced by another changes inode.  None when the file
+    cannot be stat'ed (gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
 # ---------------------------------------------------------------------- process figures
 
 def _status_kb(field):
+    """A field of /proc/self/status in bytes (Linux), or None where /proc cannot be read."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -426,19 +455,39 @@ def _status_kb(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def _psutil_memory():
+    """psutil's memory_info() of this process (the host depends on psutil), or None."""
+    try:
+        import psutil
+        return psutil.Process().memory_info()
+    except Exception:
+        return None
 
 
 def rss_bytes():
-    return _status_kb("VmRSS")
+    v = _status_kb("VmRSS")
+    if v is None:
+        mi = _psutil_memory()
+        v = int(mi.rss) if mi is not None else 0
+    return v
 
 
 def peak_rss_bytes():
-    return _status_kb("VmHWM")
+    """Peak RSS: VmHWM (Linux), else psutil's peak working set (Windows), else the current RSS."""
+    v = _status_kb("VmHWM")
+    if v is None:
+        mi = _psutil_memory()
+        peak = getattr(mi, "peak_wset", None) if mi is not None else None
+        v = int(peak) if peak else rss_bytes()
+    return v
 
 
 def reset_peak_rss():
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible (Windows: the peak
+    working set cannot be reset, the report then says it is the process's peak)."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -448,7 +497,8 @@ def reset_peak_rss():
 
 
 def io_read_bytes():
-    """Bytes this process caused to be fetched from storage (/proc/self/io read_bytes), or -1."""
+    """Bytes this process caused to be fetched from storage (/proc/self/io read_bytes), else psutil's
+    io_counters().read_bytes (Windows: every read, page cache hits included), or -1."""
     try:
         with open("/proc/self/io") as f:
             for line in f:
@@ -456,7 +506,11 @@ def io_read_bytes():
                     return int(line.split()[1])
     except OSError:
         pass
-    return -1
+    try:
+        import psutil
+        return int(psutil.Process().io_counters().read_bytes)
+    except Exception:
+        return -1
 
 
 class LoadMeter:

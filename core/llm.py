@@ -150,7 +150,9 @@ class PromptResult:
 
     def message(self, max_tokens):
         """A one-line status for the UI and log."""
-        if self.truncated:
+        # A server that returns the reasoning apart (reasoning_content) and stops at max_tokens/n_ctx: the
+        # same situation as an unclosed <think>, the same advice.
+        if self.truncated or (not self.prompt and self.thinking and self.finish in ("length", "context")):
             why = {"length": f"max_tokens ({max_tokens}) ran out",
                    "context": "the context (n_ctx) filled up"}.get(self.finish, "it ended its text")
             return (f"No prompt: the model was still thinking (<think> never closed) when {why}, so 'prompt' is "

@@ -184,9 +184,43 @@ def normalize_base_url(base_url):
     return url
 
 
+def origin(url):
+    """(scheme, host, port) of an http(s) URL, the port made explicit: what "the same server" means."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = (parts.scheme or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class CrossOriginRedirect(RuntimeError):
+    """The server redirected a request to another origin; nothing was sent there."""
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the origin of base_url (with its headers, the API key included); a
+    redirect anywhere else is refused before any connection to it, so the key never leaves base_url's origin."""
+
+    def __init__(self, base_url):
+        super().__init__()
+        self.base_url = base_url
+        self.origin = origin(base_url)
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urljoin(req.full_url, newurl)
+        if origin(target) != self.origin:
+            raise CrossOriginRedirect(
+                f"the server at {self.base_url} answered {code} redirecting to {target}, another server: refused "
+                f"(Lean only sends requests, and LEAN_LLM_API_KEY, to base_url's own scheme, host and port). If "
+                f"that address is really the server, put it in base_url")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class OpenAIModel:
     """A model served by an OpenAI-compatible server (llama.cpp server, LM Studio, vLLM, Ollama /v1).
-    Only ever opens a socket to `base_url` (system proxies are ignored)."""
+    Only ever opens a socket to `base_url`'s origin (system proxies are ignored, redirects elsewhere refused)."""
     heavy = False
     backend = "openai"
 
@@ -195,7 +229,8 @@ class OpenAIModel:
         self.model_id = (model_id or "").strip()
         self.timeout = float(timeout)
         self.name = self.model_id or self.base_url
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                   _SameOriginRedirects(self.base_url))
         key = os.environ.get("LEAN_LLM_API_KEY", "")
         self._headers = {"Content-Type": "application/json"}
         if key:
@@ -227,6 +262,8 @@ class OpenAIModel:
     def check(self):
         try:
             ids = self.list_models()
+        except CrossOriginRedirect:
+            raise
         except RuntimeError:  # a server without /models still serves chat
             return
         if not self.model_id:

@@ -2,12 +2,25 @@
 
 glibc keeps most freed heap memory (and raises its mmap threshold after large frees), so a process that
 loads and frees models again and again creeps up in RSS even though nothing leaks.  Weights the pack
-allocates in bulk therefore live in anonymous private mappings of their own: freeing the last tensor
-that uses one unmaps it.  Pure logic: torch only, imported inside the functions.
+allocates in bulk therefore live in anonymous mappings of their own: freeing the last tensor that uses one
+unmaps it.  Pure logic: torch only, imported inside the functions.
+
+Portable: ``mmap.mmap(-1, n)`` is an anonymous mapping on every OS (Windows: a pagefile-backed section, freed
+when its last view is unmapped -- the same guarantee).  Where ``mmap.MAP_PRIVATE`` exists (POSIX) the mapping
+is made private, as before; Windows' ``mmap`` takes no flags.
 """
 import mmap
 
 OWN_MAPPING_MIN = 1 << 20
+
+
+def _anonymous_mapping(nbytes):
+    """``nbytes`` of zero-filled memory in a mapping of its own (fileno -1: anonymous, zero-filled on first
+    touch).  POSIX: private (``MAP_PRIVATE``; Python adds ``MAP_ANONYMOUS``).  Windows has no flags: its
+    anonymous mapping is backed by the pagefile and released when unmapped, the same guarantee."""
+    if hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+    return mmap.mmap(-1, nbytes)
 
 
 def empty_own_mapping(shape, dtype):
@@ -22,7 +35,7 @@ def empty_own_mapping(shape, dtype):
     nbytes = numel * dtype.itemsize
     if nbytes < OWN_MAPPING_MIN:
         return torch.empty(tuple(shape), dtype=dtype)
-    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)  # fileno -1: anonymous; zero-filled on first touch
+    m = _anonymous_mapping(nbytes)
     return torch.frombuffer(m, dtype=dtype, count=numel).view(tuple(shape))
 
 
@@ -67,9 +80,12 @@ class Slabs:
 def release_freed_memory():
     """Give freed heap memory back to the OS (glibc ``malloc_trim``).  Loading converts many tensors into fresh
     memory; without this, glibc keeps the freed pages of earlier loads and RSS creeps up over many reloads.
-    No-op where glibc is not the allocator."""
+    No-op where glibc is not the allocator (Windows, macOS, musl: nothing to call, False)."""
     import ctypes
     import ctypes.util
+    import sys
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.malloc_trim(0))

@@ -328,6 +328,15 @@ class LeanCheckpointLoader:
                                                 "raises a clear error if used."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, ckpt_name, **kwargs):
+        # Zero-copy weights stay mapped to the file: one truncated or rewritten in place while its model is cached
+        # would fault (SIGBUS) at the next sampling.  ComfyUI asks this before reusing the cached outputs, so a
+        # changed file (size, mtime, inode/file index) is loaded again (or gives the loader's clear error if it is
+        # now damaged) instead of being read through the stale mapping.  See docs/checkpoint_loader.md.
+        path = folder_paths.get_full_path("checkpoints", ckpt_name)
+        return repr(core.file_identity(path)) if path else "missing"
+
     def load(self, ckpt_name, load_mode="mmap", weight_dtype="auto", load_clip=True, load_vae=True):
         path = folder_paths.get_full_path("checkpoints", ckpt_name)
         if path is None:

@@ -220,6 +220,8 @@ def _lora_listing():
 
 def _register_routes():
     try:
+        import asyncio
+
         from aiohttp import web
         from server import PromptServer
         routes = PromptServer.instance.routes
@@ -228,7 +230,9 @@ def _register_routes():
 
     @routes.get("/lean/loras")
     async def lean_loras(request):
-        return web.json_response({"loras": _lora_listing()})
+        # the listing stats and reads every LoRA's header: in a worker thread, never in the event loop
+        listing = await asyncio.get_running_loop().run_in_executor(None, _lora_listing)
+        return web.json_response({"loras": listing})
 
 
 _register_routes()

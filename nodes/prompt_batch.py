@@ -319,6 +319,8 @@ def preview(query):
 
 def _register_routes():
     try:
+        import asyncio
+
         from aiohttp import web
         from server import PromptServer
     except Exception:  # no server (tests, scripts): no route
@@ -329,8 +331,9 @@ def _register_routes():
 
     @instance.routes.get("/lean/prompt_batch/preview")
     async def lean_prompt_batch_preview(request):
-        try:
-            return web.json_response(preview(request.rel_url.query))
+        query = dict(request.rel_url.query)
+        try:  # wildcard and text files are read in a worker thread, never in the event loop
+            return web.json_response(await asyncio.get_running_loop().run_in_executor(None, preview, query))
         except (ValueError, OSError) as e:
             return web.json_response({"error": str(e)}, status=400)
 

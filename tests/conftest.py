@@ -21,7 +21,12 @@ REPO = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from lean_testlib import PREREQ, harness, inproc, prereq, strict  # noqa: E402
+from lean_testlib import PREREQ, harness, inproc, prereq, strict, windows_semantics  # noqa: E402
+
+# LEAN_WINDOWS_SEMANTICS=1: the pack's own code sees Windows' mmap/os/signal and no resource/fcntl//proc (in this
+# process here, in tier-2 hosts through the harness); see lean_testlib/windows_semantics.py.
+if windows_semantics.enabled():
+    windows_semantics.install(windows_semantics.default_prefixes(REPO))
 
 PACK = "lean_nodes"  # the package name tier-1 tests import the pack under
 
@@ -47,6 +52,9 @@ _TIER2 = {"ran": False, "failed_start": None}
 
 def pytest_report_header(config):
     lines = [f"lean: CI={'true: missing prerequisites fail' if strict() else 'false: missing prerequisites skip'}"]
+    if windows_semantics.installed():
+        lines.append("lean: WINDOWS SEMANTICS for the pack's code (LEAN_WINDOWS_SEMANTICS=1): Windows' mmap, "
+                     "no os.pread*/MAP_*/MADV_*/PROT_*, no resource/fcntl, no /proc")
     if _HOST_PATH:
         py = harness.host_python(_HOST_PATH)
         lines.append(f"lean tier 2: ComfyUI {harness.host_version(_HOST_PATH)} at {_HOST_PATH}, host python {py}")

@@ -22,6 +22,7 @@ from . import REPO
 PACK_DIR_NAME = "comfyui-lean"
 SHIMS = REPO / "tests" / "host_shims"
 SOCKET_AUDIT = pathlib.Path(__file__).resolve().parent / "socket_audit"
+WINDOWS_SITE = pathlib.Path(__file__).resolve().parent / "windows_site"
 
 
 def _hosts_module():
@@ -136,6 +137,11 @@ class ComfyHost:
             e["LEAN_SOCKET_AUDIT_LOG"] = str(audit_log)
             e["LEAN_SOCKET_AUDIT_CODE"] = os.pathsep.join([str(REPO.resolve()) + os.sep,
                                                            os.sep + os.path.join("custom_nodes", PACK_DIR_NAME) + os.sep])
+        from . import windows_semantics
+        if windows_semantics.enabled():  # first on the HOST's path; it chains to the next sitecustomize
+            e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WINDOWS_SITE), e.get("PYTHONPATH")]))
+            e[windows_semantics.CODE_ENV] = os.pathsep.join(windows_semantics.default_prefixes(REPO))
+            e[windows_semantics.ENV] = "1"
         cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", str(base), "--disable-auto-launch", "--verbose", verbose, *extra_args]
         log = open(log_path, "ab")
@@ -144,6 +150,10 @@ class ComfyHost:
         host = cls(comfy_path, base, port, proc, log_path)
         host.socket_audit_log = audit_log
         host.wait_ready(timeout)
+        if windows_semantics.enabled() and "[lean test] Windows semantics installed" not in host.log():
+            host.stop()
+            raise RuntimeError(f"{windows_semantics.ENV}=1 but the host did not install Windows semantics "
+                               f"(sitecustomize not run?); log:\n{host.log_tail()}")
         return host
 
     def wait_ready(self, timeout):
