@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -48,7 +49,10 @@ def test_manager_installs_from_git_and_host_loads_the_nodes(tmp_path):
     bare = tmp_path / "comfyui-lean.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(REPO), str(bare)], check=True)
     env = dict(os.environ, COMFYUI_PATH=str(scratch))
-    r = subprocess.run([_cli("cm-cli"), "install", f"file://localhost{bare}"], capture_output=True, text=True,
+    _cli("cm-cli")
+    # the Manager runs inside the host's python (it imports the host's aiohttp), as ComfyUI-Manager does
+    r = subprocess.run([harness.host_python(host_src), "-c", "import sys; from cm_cli import main; sys.exit(main())",
+                        "install", f"file://localhost{bare}"], capture_output=True, text=True,
                        env=env, timeout=900, cwd=str(tmp_path))
     out = r.stdout + r.stderr
     installed = scratch / "custom_nodes" / "comfyui-lean"
