@@ -36,24 +36,24 @@ class LeanCanny:
                                                         "(1 -/+ sigma) x the median gray value of each image. "
                                                         "otsu: high = Otsu's threshold of each image, low = "
                                                         "high / 2."}),
-            "sigma": ("FLOAT", {"default": 0.33, "min": 0.0, "max": 1.0, "step": 0.01,
+            "sigma": ("FLOAT", {"default": 0.33, "advanced": True, "min": 0.0, "max": 1.0, "step": 0.01,
                                 "tooltip": "Spread around the median for auto=median (0.33 is the usual "
                                            "choice; larger gives a wider band and more edges). Unused otherwise."}),
-            "blur": ("INT", {"default": 0, "min": 0, "max": core.MAX_BLUR, "step": 1,
+            "blur": ("INT", {"default": 0, "advanced": True, "min": 0, "max": core.MAX_BLUR, "step": 1,
                              "tooltip": "Gaussian blur before edge detection: 0 = none, else an odd kernel size "
                                         "(3, 5, 7 ...). Blur removes noise and texture edges."}),
-            "aperture": ([str(a) for a in core.APERTURES], {"default": "3",
+            "aperture": ([str(a) for a in core.APERTURES], {"default": "3", "advanced": True,
                                                            "tooltip": "Sobel kernel size (3, 5 or 7). Larger "
                                                                       "apertures give much stronger gradients: "
                                                                       "raise the thresholds with them."}),
-            "l2_gradient": ("BOOLEAN", {"default": False,
+            "l2_gradient": ("BOOLEAN", {"default": False, "advanced": True,
                                         "tooltip": "Use the exact L2 gradient magnitude instead of |dx| + |dy|: "
                                                    "slightly cleaner edges, a bit slower."}),
             "resolution": ("INT", {"default": 0, "min": 0, "max": core.MAX_RESOLUTION, "step": 8,
                                    "tooltip": "0 = keep the input size. Otherwise resize first so the short "
                                               "side is this many pixels (multiple of 8), aspect kept, long "
                                               "side rounded to a multiple of 8."}),
-            "invert": ("BOOLEAN", {"default": False,
+            "invert": ("BOOLEAN", {"default": False, "advanced": True,
                                    "tooltip": "Black edges on white in the image output (the mask output is "
                                               "unchanged)."}),
         }}

@@ -311,7 +311,7 @@ class LeanCheckpointLoader:
                           {"tooltip": "The checkpoint in models/checkpoints (.safetensors/.sft, or .ckpt/.pt/.pth/.bin "
                                       "loaded weights-only)."}),
             "load_mode": (["mmap", "read", "direct"],
-                          {"default": "mmap",
+                          {"default": "mmap", "advanced": True,
                            "tooltip": "mmap: zero-copy views of the file, only used tensors are read. read: read the "
                                       "needed parts with large sequential reads first (network drives). direct: each "
                                       "tensor read on its own straight to the load device, no full CPU copy."}),
@@ -320,10 +320,10 @@ class LeanCheckpointLoader:
                               "tooltip": "dtype the diffusion model's weights are kept in. auto: what ComfyUI would "
                                          "pick. fp16/bf16/fp8 keep weights small and compute with a per-layer cast; fp16/bf16 also keep "
                                          "a VAE ComfyUI would hold in fp32 at that precision (computed in fp32)."}),
-            "load_clip": ("BOOLEAN", {"default": True,
+            "load_clip": ("BOOLEAN", {"default": True, "advanced": True,
                                       "tooltip": "Load the text encoder. Off: it is never read from disk and the CLIP "
                                                  "output raises a clear error if used."}),
-            "load_vae": ("BOOLEAN", {"default": True,
+            "load_vae": ("BOOLEAN", {"default": True, "advanced": True,
                                      "tooltip": "Load the VAE. Off: it is never read from disk and the VAE output "
                                                 "raises a clear error if used."}),
         }}

@@ -80,15 +80,15 @@ class LeanLLMLoader:
             "base_url": ("STRING", {"default": "http://127.0.0.1:8080/v1", "tooltip":
                          "openai backend only: the server's OpenAI address, e.g. http://127.0.0.1:8080/v1 (llama.cpp "
                          "server), :1234/v1 (LM Studio), :11434/v1 (Ollama). The only address ever contacted."}),
-            "model_id": ("STRING", {"default": "", "tooltip":
+            "model_id": ("STRING", {"default": "", "advanced": True, "tooltip":
                          "openai backend only: the model name the server knows (empty: the first one it lists)."}),
-            "n_ctx": ("INT", {"default": 4096, "min": 256, "max": 131072, "step": 256, "tooltip":
+            "n_ctx": ("INT", {"default": 4096, "advanced": True, "min": 256, "max": 131072, "step": 256, "tooltip":
                       "Context length in tokens (prompt + answer). More costs memory; 4096 suits prompt writing, "
                       "reasoning models may need 8192."}),
             "n_gpu_layers": ("INT", {"default": -1, "min": -1, "max": 1000, "tooltip":
                              "Layers to put on the GPU: -1 all, 0 CPU only. Lower it if the GPU runs out of memory. "
                              "Ignored by a CPU-only llama-cpp-python build."}),
-            "threads": ("INT", {"default": 0, "min": 0, "max": 512, "tooltip":
+            "threads": ("INT", {"default": 0, "advanced": True, "min": 0, "max": 512, "tooltip":
                         "CPU threads for llama.cpp; 0 = automatic (half the logical cores)."}),
         }}
 
@@ -201,16 +201,16 @@ class LeanLLMPrompt:
             "style": (STYLES, {"default": STYLES[0], "tooltip":
                       "Prompt style: SD1.5 comma tags, SDXL (sentence + tags), Flux / prose (natural language), or "
                       "custom (your system_prompt)."}),
-            "system_prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
+            "system_prompt": ("STRING", {"multiline": True, "default": "", "advanced": True, "tooltip":
                               "Instructions for the model, used only when style is 'custom'."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                      "tooltip": "Sampling seed: the same seed and inputs give the same text."}),
-            "max_tokens": ("INT", {"default": 512, "min": 1, "max": 32768, "tooltip":
+            "max_tokens": ("INT", {"default": 512, "advanced": True, "min": 1, "max": 32768, "tooltip":
                            "Most tokens to generate. Reasoning models (R1) think first: give them 1024 or more, or "
                            "the prompt comes out empty."}),
-            "temperature": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip":
+            "temperature": ("FLOAT", {"default": 0.7, "advanced": True, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip":
                             "Randomness: 0 always picks the likeliest token; 0.6-0.8 is typical."}),
-            "top_p": ("FLOAT", {"default": 0.9, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
+            "top_p": ("FLOAT", {"default": 0.9, "advanced": True, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
                       "Nucleus sampling: only the likeliest tokens adding up to this probability are considered."}),
             "keep_loaded": ("BOOLEAN", {"default": True, "tooltip":
                             "Keep the model in memory for the next run (fast). Off: free its RAM/VRAM right after "

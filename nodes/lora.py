@@ -120,7 +120,7 @@ class LeanLoraLoader:
             "strength_clip": ("FLOAT", dict(STRENGTH, tooltip="Text-encoder strength (negative allowed). "
                                             "Multiplied by the BASE block weight.")),
             "schedule": ("STRING", {"default": "", "multiline": False, "tooltip": _SCHED_TIP}),
-            "block_weights": ("STRING", {"default": "", "multiline": False, "tooltip": _BW_TIP}),
+            "block_weights": ("STRING", {"default": "", "multiline": False, "advanced": True, "tooltip": _BW_TIP}),
         }}
 
     @classmethod

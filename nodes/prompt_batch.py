@@ -271,13 +271,13 @@ class LeanPromptBatch:
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
                                  "tooltip": "Seed of the random choices: the same seed gives the same prompts on "
                                             "every machine. Not used in combinatorial mode."}),
-                "prefix": ("STRING", {"default": "", "tooltip": "Put before every prompt (joined with ', '); "
+                "prefix": ("STRING", {"default": "", "advanced": True, "tooltip": "Put before every prompt (joined with ', '); "
                                                                 "may use {a|b} and __name__ too."}),
-                "suffix": ("STRING", {"default": "", "tooltip": "Put after every prompt (joined with ', '); "
+                "suffix": ("STRING", {"default": "", "advanced": True, "tooltip": "Put after every prompt (joined with ', '); "
                                                                 "may use {a|b} and __name__ too."}),
             },
             "optional": {
-                "text_file": (input_text_files(), {"default": NO_FILE,
+                "text_file": (input_text_files(), {"default": NO_FILE, "advanced": True,
                                                    "tooltip": "A .txt file of the input folder whose lines are "
                                                               "added after `text` (same syntax)."}),
             },

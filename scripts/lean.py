@@ -2,6 +2,7 @@
 """Lean Nodes command line.
 
     python scripts/lean.py serve [--port 8188] [--listen 127.0.0.1] [-- extra ComfyUI args]
+    python scripts/lean.py doctor [--json] [WORKFLOW.json] [--url http://127.0.0.1:8188]
     python scripts/lean.py run WORKFLOW.json [--url http://127.0.0.1:8188] [--map old=new ...]
 
 serve  starts ComfyUI with this pack loaded: COMFYUI_PATH, else the ComfyUI this pack sits in
@@ -10,6 +11,9 @@ serve  starts ComfyUI with this pack loaded: COMFYUI_PATH, else the ComfyUI this
        and it says so.  --cpu is added when torch sees no GPU.  A pack that is not
        already in the host's custom_nodes is added through a generated extra_model_paths file, so the host's own
        models, inputs and outputs are used as they are.
+doctor prints what this machine has and what fits (hardware, software, each model file's size and dtype from its
+       header, ComfyUI flags that help), offline; --json for JSON.  With WORKFLOW.json it also checks that workflow's
+       node types (against the host answering at --url, if any) and model files.  Exit 1 when something is missing.
 run    runs a workflow headless: API-format files as they are, UI-format files (what the editor saves) converted
        to API format from the host's /object_info.  It uses the host at --url when one answers there, else starts
        one for the run and stops it afterwards.  Prints where each output went.
@@ -46,6 +50,17 @@ def _load_hosts_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _load_core(name):
+    """core/<name>.py as a module of a package of its own (relative imports inside core/ work; no host import)."""
+    if "lean_core" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("lean_core", REPO / "core" / "__init__.py",
+                                                      submodule_search_locations=[str(REPO / "core")])
+        pkg = importlib.util.module_from_spec(spec)
+        sys.modules["lean_core"] = pkg
+        spec.loader.exec_module(pkg)
+    return importlib.import_module(f"lean_core.{name}")
 
 
 def find_host():
@@ -238,6 +253,133 @@ def cmd_run(args):
             proc.wait(30)
 
 
+# ---------------------------------------------------------------------------------------------- doctor
+
+FOLDER_ALIASES = {"diffusion_models": ("unet", "diffusion_models"), "text_encoders": ("text_encoders", "clip")}
+
+
+def host_folders(host):
+    """{folder name: [dirs]} read from the host's layout (models/<folder>, the aliases ComfyUI uses, and the
+    host's extra_model_paths.yaml when PyYAML is there).  Returns (folders, notes)."""
+    models = host / "models"
+    folders, notes = {}, []
+    names = sorted(p.name for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+    for name in set(names) | {"checkpoints", "diffusion_models", "loras", "llm"}:
+        subs = FOLDER_ALIASES.get(name, (name,))
+        folders[name] = [str(models / s) for s in subs]
+    folders.pop("unet", None)
+    folders.pop("clip", None)
+    cfg = host / "extra_model_paths.yaml"
+    if cfg.is_file():
+        try:
+            import yaml
+            data = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+            for conf in data.values():
+                if not isinstance(conf, dict):
+                    continue
+                conf = dict(conf)
+                base = conf.pop("base_path", None)
+                conf.pop("is_default", None)
+                if base:
+                    base = os.path.expandvars(os.path.expanduser(base))
+                    if not os.path.isabs(base):
+                        base = os.path.join(str(host), base)
+                for key, val in conf.items():
+                    for line in str(val).split("\n"):
+                        if line.strip():
+                            p = os.path.join(base, line.strip()) if base else line.strip()
+                            if not os.path.isabs(p):
+                                p = os.path.join(str(host), p)
+                            key2 = {"unet": "diffusion_models", "clip": "text_encoders"}.get(key, key)
+                            folders.setdefault(key2, []).append(os.path.normpath(p))
+        except ImportError:
+            notes.append(f"{cfg} not read: PyYAML is not installed in this python")
+        except Exception as e:
+            notes.append(f"{cfg} not read: {type(e).__name__}: {e}")
+    return folders, notes
+
+
+def host_version(host):
+    import re
+    try:
+        m = re.search(r'__version__\s*=\s*"([^"]+)"', (host / "comfyui_version.py").read_text())
+        return m.group(1) if m else None
+    except OSError:
+        return None
+
+
+def host_dynamic_vram(host):
+    """What DynamicVRAM will be when this host starts here (the host decides at start: NVIDIA, or ROCm 7.14+, with
+    torch 2.8+ and comfy-aimdo, unless --disable-dynamic-vram / --cpu / --highvram / --gpu-only / --novram)."""
+    mm = host / "comfy" / "memory_management.py"
+    if not mm.is_file() or "aimdo_enabled" not in mm.read_text(errors="replace"):
+        return "not in this ComfyUI version"
+    import importlib.util as iu
+    try:
+        import torch
+        nv = torch.cuda.is_available() and not getattr(torch.version, "hip", None)
+        tv = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    except Exception:
+        return "unknown (torch not importable)"
+    if not nv:
+        return "off (needs an NVIDIA GPU, or ROCm 7.14+; --enable-dynamic-vram forces it)"
+    if tv < (2, 8):
+        return f"off (needs torch 2.8+, this is {torch.__version__})"
+    if iu.find_spec("comfy_aimdo") is None:
+        return "off (comfy-aimdo not installed)"
+    return "on at start (unless --disable-dynamic-vram)"
+
+
+def model_index(folders):
+    """{relative name: (folder, path)} over every model folder (what a workflow's widget values name)."""
+    doctor = _load_core("doctor")
+    idx = {}
+    for name, dirs in sorted(folders.items()):
+        for rel, full in doctor.list_model_files(dirs):
+            idx.setdefault(rel, (name, full))
+    return idx
+
+
+def cmd_doctor(args):
+    doctor = _load_core("doctor")
+    env = os.environ.get("COMFYUI_PATH")
+    try:
+        host, _python = find_host()
+    except SystemExit as e:
+        host, host_error = None, str(e)
+    notes, folders = [], {n: [] for n in doctor.FIT_FOLDERS}
+    if host:
+        folders, notes = host_folders(host)
+    facts = doctor.gather({k: folders[k] for k in doctor.FIT_FOLDERS if k in folders},
+                          comfyui_version=host_version(host) if host else None,
+                          dynamic_vram=host_dynamic_vram(host) if host else None, pack_root=str(REPO))
+    report = doctor.build_report(facts)
+    report["host"] = str(host) if host else None
+    report["problems"] = [] if host else [host_error]
+    report["fit"]["notes"].extend(notes)
+    if args.workflow:
+        url = args.url.rstrip("/")
+        types, source = None, f"no ComfyUI answered at {url}"
+        if answering(url):
+            try:
+                types, source = set(_get(url + "/object_info", timeout=60)), f"{url}/object_info"
+            except (OSError, ValueError) as e:
+                source = f"{url}/object_info failed: {e}"
+        try:
+            data = json.loads(pathlib.Path(args.workflow).read_text(encoding="utf-8"))
+            wf = doctor.check_workflow(data, model_index(folders), types, report["fit"], source)
+        except (OSError, ValueError) as e:
+            wf = {"node_types": [], "nodes_checked": False, "node_source": source, "missing_nodes": [],
+                  "files": [], "problems": [f"{args.workflow}: {type(e).__name__}: {e}"]}
+        wf["path"] = str(args.workflow)
+        report["workflow"] = wf
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        print(doctor.render_text(report) if host else doctor.render_text(report) + f"\n(COMFYUI_PATH={env})")
+    return 1 if doctor.problems(report) else 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="lean.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -251,8 +393,12 @@ def main(argv=None):
     r.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
                    help="replace a widget value, e.g. a model file name, before queueing")
     r.add_argument("--timeout", type=float, default=3600)
+    d = sub.add_parser("doctor", help="what this machine has, what fits, and what a workflow needs")
+    d.add_argument("workflow", nargs="?", help="a workflow (UI or API format) to check")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    d.add_argument("--url", default="http://127.0.0.1:8188", help="a running host to ask for its node types")
     args = p.parse_args(argv)
-    return cmd_serve(args) if args.cmd == "serve" else cmd_run(args)
+    return {"serve": cmd_serve, "run": cmd_run, "doctor": cmd_doctor}[args.cmd](args)
 
 
 if __name__ == "__main__":
