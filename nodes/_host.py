@@ -117,3 +117,151 @@ def capabilities():
             "load_weights_assign": load_weights_takes_assign(), "quant_style": quant_style(),
             "convert_old_quants": convert_old_quants() is not None, "free_hooks": free_hooks()}
 
+
+# ---------------------------------------------------------------------- memory held outside torch models
+
+class _ForeignPatcher:
+    """The few ModelPatcher methods ComfyUI's memory manager calls on what ``current_loaded_models`` holds,
+    for memory this pack holds outside a torch model (a llama.cpp model).  It can only be freed whole."""
+    parent = None
+
+    def __init__(self, name, size, device, free):
+        self.model = type(name, (), {})()  # what the host's logs name ("Unloading <class name>")
+        self.load_device = self.offload_device = device
+        self.size = int(size)
+        self._free = free
+        self.freed = False
+
+    def is_dynamic(self):
+        return False
+
+    def is_clone(self, other):
+        return False
+
+    def model_size(self):
+        return self.size
+
+    def loaded_size(self):
+        return 0 if self.freed else self.size
+
+    def current_loaded_device(self):
+        return self.load_device
+
+    def partially_unload(self, *args, **kwargs):
+        return 0
+
+    def partially_load(self, *args, **kwargs):
+        return 0
+
+    def model_patches_to(self, *args, **kwargs):
+        return None
+
+    def model_dtype(self):
+        return None
+
+    def lowvram_patch_counter(self):
+        return 0
+
+    def detach(self, *args, **kwargs):
+        if not self.freed:
+            self.freed = True
+            self._free()
+
+
+_ENTRY_CLASS = []
+
+
+def _entry_class():
+    """A subclass of the host's own ``LoadedModel`` whose model is a ``_ForeignPatcher``: the host's
+    ``free_memory`` (called before an image model loads, by ``unload_all_models`` and so by POST /free with
+    unload_models) sorts it with the other loaded models and unloads it the same way."""
+    if not _ENTRY_CLASS:
+        import comfy.model_management as mm
+
+        class ForeignLoadedModel(mm.LoadedModel):
+            def __init__(self, patcher):  # no torch model: none of LoadedModel's weakrefs/finalizers
+                self._foreign = patcher
+                self.device = patcher.load_device
+                self.currently_used = False  # never handed to nodes asking for the models in use
+                self.model_finalizer = None
+                self._patcher_finalizer = None
+
+            @property
+            def model(self):
+                return self._foreign
+
+            def real_model(self):  # cleanup_models() drops an entry whose model is gone
+                return None if self._foreign.freed else self._foreign.model
+
+            def model_load(self, *args, **kwargs):
+                return self._foreign.model
+
+            def model_use_more_vram(self, *args, **kwargs):
+                return 0
+
+            def model_unload(self, memory_to_free=None, unpatch_weights=True):
+                self._foreign.detach()
+                return True
+
+            def is_dead(self):
+                return False
+
+            def __del__(self):
+                pass
+
+        _ENTRY_CLASS.append(ForeignLoadedModel)
+    return _ENTRY_CLASS[0]
+
+
+_FOREIGN = {}  # key -> entry, for memory registered through register_foreign
+
+
+def register_foreign(key, name, size, free, on_gpu=False):
+    """Make memory this pack holds (``size`` bytes, freed by calling ``free()``) one of the host's loaded
+    models, so its memory manager frees it when an image model needs room and on "unload models".  The
+    entry sits on the torch device when ``on_gpu`` (VRAM), else on the CPU.  Idempotent per ``key``."""
+    import comfy.model_management as mm
+    loaded = getattr(mm, "current_loaded_models", None)
+    if not isinstance(loaded, list):
+        return False
+    forget_freed()
+    old = _FOREIGN.get(key)
+    if old is not None and old in loaded and not old.model.freed:
+        return True
+    import torch
+    device = mm.get_torch_device() if on_gpu else torch.device("cpu")
+
+    def _free():
+        _FOREIGN.pop(key, None)
+        free()
+
+    entry = _entry_class()(_ForeignPatcher(name, size, device, _free))
+    _FOREIGN[key] = entry
+    loaded.append(entry)
+    return True
+
+
+def unregister_foreign(key):
+    """Take the entry of ``key`` out of the host's loaded models (the memory was freed by this pack)."""
+    import comfy.model_management as mm
+    entry = _FOREIGN.pop(key, None)
+    if entry is None:
+        return False
+    entry.model.freed = True
+    loaded = getattr(mm, "current_loaded_models", [])
+    for i in range(len(loaded) - 1, -1, -1):
+        if loaded[i] is entry:
+            loaded.pop(i)
+    return True
+
+
+def forget_freed(is_loaded=None):
+    """Drop entries whose memory is gone (``is_loaded(key)`` False, or freed through the host)."""
+    for key in list(_FOREIGN):
+        entry = _FOREIGN[key]
+        if entry.model.freed or (is_loaded is not None and not is_loaded(key)):
+            unregister_foreign(key)
+
+
+def foreign_keys():
+    return list(_FOREIGN)

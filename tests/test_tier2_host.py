@@ -84,3 +84,27 @@ def test_lazy_layers_lean_loader_gives_stock_pixels(probe_host):
     assert "no place for" not in h.log()
     h.free()
 
+
+def test_llm_kept_loaded_is_freed_when_the_host_needs_room(probe_host):
+    """A llama.cpp model kept loaded is one of the host's loaded models: comfy.model_management.free_memory,
+    which the host calls before loading an image model, unloads it when room is short; the next run loads it
+    again."""
+    pytest.importorskip("llama_cpp", reason=prereq("llama-cpp-python not installed"))
+    from lean_testlib import tiny_gguf
+    h = probe_host
+    harness.link_model(h.base, "llm", tiny_gguf.tiny_model("chatml"), "tiny.gguf")
+    g = graphs.llm_preview(loader=graphs.llm_loader(model="tiny.gguf", n_ctx=512, n_gpu_layers=0),
+                           idea="a boat", seed=3, max_tokens=4, keep_loaded=True)
+    g["f"] = {"class_type": "TestFreeMemory_lean", "inputs": {"name": "freed", "bytes_over_free": 1 << 20,
+                                                              "after": ["p", 0]}}
+    h.run(g)
+    freed = json.loads((h.base / "output" / "probe" / "freed.json").read_text())
+    assert "LeanLLM" in freed["before"], freed  # registered with the host while kept loaded
+    assert "LeanLLM" in freed["unloaded"] and "LeanLLM" not in freed["after"], freed
+    assert "freed tiny.gguf: ComfyUI's memory manager unloaded it" in h.log()
+    reloads = h.log().count("[Lean LLM] loading tiny.gguf again (it was freed)")
+    g2 = graphs.llm_preview(loader=graphs.llm_loader(model="tiny.gguf", n_ctx=512, n_gpu_layers=0),
+                            idea="a boat at night", seed=3, max_tokens=4, keep_loaded=True)
+    entry = h.run(g2)
+    assert entry["outputs"]["p"]["lean_llm"][0]["tokens"] >= 1
+    assert h.log().count("[Lean LLM] loading tiny.gguf again (it was freed)") == reloads + 1
