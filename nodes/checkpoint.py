@@ -71,13 +71,24 @@ def _own_mappings():
 
 
 def _groups(keys, dm):
-    """Keys of the diffusion model's state dict grouped by the direct child module they belong to (in file
-    order); keys of the model's own parameters/buffers go last, under ""."""
-    children = {name for name, _ in dm.named_children()}
+    """Keys of the diffusion model's state dict grouped by the module that is handed them in one
+    ``load_state_dict``: the first module below a chain of containers (ModuleList/Sequential), e.g.
+    ``input_blocks.1.0`` (one ResBlock), so each group is a few tens of MB and its file pages leave the
+    resident set before the next group is read.  Keys of the model's own tensors go last, under ""."""
+    containers = (torch.nn.ModuleList, torch.nn.Sequential, torch.nn.ModuleDict)
     groups = {}
     for k in keys:
-        head = k.split(".", 1)[0]
-        groups.setdefault(head if head in children and "." in k else "", []).append(k)
+        parts = k.split(".")
+        mod, path = dm, []
+        for name in parts[:-1]:
+            child = mod._modules.get(name)
+            if child is None:
+                break
+            path.append(name)
+            mod = child
+            if not isinstance(child, containers):
+                break
+        groups.setdefault(".".join(path), []).append(k)
     rest = groups.pop("", None)
     if rest:
         groups[""] = rest
