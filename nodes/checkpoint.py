@@ -1,14 +1,15 @@
 """LeanCheckpointLoader ("Load Checkpoint (mmap)"): a checkpoint loader that keeps one copy of the
 weights in memory and reads only the parts that are used.
 
-ComfyUI itself builds everything (config detection, model classes, CLIP, VAE, ModelPatcher); Lean
-only changes where the diffusion model's tensors come from and where weights live.  Each parameter of
-the freshly built (never-initialised) model is, one tensor at a time, either replaced by the file's
-zero-copy mapped tensor (where dtype and device already match) or filled in place with the converted
-values, after which the file pages it came from leave the process's resident set.  On the CPU, the
-weights of the UNet, CLIP and VAE are built in mappings of their own, so they go back to the OS as soon
-as the model is freed.  CLIP and VAE are loaded by the host's own code from the same mapping, only when
-switched on.
+ComfyUI itself builds everything (quant conversion, config detection, model classes, CLIP, VAE, the
+patcher class its own loaders use) and loads the weights with its own code (the modules'
+``load_state_dict`` with its ``assign`` semantics), so its memory manager owns the model on every
+host, DynamicVRAM included (nodes/_host.py says what the host does).  Lean changes where the tensors
+come from: zero-copy views of the mapped file (or a read/pread buffer), handed over one child module
+at a time, after which the file pages that were copied leave the process's resident set.  On the CPU,
+the weights of the UNet, CLIP and VAE are built in mappings of their own, so they go back to the OS as
+soon as the model is freed.  CLIP and VAE are loaded by the host's own code from the same mapping,
+only when switched on.
 """
 import logging
 
@@ -16,7 +17,6 @@ import torch
 
 import comfy.model_detection
 import comfy.model_management as mm
-import comfy.model_patcher
 import comfy.ops
 import comfy.sd
 import comfy.utils
@@ -24,6 +24,7 @@ import folder_paths
 
 from ..core import ckpt as core
 from ..core import memory
+from . import _host
 
 log = logging.getLogger("lean")
 
@@ -69,95 +70,123 @@ def _own_mappings():
     return core.weights_in_own_mappings(lambda module: isinstance(module, comfy.ops.CastWeightBiasOp))
 
 
-def _replace_tensor(root, key, value):
-    """Put ``value`` in place of parameter/buffer ``key`` of ``root``; returns False if no such slot."""
-    mod_name, _, attr = key.rpartition(".")
-    try:
-        owner = root.get_submodule(mod_name) if mod_name else root
-    except AttributeError:
-        return False
-    if attr in owner._parameters and owner._parameters[attr] is not None:
-        owner._parameters[attr] = torch.nn.Parameter(value, requires_grad=False)
-        return True
-    if attr in owner._buffers and owner._buffers[attr] is not None:
-        owner._buffers[attr] = value
-        return True
-    return False
+def _groups(keys, dm):
+    """Keys of the diffusion model's state dict grouped by the module that is handed them in one
+    ``load_state_dict``: the first module below a chain of containers (ModuleList/Sequential), e.g.
+    ``input_blocks.1.0`` (one ResBlock), so each group is a few tens of MB and its file pages leave the
+    resident set before the next group is read.  Keys of the model's own tensors go last, under ""."""
+    containers = (torch.nn.ModuleList, torch.nn.Sequential, torch.nn.ModuleDict)
+    groups = {}
+    for k in keys:
+        parts = k.split(".")
+        mod, path = dm, []
+        for name in parts[:-1]:
+            child = mod._modules.get(name)
+            if child is None:
+                break
+            path.append(name)
+            mod = child
+            if not isinstance(child, containers):
+                break
+        groups.setdefault(".".join(path), []).append(k)
+    rest = groups.pop("", None)
+    if rest:
+        groups[""] = rest
+    return groups
 
 
-def _load_diffusion_model(ck, views, prefix, model_config, weight_dtype, load_mode, metadata):
-    """Build the diffusion model with the host's classes and give it the file's tensors, one at a time."""
-    parameters = comfy.utils.calculate_parameters(views, prefix)
-    file_dtype = comfy.utils.weight_dtype(views, prefix)
+def _data_ptrs(module):
+    out = set()
+    for t in module.state_dict().values():
+        try:
+            if isinstance(t, torch.Tensor) and t.numel():
+                out.add(t.data_ptr())
+        except (RuntimeError, TypeError, NotImplementedError):  # tensor subclasses (quantized) without one
+            pass
+    return out
+
+
+def _load_diffusion_model(ck, sd, prefix, model_config, weight_dtype, load_mode):
+    """Build the diffusion model with the host's classes and hand it the file's tensors through the host's own
+    weight loading (``load_state_dict`` of the model's modules, with the host's ``assign`` semantics), one
+    child module at a time: after each, the file pages of the tensors that were copied leave the resident set,
+    so the file and the model never add up.  ``sd`` is the (converted) state dict of views."""
+    parameters = comfy.utils.calculate_parameters(sd, prefix)
+    file_dtype = comfy.utils.weight_dtype(sd, prefix)
     load_device = mm.get_torch_device()
     supported = list(model_config.supported_inference_dtypes)
-    if model_config.scaled_fp8 is not None:
+    quantized = _host.model_is_quantized(model_config)
+    if quantized:
         file_dtype = None
     unet_dtype = weight_dtype or mm.unet_dtype(model_params=parameters, supported_dtypes=supported, weight_dtype=file_dtype)
-    manual_cast = mm.unet_manual_cast(unet_dtype, load_device, supported)
-    model_config.set_inference_dtype(unet_dtype, manual_cast)
-    if load_mode == "direct":
-        init_device = load_device
+    if quantized and _host.quant_style() == "quant_config":
+        manual_cast = mm.unet_manual_cast(None, load_device, supported)
     else:
-        init_device = mm.unet_inital_load_device(parameters, unet_dtype)
+        manual_cast = mm.unet_manual_cast(unet_dtype, load_device, supported)
+    _host.set_inference_dtype(model_config, unet_dtype, manual_cast, load_device)
+    # Every mode builds the model where the host would (CPU when it does not fit, partial loading later):
+    # the host's memory manager moves it to the device when a sampler needs it.
+    init_device = mm.unet_inital_load_device(parameters, unet_dtype)
 
-    # Parameters are allocated uninitialised (ComfyUI's ops skip weight init), so on the CPU they cost
-    # no memory until written: each is filled or replaced below.
+    # Parameters are allocated uninitialised (ComfyUI's ops skip weight init; with DynamicVRAM they are not
+    # allocated at all), so on the CPU they cost no memory until the load writes them.
     with _own_mappings():
-        model = model_config.get_model(views, prefix, device=init_device)
+        model = model_config.get_model(sd, prefix, device=init_device)
+    patcher_cls = _host.patcher_class()
+    patcher = patcher_cls(model, load_device=load_device, offload_device=mm.unet_offload_device())
+    assign = _host.patcher_is_dynamic(patcher)
     dm = model.diffusion_model
-    if load_mode == "read":  # large sequential reads up front, then the same per-tensor placement
-        ck.read_subset([k for k in views if k.startswith(prefix)])
-    unet = {k[len(prefix):]: v for k, v in views.items() if k.startswith(prefix)}
+    if load_mode == "read":  # large sequential reads up front
+        ck.read_subset([k for k in sd if k.startswith(prefix) and ck.key_of_view(sd[k]) is not None])
+    elif load_mode == "direct":
+        log.info("[Lean Checkpoint] %s: load_mode direct: each tensor is read on its own; the model is placed by "
+                 "ComfyUI's memory manager (partial loading kept), not built on the GPU", ck.name)
+    unet = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     unet = model_config.process_unet_state_dict(unet)
-    slots = dm.state_dict(keep_vars=True)
-    zero_copy, converted, unexpected = set(), 0, []
-    for key in list(unet):
-        src = unet.pop(key)
-        slot = slots.pop(key, None)
-        if slot is None:
-            unexpected.append(key)
-            continue
-        file_key = ck.key_of_view(src)
-        if file_key is not None:
-            del src
-            as_read = slot.dtype == ck.dtype(file_key) and slot.device.type == "cpu" and load_mode != "direct"
-            if as_read:
-                t = ck.materialize(file_key, slot.dtype, slot.device)
-                zero_copy.add(file_key)  # used as read: a view of the mapping (mmap) or of the read buffer
-            elif slot.device.type != "meta" and tuple(slot.shape) == ck.shape(file_key):
-                # The one copy goes into the model's own parameter, as load_state_dict would fill it: on the
-                # CPU a mapping of its own (_own_mappings), on a GPU the load device's buffer; direct mode
-                # preads straight into a CPU one of the file's dtype.
-                ck.materialize_into(file_key, slot)
-                if slot.dtype == ck.dtype(file_key) and slot.device.type == "cpu":
-                    zero_copy.add(file_key)
-                else:
-                    converted += 1
-                del slot
-                continue
+    zero_copy, converted, missing, unexpected = set(), 0, [], []
+    loaded = set()
+    for group, keys in _groups(list(unet), dm).items():
+        owner = dm.get_submodule(group) if group else dm
+        cut = len(group) + 1 if group else 0
+        part, file_keys = {}, {}
+        for k in keys:
+            v = unet.pop(k)
+            fk = ck.key_of_view(v) if isinstance(v, torch.Tensor) else None
+            if fk is not None:
+                del v
+                v = ck.tensor(fk)  # counted as read; read mode: from the buffer, direct: pread
+                file_keys[k] = (fk, v.data_ptr() if v.numel() else None)
+            part[k[cut:]] = v
+        if group:
+            m, u = owner.load_state_dict(part, strict=False, assign=assign)
+            missing += [f"{group}.{x}" for x in m]
+            unexpected += [f"{group}.{x}" for x in u]
+        else:  # the model's own tensors; every child has its weights by now
+            m, u = dm.load_state_dict(part, strict=False, assign=assign)
+            unexpected += list(u)
+        loaded.update(keys)
+        del part
+        kept = _data_ptrs(owner)
+        for k, (fk, ptr) in file_keys.items():
+            if ptr is not None and ptr in kept:
+                zero_copy.add(fk)  # the model holds the file's tensor itself (assign, or the same dtype)
             else:
-                t = ck.materialize(file_key, slot.dtype, slot.device)
                 converted += 1
-        else:  # a tensor the host's key processing built itself
-            t = src.to(device=slot.device, dtype=slot.dtype)
-            converted += 1
-        if not _replace_tensor(dm, key, t):
-            unexpected.append(key)
-        del t, slot
-    missing = list(slots)
+                ck.release(fk)
+    missing += [k for k in dm.state_dict() if k not in loaded and k not in missing]
     if missing:
         log.warning("[Lean Checkpoint] %s: diffusion model keys missing from the file: %s", ck.name, missing)
     if unexpected:
         log.warning("[Lean Checkpoint] %s: file keys the diffusion model has no place for: %s", ck.name, unexpected)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
-    if init_device != torch.device("cpu"):
-        mm.load_models_gpu([patcher], force_full_load=True)
+    quant = ""
+    if quantized:
+        quant = f", {_host.quant_style()} from the file"
     desc = (f"{type(model).__name__} ({type(model_config).__name__}), {parameters / 1e9:.2f} B params, weights "
-            f"{_dtype_name(unet_dtype)} (file {_dtype_name(file_dtype)}), compute {_dtype_name(manual_cast or unet_dtype)}, "
-            f"on {init_device}; {len(zero_copy)} tensors used as read"
+            f"{_dtype_name(unet_dtype)} (file {_dtype_name(file_dtype)}{quant}), compute "
+            f"{_dtype_name(manual_cast or unet_dtype)}, on {init_device}, {patcher_cls.__name__}"
+            f"{' (DynamicVRAM)' if _host.dynamic_vram() else ''}; {len(zero_copy)} tensors used as read"
             f"{' (mapped: resident as the sampler uses them)' if zero_copy and load_mode == 'mmap' else ''}, "
-            f"{converted} converted")
+            f"{converted} copied or converted")
     return patcher, zero_copy, desc
 
 
@@ -253,7 +282,11 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
             raise core.CheckpointError(f"{ck.name}: holds no tensors; not a checkpoint")
         views = ck.views()
         prefix = comfy.model_detection.unet_prefix_from_state_dict(views)
-        model_config = comfy.model_detection.model_config_from_unet(views, prefix, metadata=ck.metadata)
+        metadata = ck.metadata
+        convert = _host.convert_old_quants()
+        if convert is not None:  # old scaled-fp8 files -> the host's per-layer quantization, as its loader does
+            views, metadata = convert(views, prefix, metadata=metadata)
+        model_config = comfy.model_detection.model_config_from_unet(views, prefix, metadata=metadata)
         if model_config is None or not any(k.startswith(prefix) for k in views):
             sample = ", ".join(list(views)[:3])
             raise core.CheckpointError(
@@ -272,8 +305,7 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
             if load_vae:
                 vae = v if v is not None else NotLoaded("VAE", "load_vae", name, "the file has no VAE")
                 parts["vae"] = _describe(v, "first_stage_model")
-        model, zero_copy, parts["model"] = _load_diffusion_model(ck, views, prefix, model_config, dtype, load_mode,
-                                                                 ck.metadata)
+        model, zero_copy, parts["model"] = _load_diffusion_model(ck, views, prefix, model_config, dtype, load_mode)
         # Whatever else was read but is not the model's own weight (used as read) leaves the resident set;
         # the mapping itself goes once no tensor points into it.
         for key in ck.keys_read - zero_copy:
@@ -314,7 +346,8 @@ class LeanCheckpointLoader:
                           {"default": "mmap", "advanced": True,
                            "tooltip": "mmap: zero-copy views of the file, only used tensors are read. read: read the "
                                       "needed parts with large sequential reads first (network drives). direct: each "
-                                      "tensor read on its own straight to the load device, no full CPU copy."}),
+                                      "tensor read on its own (no mapping of the file); like every mode, ComfyUI's "
+                                      "memory manager then moves the model to the GPU, partially if VRAM is small."}),
             "weight_dtype": (list(WEIGHT_DTYPES),
                              {"default": "auto",
                               "tooltip": "dtype the diffusion model's weights are kept in. auto: what ComfyUI would "

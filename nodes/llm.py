@@ -24,33 +24,34 @@ def register_llm_folder():
     folder_paths.folder_names_and_paths[LLM_FOLDER][1].add(".gguf")
 
 
-def install_free_hook():
-    """ComfyUI's 'free memory / unload models' (POST /free, the Manager button, OOM recovery) calls
-    comfy.model_management.unload_all_models(); wrap it so it frees the LLMs held by this pack too."""
+def _sync_host_memory(handle=None):
+    """The llama.cpp models this pack holds are entries of ComfyUI's own loaded-model list (nodes/_host.py):
+    the host's memory manager frees them when an image model needs room, and "unload models" (POST /free,
+    the Manager button) frees them, like any model it loaded itself.  Models freed here leave the list."""
     try:
-        import comfy.model_management as mm
-    except Exception:  # not inside a host
+        from . import _host
+        _host.forget_freed(lambda key: core_llm.CACHE.peek(key) is not None)
+        if handle is None or handle.backend != "llama_cpp" or not handle.is_loaded():
+            return False
+        path = handle.settings.get("path")
+        size = os.path.getsize(path) if path and os.path.exists(path) else 0
+        def free():
+            if handle.free():
+                log.info("[Lean LLM] freed %s: ComfyUI's memory manager unloaded it", handle.name)
+
+        return _host.register_foreign(handle.key, "LeanLLM", size, free,
+                                      on_gpu=handle.settings.get("n_gpu_layers", 0) != 0 and _llm_on_gpu())
+    except Exception as e:  # never fail a run over bookkeeping
+        log.debug("[Lean LLM] could not register the model with ComfyUI's memory manager: %s", e)
         return False
-    orig = getattr(mm, "unload_all_models", None)
-    if orig is None or getattr(orig, "_lean_llm_hook", False):
-        return orig is not None
 
-    def unload_all_models(*args, **kwargs):
-        try:
-            return orig(*args, **kwargs)
-        finally:
-            n = core_llm.free_all()
-            if n:
-                log.info("[Lean LLM] freed %d model(s) on ComfyUI's unload models", n)
 
-    unload_all_models._lean_llm_hook = True
-    unload_all_models.__wrapped__ = orig
-    mm.unload_all_models = unload_all_models
-    return True
+def _llm_on_gpu():
+    import comfy.model_management as mm
+    return mm.get_torch_device().type != "cpu"
 
 
 register_llm_folder()
-install_free_hook()
 
 
 def _model_list():
@@ -120,6 +121,7 @@ class LeanLLMLoader:
                                base_url=base_url, model_id=model_id)
         if core_llm.CACHE.loads != loads:
             log.info("[Lean LLM] loaded %s (%s) in %.2f s", handle.name, backend, time.perf_counter() - t0)
+        _sync_host_memory(handle)
         return (handle,)
 
 
@@ -248,6 +250,7 @@ class LeanLLMPrompt:
         finally:
             if not keep_loaded and not llm.is_loaded():
                 log.info("[Lean LLM] freed %s after the run (keep_loaded=false)", llm.name)
+            _sync_host_memory(llm)
             streamer.done(result, status)
         if result.truncated or not result.prompt:
             log.warning("[Lean LLM] %s", status)

@@ -120,7 +120,7 @@ class ComfyHost:
     # ------------------------------------------------------------ lifecycle
     @classmethod
     def start(cls, comfy_path, base_dir, port=None, extra_args=(), env=None, timeout=240, python=None,
-              verbose="DEBUG", link_pack=True, audit_sockets=False):
+              verbose="DEBUG", link_pack=True, audit_sockets=False, cpu=True):
         """audit_sockets (default off): put tests/lean_testlib/socket_audit/sitecustomize.py first on the host's
         PYTHONPATH so every socket connect/getaddrinfo is logged to ``host.socket_audit_log`` (True: a file in
         the base dir; a path: that file), each with whether a frame of this repo was on the stack."""
@@ -142,7 +142,7 @@ class ComfyHost:
             e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WINDOWS_SITE), e.get("PYTHONPATH")]))
             e[windows_semantics.CODE_ENV] = os.pathsep.join(windows_semantics.default_prefixes(REPO))
             e[windows_semantics.ENV] = "1"
-        cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+        cmd = [python, "main.py", *(["--cpu"] if cpu else []), "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", str(base), "--disable-auto-launch", "--verbose", verbose, *extra_args]
         log = open(log_path, "ab")
         proc = subprocess.Popen(cmd, cwd=str(comfy_path), stdout=log, stderr=subprocess.STDOUT, env=e,

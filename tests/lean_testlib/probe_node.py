@@ -77,14 +77,19 @@ class TestNoneClip_lean:
 NODE_CLASS_MAPPINGS = {"TestProbe_lean": TestProbe_lean, "TestNoneClip_lean": TestNoneClip_lean}
 
 
-def install(base):
-    """Link this file into <base>/custom_nodes/ (before the host starts)."""
+def link_into(base, src, module_name):
+    """Link the test-only node file ``src`` into <base>/custom_nodes/<module_name>.py (before the host starts)."""
     import pathlib
-    dst = pathlib.Path(base) / "custom_nodes" / "lean_test_probe.py"
+    dst = pathlib.Path(base) / "custom_nodes" / f"{module_name}.py"
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not dst.exists():
-        dst.symlink_to(pathlib.Path(__file__).resolve())
+        dst.symlink_to(pathlib.Path(src).resolve())
     return dst
+
+
+def install(base):
+    """Link this file into <base>/custom_nodes/ (before the host starts)."""
+    return link_into(base, __file__, "lean_test_probe")
 
 
 def read(base, name):

@@ -1,0 +1,66 @@
+"""Tier 2: LeanCheckpointLoader against the stock CheckpointLoaderSimple for the SD1.5 fixture stored as fp16,
+fp32, bf16 and old-style scaled fp8 (lean_testlib.sd15_variants): the same pixels on every host."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from lean_testlib import graphs, harness, sd15_variants
+
+pytestmark = pytest.mark.tier2
+
+
+def image(host, entry):
+    files = host.output_files(entry)
+    assert len(files) == 1, files
+    return np.asarray(Image.open(files[0]))
+
+
+@pytest.mark.parametrize("variant", ["fp16", "fp32", "bf16", "scaled_fp8"])
+def test_lean_loader_gives_stock_pixels(comfy, sd15_ckpt, variant):
+    src = sd15_ckpt if variant == "fp16" else sd15_variants.sd15_variant(variant, sd15_ckpt)
+    name = f"lean_sd15_{variant}.safetensors"
+    harness.link_model(comfy.base, "checkpoints", src, name)
+    comfy.free()
+    log0 = len(comfy.log())
+    ref = image(comfy, comfy.run(graphs.txt2img(ckpt=name, prefix=f"fmt_stock_{variant}")))
+    comfy.free()
+    p = graphs.txt2img(ckpt=name, prefix=f"fmt_lean_{variant}")
+    p["1"] = {"class_type": "LeanCheckpointLoader", "inputs": {"ckpt_name": name, "load_mode": "mmap",
+                                                               "weight_dtype": "auto", "load_clip": True,
+                                                               "load_vae": True}}
+    entry = comfy.run(p)
+    got = image(comfy, entry)
+    comfy.free()
+    assert ref.std() > 0
+    assert np.array_equal(got, ref), f"{variant}: Lean loader's image differs from CheckpointLoaderSimple's"
+    log = comfy.log()[log0:].splitlines()
+    # whatever key the host's own loader warns about (unet missing/unexpected) Lean may report too; nothing else
+    host_warned = " ".join(line for line in log if "unet missing" in line or "unet unexpected" in line)
+    for line in log:
+        if "[Lean Checkpoint]" in line and ("no place for" in line or "missing from the file" in line):
+            keys = line.split(": ")[-1].strip("[]").replace("'", "").split(", ")
+            assert all(k in host_warned for k in keys), f"{variant}: Lean's load warned beyond the host's: {line[:600]}"
+    report = entry["outputs"]["1"]["text"][0]
+    if variant == "scaled_fp8":
+        assert "from the file" in report, report  # the report names the host's quantization
+
+
+def test_scaled_fp8_fixture_layout(sd15_ckpt):
+    """The fixture's layout, checked from the file (independent of the loader): fp8 Linear weights, a float32
+    scalar scale_weight beside each, the marker, and weights * scale close to the fp16 source."""
+    import torch
+    from safetensors import safe_open
+    path = sd15_variants.sd15_variant("scaled_fp8", sd15_ckpt)
+    with safe_open(str(path), "pt") as f, safe_open(str(sd15_ckpt), "pt") as g:
+        keys = set(f.keys())
+        assert "model.diffusion_model.scaled_fp8" in keys
+        assert f.get_tensor("model.diffusion_model.scaled_fp8").dtype == torch.float8_e4m3fn
+        scales = [k for k in keys if k.endswith(".scale_weight")]
+        assert len(scales) > 100
+        k = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+        w, s = f.get_tensor(k), f.get_tensor(k[:-len("weight")] + "scale_weight")
+        assert w.dtype == torch.float8_e4m3fn and s.dtype == torch.float32 and s.ndim == 0
+        ref = g.get_tensor(k).float()
+        err = (w.float() * s - ref).abs().max() / ref.abs().max()
+        assert err < 0.07, err
+        assert f.get_tensor("model.diffusion_model.input_blocks.0.0.weight").dtype == torch.float16
