@@ -105,9 +105,17 @@ def to_uint8(img, scratch=None):
     if scratch.get("shape") != (h, w * c):
         scratch.update(shape=(h, w * c), f32=np.empty((h, w * c), np.float32), u8=np.empty((h, w * c), np.uint8))
     f32, u8 = scratch["f32"], scratch["u8"]
-    # Comparisons with NaN are false, so: TOZERO maps NaN, -inf and negatives to 0, TRUNC caps at 1
-    # (+inf too); convertScaleAbs multiplies by 255 in float32 and rounds half-to-even (cvRound).
+    # NaN is removed explicitly (patchNaNs compares bit patterns, so no SIMD/IPP NaN rule is involved) before any
+    # min/max-like step sees it.  What cv2 does with NaN is not a documented contract, and it differs by code
+    # path, not by major version: measured with opencv-python-headless 4.8.0.76 and 5.0.0.93 (both wheels) on
+    # x86-64, `threshold` keeps NaN in TOZERO and TRUNC when it runs through IPP (the default), but without IPP
+    # TOZERO's SIMD compare gives 0 and TRUNC's SIMD min(src, thresh) gives thresh (1.0 -> 255); and
+    # convertScaleAbs(NaN) is 0 only because cvRound(NaN) is INT_MIN on x86 (saturated to 0).  The old
+    # TOZERO -> TRUNC -> convertScaleAbs chain therefore gave 255 for NaN wherever TOZERO took the IPP path and
+    # TRUNC did not.  With NaN gone: TOZERO maps -inf and negatives to 0, TRUNC caps at 1 (+inf too), and
+    # convertScaleAbs multiplies by 255 in float32 and rounds half-to-even (cvRound), all plain comparisons.
     cv2.threshold(a, 0.0, 0.0, cv2.THRESH_TOZERO, dst=f32)
+    cv2.patchNaNs(f32, 0.0)
     cv2.threshold(f32, 1.0, 1.0, cv2.THRESH_TRUNC, dst=f32)
     cv2.convertScaleAbs(f32, dst=u8, alpha=255.0)
     return u8.reshape(h, w) if c == 1 else u8.reshape(h, w, c)

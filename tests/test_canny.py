@@ -145,6 +145,67 @@ def test_conversion_odd_sizes_and_strided_input(shape):
                                   else ref_u8(x.numpy()))
 
 
+@pytest.fixture(params=["default", "no_ipp", "ipp_tozero_simd_trunc"])
+def cv2_threshold_path(request, monkeypatch):
+    """Run with each real code path cv2.threshold has for float32 on this build: IPP (the x86 default), OpenCV's
+    own SIMD (IPP off), and the mix where TOZERO takes IPP and TRUNC does not.  cv2 treats NaN differently on
+    each (IPP keeps it, the SIMD TRUNC turns it into the threshold), so a conversion that leans on any of them
+    fails one of these.  setUseIPP is per thread; these images are small enough for one stripe in this thread."""
+    was = cv2.ipp.useIPP()
+    if request.param == "no_ipp":
+        cv2.ipp.setUseIPP(False)
+    elif request.param == "ipp_tozero_simd_trunc":
+        real = cv2.threshold
+
+        def threshold(src, thresh, maxval, type, dst=None):
+            cv2.ipp.setUseIPP(was and type != cv2.THRESH_TRUNC)
+            try:
+                return real(src, thresh, maxval, type, dst=dst)
+            finally:
+                cv2.ipp.setUseIPP(was)
+        monkeypatch.setattr(cv2, "threshold", threshold)
+    yield request.param
+    cv2.ipp.setUseIPP(was)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(9, 13, 3), (6, 35, 1), (5, 21, 4)])
+def test_conversion_nan_inf_ties_on_every_cv2_path(cv2_threshold_path, shape, dtype):
+    """NaN -> 0, -inf and negatives -> 0, +inf and > 1 -> 255, ties x.5 after *255 -> even, against the numpy
+    reference, whichever way cv2 handles NaN; strided RGBA and every float dtype."""
+    rng = np.random.default_rng(11)
+    vals = rng.uniform(-0.2, 1.2, shape).astype(np.float32)
+    flat = vals.reshape(-1)
+    flat[::4] = (rng.integers(0, 255, flat[::4].shape) + 0.5) / np.float32(255)     # ties
+    flat[1::6] = np.nan
+    flat[2::9] = np.inf
+    flat[3::10] = -np.inf
+    flat[5::13] = -np.float32(np.nan)
+    x = torch.from_numpy(vals).to(dtype)
+    if shape[-1] == 4:
+        x = x[..., :3]
+    expected = ref_u8(x.float().numpy())
+    expected = expected[..., 0] if shape[-1] == 1 else expected
+    isnan = np.isnan(x.float().numpy())
+    isnan = isnan[..., 0] if shape[-1] == 1 else isnan
+    assert isnan.any() and (expected[isnan] == 0).all()
+    np.testing.assert_array_equal(C.to_uint8(x), expected)
+    np.testing.assert_array_equal(C.to_uint8(x, {}), expected)
+
+
+def test_canny_on_nan_image_matches_cv2_on_reference_uint8(cv2_threshold_path):
+    """Canny on an image with NaN holes is cv2.Canny on the reference uint8 image (NaN -> black)."""
+    u8 = photos(1)[0]
+    x = u8.astype(np.float32) / np.float32(255)
+    x[30:50, 40:90] = np.nan
+    x[60:64, :] = np.inf
+    expected = ref_u8(x)
+    _, mask, _, _ = C.canny_batch(torch.from_numpy(x)[None], 60, 140)
+    ref = cv2.Canny(expected, 60, 140)
+    assert ref[28:52, 38:92].any(), "the NaN hole makes no edges: the test would prove nothing"
+    np.testing.assert_array_equal(edges_of(mask[0]), ref)
+
+
 def test_tensor_that_requires_grad_is_accepted():
     u8 = photos(1)
     x = as_float(u8).requires_grad_(True)
