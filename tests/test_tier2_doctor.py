@@ -169,7 +169,19 @@ def test_system_check_node_runs_in_the_host(comfy_sd15):
     dyn = "not in this ComfyUI version" if not (_host() / "comfy" / "memory_management.py").exists() or \
         "aimdo_enabled" not in (_host() / "comfy" / "memory_management.py").read_text() else "off"
     assert f"DynamicVRAM: {dyn}" in text
-    assert "-- Result: OK" in text
+    # the session's host also holds the bad-input catalogue's files: each .safetensors whose header safetensors
+    # itself cannot open must be flagged, and only then is the result not OK
+    from safetensors import safe_open
+    unreadable = []
+    for f in sorted((comfy_sd15.base / "models" / "checkpoints").glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception:
+            unreadable.append(f.name)
+    for name in unreadable:
+        assert f"checkpoints/{name}: " in text and "unreadable" in text.split(f"checkpoints/{name}: ", 1)[1].split(" | ")[0].splitlines()[0], name
+    assert ("-- Result: OK" in text) == (not unreadable), (unreadable, text[-500:])
     # not cached: a second run runs again
     again = comfy_sd15.run({"1": {"class_type": "LeanSystemCheck", "inputs": {}}})
     assert again["outputs"]["1"]["text"][0].startswith("== Lean Nodes system check ==")
