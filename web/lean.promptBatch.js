@@ -40,12 +40,16 @@ function countWidget(node) {
     w = node.addDOMWidget(WIDGET, "lean_prompt_count", el, {
       serialize: false, // display only: not part of widgets_values (positions are a contract), never an input
       hideOnZoom: false,
+      margin: 2, // the default (10 px each side) leaves no room for a line of text
       getValue: () => el.textContent,
       setValue: (v) => { el.textContent = v ?? ""; },
-      getMinHeight: () => 22,
-      getMaxHeight: () => 22,
+      getMinHeight: () => 24,
+      getMaxHeight: () => 24,
     });
     w.serialize = false;
+    // a fixed height: as a growable DOM widget, litegraph would squeeze it to a few pixels when a saved node is
+    // smaller than the sum of its widgets' minimum heights
+    w.computeSize = (width) => [width, 24];
     w.setError = (error) => { el.style.color = error ? ERROR_COLOR : OK_COLOR; el.dataset.error = error ? "1" : ""; };
     return w;
   }

@@ -119,6 +119,9 @@ def wait_ready(page, timeout=120_000):
     page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=timeout)
     # the extensions (ours included) are registered once the node definitions have been loaded
     page.wait_for_function("Object.keys(window.LiteGraph.registered_node_types || {}).length > 50", timeout=timeout)
+    # frontend 1.49 blocks the whole page (a full-screen PrimeVue BlockUI mask) while its loading spinner is on;
+    # clicks land on the mask until it is gone
+    page.wait_for_function("!document.querySelector('.p-blockui-mask')", timeout=timeout)
     work_around_missing_default_loaders(page)
 
 
@@ -257,7 +260,8 @@ _VISIBLE_JS = """(el) => {
     if (!el || !el.isConnected) return false;
     if (el.checkVisibility && !el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) return false;
     const r = el.getBoundingClientRect();
-    return r.width >= 2 && r.height >= 2 && r.right > 0 && r.bottom > 0 && r.left < innerWidth && r.top < innerHeight;
+    // at least a line of text high: a widget squeezed to a few pixels shows nothing
+    return r.width >= 8 && r.height >= 8 && r.right > 0 && r.bottom > 0 && r.left < innerWidth && r.top < innerHeight;
 }"""
 
 
