@@ -98,3 +98,7 @@ def test_host_offers_the_workflows_in_its_template_browser(comfy):
         assert status == 200 and json.loads(body) == shipped.load(shipped.WORKFLOWS / f"{name}.json")
         status, body = comfy.request(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.jpg", raw=True)
         assert status == 200 and body[:3] == b"\xff\xd8\xff", f"{name}.jpg not served"
+    # the host (which logs at DEBUG here) names a pack whose folder is still `workflows/`, `example/`, ...
+    renaming = [line for line in comfy.log().splitlines()
+                if "consider renaming it to 'example_workflows'" in line and PACK_DIR_NAME in line]
+    assert not renaming, renaming

@@ -12,6 +12,7 @@ function showReport(node, text) {
         w = ComfyWidgets.STRING(node, WIDGET, ["STRING", { multiline: true }], app).widget;
         w.options = w.options || {};
         w.options.serialize = false; // display only: not in widgets_values (positions are a contract), never an input
+        w.options.read_only = true; // the Vue node renderer draws its own textarea and reads this
         w.serialize = false;
         if (w.inputEl) {
             w.inputEl.readOnly = true;

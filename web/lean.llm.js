@@ -14,6 +14,7 @@ function outputWidget(node) {
     w = ComfyWidgets.STRING(node, WIDGET, ["STRING", { multiline: true }], app).widget;
     w.options = w.options || {};
     w.options.serialize = false; // display only: never saved in widgets_values' contract, never sent as input
+    w.options.read_only = true; // the Vue node renderer draws its own textarea and reads this
     w.serialize = false;
     if (w.inputEl) {
       w.inputEl.readOnly = true;
@@ -34,11 +35,20 @@ function setText(node, text) {
   node.setDirtyCanvas?.(true, false);
 }
 
+// The server names a node by its execution id: "12" in the root graph, "5:12" for node 12 inside the subgraph
+// that node 5 of the root graph instantiates (deeper nesting adds more parts).  Walk from the root graph, not
+// from the graph the canvas shows: the user may have a subgraph open, or the root while the node runs inside one.
 function findNode(id) {
   if (id == null) return null;
-  const graph = app.graph;
-  const local = String(id).split(":").pop(); // subgraph ids look like "5:12"
-  return graph?.getNodeById?.(Number(local)) ?? graph?.getNodeById?.(local) ?? null;
+  let graph = app.rootGraph ?? app.graph;
+  let node = null;
+  for (const part of String(id).split(":")) {
+    if (!graph?.getNodeById) return null;
+    node = graph.getNodeById(Number(part)) ?? graph.getNodeById(part) ?? null;
+    if (!node) return null;
+    graph = node.subgraph ?? null;
+  }
+  return node;
 }
 
 const streams = new Map(); // node id -> streamed text

@@ -16,6 +16,8 @@ app.registerExtension({
       let w = this.widgets?.find((x) => x.name === "lean_lora_info");
       if (!w) {
         w = ComfyWidgets["STRING"](this, "lean_lora_info", ["STRING", { multiline: true }], app).widget;
+        w.options = w.options || {};
+        w.options.read_only = true; // the Vue node renderer draws its own textarea and reads this
         if (w.inputEl) {
           w.inputEl.readOnly = true;
           w.inputEl.style.opacity = 0.7;

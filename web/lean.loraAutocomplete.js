@@ -1,7 +1,8 @@
 // lean.LoraAutocomplete: typing "<lora:" in any multiline prompt box offers the files of the loras folder
 // (from GET /lean/loras, with trigger words read from each file's safetensors metadata when present).
 // Arrow keys move, Enter/Tab or a click inserts "<lora:name:1>", Escape closes.  Listens on the document, so
-// it works for every node's text box (stock CLIP Text Encode, LoRA from Prompt Tags, Prompt Batch, ...).
+// it works for every node's text box (stock CLIP Text Encode, LoRA from Prompt Tags, Prompt Batch, ...), in both
+// node renderers (litegraph's canvas with DOM textareas, and the Vue renderer).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -160,8 +161,11 @@ const popup = {
   },
 };
 
+// A node's editable text box: the litegraph renderer's DOM widget textarea (.comfy-multiline-input), or a
+// textarea inside a node drawn by the Vue node renderer ("Nodes 2.0": .lg-node[data-node-id]).
 function isPromptBox(el) {
-  return el instanceof HTMLTextAreaElement && !el.readOnly && el.classList.contains("comfy-multiline-input");
+  if (!(el instanceof HTMLTextAreaElement) || el.readOnly) return false;
+  return el.classList.contains("comfy-multiline-input") || !!el.closest(".lg-node[data-node-id]");
 }
 
 let seq = 0;

@@ -1,6 +1,6 @@
 // lean.PromptBatch: LeanPromptBatch shows how many prompts its current text expands to, before queueing.
 // Asks GET /lean/prompt_batch/preview (read-only, same expansion as the node) a moment after each edit of
-// text / mode / count / prefix / suffix / text_file, and draws "→ N prompts" on the node.
+// text / mode / count / prefix / suffix / text_file, and shows "→ N prompts" on the node.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -21,9 +21,38 @@ function isLinked(node, name) {
   return inp?.link != null;
 }
 
+const OK_COLOR = "#9c9";
+const ERROR_COLOR = "#e77";
+
+// The count is a DOM element (addDOMWidget), so both node renderers show it as text: litegraph lays it over the
+// canvas, the Vue node renderer ("Nodes 2.0") puts it inside the node.  A canvas-drawn widget would be a picture
+// in a <canvas> under the Vue renderer.  Hosts without addDOMWidget get the canvas-drawn one.
 function countWidget(node) {
   let w = widget(node, WIDGET);
   if (w) return w;
+  if (typeof node.addDOMWidget === "function") {
+    const el = document.createElement("div");
+    el.className = "lean-prompt-count";
+    Object.assign(el.style, {
+      font: "12px sans-serif", padding: "2px 10px", color: OK_COLOR, whiteSpace: "nowrap", overflow: "hidden",
+      textOverflow: "ellipsis", pointerEvents: "none", boxSizing: "border-box", lineHeight: "18px",
+    });
+    w = node.addDOMWidget(WIDGET, "lean_prompt_count", el, {
+      serialize: false, // display only: not part of widgets_values (positions are a contract), never an input
+      hideOnZoom: false,
+      margin: 2, // the default (10 px each side) leaves no room for a line of text
+      getValue: () => el.textContent,
+      setValue: (v) => { el.textContent = v ?? ""; },
+      getMinHeight: () => 24,
+      getMaxHeight: () => 24,
+    });
+    w.serialize = false;
+    // a fixed height: as a growable DOM widget, litegraph would squeeze it to a few pixels when a saved node is
+    // smaller than the sum of its widgets' minimum heights
+    w.computeSize = (width) => [width, 24];
+    w.setError = (error) => { el.style.color = error ? ERROR_COLOR : OK_COLOR; el.dataset.error = error ? "1" : ""; };
+    return w;
+  }
   w = node.addCustomWidget({
     name: WIDGET,
     type: "lean_prompt_count",
@@ -35,7 +64,7 @@ function countWidget(node) {
       ctx.save();
       ctx.font = "12px sans-serif";
       ctx.textAlign = "left";
-      ctx.fillStyle = this.error ? "#e77" : "#9c9";
+      ctx.fillStyle = this.error ? ERROR_COLOR : OK_COLOR;
       ctx.fillText(this.value || "", 15, y + (height || 20) * 0.7, width - 30);
       ctx.restore();
     },
@@ -50,6 +79,7 @@ function show(node, text, error = false) {
   const w = countWidget(node);
   w.value = text;
   w.error = error;
+  w.setError?.(error);
   node.lean_prompt_count_text = text; // for tests and other extensions
   node.setDirtyCanvas?.(true, false);
 }

@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import shutil
+import time
 
 CHROMIUM = os.environ.get("LEAN_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -31,6 +32,42 @@ def set_setting(host, key, value):
     status, data = host.request(f"/settings/{key}", value, method="POST")
     if status != 200:
         raise RuntimeError(f"POST /settings/{key} -> {status}: {data}")
+
+
+# The node renderers a frontend offers.  "litegraph": nodes drawn on the canvas, text boxes as DOM widgets laid
+# over it.  "vue": the Vue node renderer ("Nodes 2.0", setting Comfy.VueNodes.Enabled), every node a DOM element.
+# Frontend 1.27 has no Vue renderer (no such setting); 1.49 has it.
+VUE_SETTING = "Comfy.VueNodes.Enabled"
+VUE_SINCE = (1, 30)
+
+
+def frontend_version(comfy_path):
+    """(major, minor, patch) of the frontend package a host serves, from its requirements.txt pin; None if unknown."""
+    import re
+    try:
+        text = (pathlib.Path(comfy_path) / "requirements.txt").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^comfyui[-_]frontend[-_]package\s*==\s*(\d+)\.(\d+)\.(\d+)", text, re.M | re.I)
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def frontend_modes(comfy_path):
+    """The renderer modes to test on a host: ["litegraph"], plus "vue" when its frontend has the Vue renderer.
+    A browser test in "vue" mode asserts that the renderer really is on (see set_mode), so a wrong guess
+    here fails instead of testing litegraph twice."""
+    v = frontend_version(comfy_path) if comfy_path else None
+    return ["litegraph", "vue"] if v and v[:2] >= VUE_SINCE else ["litegraph"]
+
+
+def set_mode(host, mode):
+    """The user setting for a renderer mode; takes effect on the next page load."""
+    set_setting(host, VUE_SETTING, mode == "vue")
+
+
+def renderer(page):
+    """"vue" when the page draws nodes with the Vue renderer, else "litegraph"."""
+    return "vue" if page.evaluate("!!window.LiteGraph.vueNodesMode") else "litegraph"
 
 
 def is_lean_message(text, url=""):
@@ -82,6 +119,9 @@ def wait_ready(page, timeout=120_000):
     page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=timeout)
     # the extensions (ours included) are registered once the node definitions have been loaded
     page.wait_for_function("Object.keys(window.LiteGraph.registered_node_types || {}).length > 50", timeout=timeout)
+    # frontend 1.49 blocks the whole page (a full-screen PrimeVue BlockUI mask) while its loading spinner is on;
+    # clicks land on the mask until it is gone
+    page.wait_for_function("!document.querySelector('.p-blockui-mask')", timeout=timeout)
     work_around_missing_default_loaders(page)
 
 
@@ -139,19 +179,34 @@ def node_types(page):
 
 
 def missing_nodes_dialog(page):
-    """The text of the editor's 'missing nodes' dialog when it is open, else None."""
+    """The text of what the editor shows the user about missing node types, when it shows it, else None.
+
+    Frontend 1.27 opens a dialog listing them (.comfy-missing-nodes).  Frontend 1.49 opens no dialog: it raises
+    an error overlay in the top right of the canvas ([data-testid=error-overlay], "Missing node: <type>" for
+    one type, "N errors" for several) whose "View details" button opens the Errors tab of the right side
+    panel.  The overlay also carries other kinds of error (a missing model, a failed run), so it only counts here
+    while the frontend's missing-nodes store holds types; its text is returned with those types appended (the
+    types the overlay names only when there is a single one)."""
     return page.evaluate("""() => {
         const list = document.querySelector('.comfy-missing-nodes');
-        if (!list) return null;
-        const dlg = list.closest('.p-dialog') || list;
-        return dlg.innerText || 'missing nodes';
+        if (list) {
+            const dlg = list.closest('.p-dialog') || list;
+            return dlg.innerText || 'missing nodes';
+        }
+        const overlay = document.querySelector('[data-testid="error-overlay"]');
+        if (!overlay || !overlay.offsetParent) return null;
+        const pinia = document.querySelector('#vue-app')?.__vue_app__?.config?.globalProperties?.$pinia;
+        const types = (pinia?._s?.get('missingNodesError')?.missingNodesError?.nodeTypes || [])
+            .map(t => typeof t === 'string' ? t : t.type);
+        if (!types.length) return null;
+        return overlay.innerText + '\\nmissing node types: ' + types.join(', ');
     }""")
 
 
 def close_dialogs(page):
     page.keyboard.press("Escape")
-    page.evaluate("""() => document.querySelectorAll('.p-dialog-close-button, .p-dialog-header-close')
-                     .forEach(b => b.click())""")
+    page.evaluate("""() => document.querySelectorAll(
+        '.p-dialog-close-button, .p-dialog-header-close, [data-testid="error-overlay-dismiss"]').forEach(b => b.click())""")
     page.wait_for_timeout(200)
 
 
@@ -199,3 +254,127 @@ def graph_screenshot(page, path, margin=16):
         command(page, "Workspace.ToggleFocusMode")
         page.wait_for_timeout(300)
     return path
+
+
+_VISIBLE_JS = """(el) => {
+    if (!el || !el.isConnected) return false;
+    if (el.checkVisibility && !el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) return false;
+    const r = el.getBoundingClientRect();
+    // at least a line of text high: a widget squeezed to a few pixels shows nothing
+    return r.width >= 8 && r.height >= 8 && r.right > 0 && r.bottom > 0 && r.left < innerWidth && r.top < innerHeight;
+}"""
+
+
+def node_texts(page, node_id):
+    """The texts a node shows the user as DOM, in the renderer the page uses, visible elements only: with the Vue
+    renderer the node's element (.lg-node[data-node-id]) -- its text and the values of its text boxes; with
+    litegraph the DOM widgets laid over the canvas (text boxes, DOM elements) of that node.  Canvas-drawn text is
+    not in it.  The node must be in the graph the canvas shows (a node inside a subgraph: open the subgraph)."""
+    return page.evaluate("""([id, visibleSrc]) => {
+        const visible = eval(visibleSrc);
+        const out = [];
+        const take = (el) => {
+            if (!visible(el)) return;
+            if (el instanceof HTMLTextAreaElement || el instanceof HTMLInputElement) out.push(el.value);
+            else out.push(el.innerText);
+        };
+        if (window.LiteGraph.vueNodesMode) {
+            const el = document.querySelector(`.lg-node[data-node-id="${id}"]`);
+            if (!visible(el)) return out;
+            out.push(el.innerText);
+            el.querySelectorAll('textarea, input').forEach(take);
+            return out;
+        }
+        const node = window.app.canvas.graph.getNodeById(id);
+        for (const w of node?.widgets || []) take(w.inputEl || w.element);
+        return out;
+    }""", [node_id, _VISIBLE_JS])
+
+
+def wait_node_shows(page, node_id, pattern, timeout=15_000):
+    """Wait until node_texts(page, node_id) has a text matching the regular expression `pattern`; returns them."""
+    import re
+    deadline = time.time() + timeout / 1000
+    while True:
+        texts = node_texts(page, node_id)
+        if any(re.search(pattern, t or "") for t in texts):
+            return texts
+        if time.time() > deadline:
+            raise AssertionError(f"node {node_id} ({renderer(page)} renderer) does not show /{pattern}/; it shows {texts}")
+        page.wait_for_timeout(200)
+
+
+def text_box(page, node_id, widget_name):
+    """A Locator for the text box a user types into for a node's text widget, in the renderer the page uses
+    (litegraph: the widget's DOM textarea over the canvas; Vue: the textarea inside the node labelled with the
+    widget's name)."""
+    tag = f"{node_id}-{widget_name}".replace(":", "-")
+    found = page.evaluate("""([id, name, tag]) => {
+        let el = null;
+        if (window.LiteGraph.vueNodesMode) {
+            const node = document.querySelector(`.lg-node[data-node-id="${id}"]`);
+            const w = window.app.canvas.graph.getNodeById(id)?.widgets?.find(w => w.name === name);
+            const label = [...(node?.querySelectorAll('label') || [])]
+                .find(l => l.textContent.trim() === (w?.label || name));
+            el = label?.htmlFor ? document.getElementById(label.htmlFor) : null;
+            if (el && !(el instanceof HTMLTextAreaElement)) el = el.querySelector?.('textarea') || null;
+        } else {
+            const w = window.app.canvas.graph.getNodeById(id)?.widgets?.find(w => w.name === name);
+            el = w?.inputEl || null;
+        }
+        if (!el) return false;
+        el.setAttribute('data-lean-box', tag);
+        return true;
+    }""", [node_id, widget_name, tag])
+    if not found:
+        raise AssertionError(f"no text box for widget {widget_name!r} of node {node_id} ({renderer(page)} renderer)")
+    return page.locator(f'[data-lean-box="{tag}"]')
+
+
+def dispatch_api_event(page, event_type, detail):
+    """Dispatch a server message on the frontend's api object, as the websocket would (`api.addEventListener`)."""
+    page.evaluate("""([type, detail]) => {
+        const api = window.app.api || window.comfyAPI?.api?.api;
+        api.dispatchCustomEvent(type, detail);
+    }""", [event_type, detail])
+
+
+def convert_to_subgraph(page, node_ids):
+    """Turn nodes of the root graph into a subgraph (the frontend's own "Convert to Subgraph"); returns the id of
+    the new subgraph node in the root graph (find the nodes inside with subgraph_nodes)."""
+    return page.evaluate("""(ids) => {
+        const g = window.app.rootGraph || window.app.graph;
+        const nodes = ids.map(id => g.getNodeById(id));
+        const {node} = g.convertToSubgraph(new Set(nodes));
+        return node.id;
+    }""", node_ids)
+
+
+def subgraph_nodes(page, subgraph_node_id):
+    """[(id, type)] of the nodes inside the subgraph a root-graph node instantiates."""
+    return page.evaluate("""(id) => {
+        const g = window.app.rootGraph || window.app.graph;
+        const sg = g.getNodeById(id).subgraph;
+        return (sg.nodes || sg._nodes).map(n => [n.id, n.type]);
+    }""", subgraph_node_id)
+
+
+def open_subgraph(page, subgraph_node_id):
+    """Open (navigate into) the subgraph a root-graph node instantiates, as double-clicking its title would."""
+    page.evaluate("""(id) => {
+        const g = window.app.rootGraph || window.app.graph;
+        const n = g.getNodeById(id);
+        window.app.canvas.openSubgraph(n.subgraph, n);
+        window.app.canvas.ds.scale = 1;
+        window.app.canvas.ds.offset = [0, 0];
+        window.app.canvas.setDirty(true, true);
+    }""", subgraph_node_id)
+    page.wait_for_timeout(800)
+
+
+def close_subgraph(page):
+    page.evaluate("""() => {
+        const root = window.app.rootGraph || window.app.graph;
+        if (window.app.canvas.graph !== root) window.app.canvas.setGraph(root);
+    }""")
+    page.wait_for_timeout(300)
