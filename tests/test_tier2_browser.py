@@ -318,6 +318,29 @@ def test_checkpoint_loader_shows_its_load_report_after_a_run(b, page, host, mode
     assert b.lean_errors[before_errors:] == [], "\n".join(b.lean_errors[before_errors:])
 
 
+def test_system_check_shows_its_report_on_the_node(b, page, host, mode):
+    """System Check (Lean) queued with the Run button: the report in /history appears, read-only, on the node."""
+    before_errors = len(b.lean_errors)
+    nid = page.evaluate("""() => {
+        const g = window.app.graph; g.clear();
+        const n = window.LiteGraph.createNode('LeanSystemCheck'); n.pos = [60, 80]; g.add(n);
+        window.app.canvas.ds.scale = 1; window.app.canvas.ds.offset = [0, 0];
+        window.app.canvas.setDirty(true, true);
+        return n.id;
+    }""")
+    before = set(host.get("/history"))
+    page.locator('[data-testid="queue-button"]').first.click()
+    entry = _wait_history(host, before)
+    assert entry is not None, "the Run button queued nothing that finished"
+    assert entry["status"]["status_str"] == "success", host.error_text(entry)
+    report = entry["outputs"][str(nid)]["text"][0]
+    assert report.startswith("== Lean Nodes system check ==") and "-- Result:" in report, report[:500]
+    texts = browser.wait_node_shows(page, nid, re.escape("-- Hardware"))
+    assert any(report in t for t in texts), texts
+    assert browser.text_box(page, nid, "system_report").evaluate("e => e.readOnly"), "the report box is editable"
+    assert b.lean_errors[before_errors:] == [], "\n".join(b.lean_errors[before_errors:])
+
+
 def test_run_button_queues_the_canny_workflow(b, page, host):
     path = shipped.WORKFLOWS / "lean_canny_controlnet.json"
     if shipped.not_in_this_checkout(shipped.load(path)):

@@ -1,12 +1,12 @@
-// lean.CheckpointLoader: show LeanCheckpointLoader's load report (seconds, bytes read, peak RSS,
-// device, dtype) on the node after each run.  The server sends it as {"ui": {"text": [report]}}.
+// lean.CheckpointLoader: show a Lean node's text report on the node after each run: LeanCheckpointLoader's load
+// report (seconds, bytes read, peak RSS, device, dtype) and LeanSystemCheck's system report.  The server sends it
+// as {"ui": {"text": [report]}}.
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const NODE = "LeanCheckpointLoader";
-const WIDGET = "load_report";
+const REPORT_WIDGET = { LeanCheckpointLoader: "load_report", LeanSystemCheck: "system_report" }; // node -> box
 
-function showReport(node, text) {
+function showReport(node, WIDGET, text) {
     let w = node.widgets?.find((x) => x.name === WIDGET);
     if (!w) {
         w = ComfyWidgets.STRING(node, WIDGET, ["STRING", { multiline: true }], app).widget;
@@ -29,12 +29,13 @@ function showReport(node, text) {
 app.registerExtension({
     name: "lean.CheckpointLoader",
     async beforeRegisterNodeDef(nodeType, nodeData) {
-        if (nodeData?.name !== NODE) return;
+        const widget = REPORT_WIDGET[nodeData?.name];
+        if (!widget) return;
         const onExecuted = nodeType.prototype.onExecuted;
         nodeType.prototype.onExecuted = function (message) {
             const r = onExecuted?.apply(this, arguments);
             const text = message?.text;
-            if (text && text.length) showReport(this, Array.isArray(text) ? text.join("\n") : String(text));
+            if (text && text.length) showReport(this, widget, Array.isArray(text) ? text.join("\n") : String(text));
             return r;
         };
     },

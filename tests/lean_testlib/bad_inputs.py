@@ -269,6 +269,13 @@ def _c(*a, **k):
 
 NUL = "tiny\x00.gguf"
 
+# Lean nodes with no inputs at all, so nothing a prompt can get wrong; what they read is tested where named.
+NO_INPUT_NODES = {
+    "LeanSystemCheck": "reads the model folders: corrupt and truncated files there are reported on its text, not "
+                       "raised (tests/test_tier2_doctor.py::test_system_check_node_runs_in_the_host, in the host "
+                       "that holds this catalogue's files)",
+}
+
 CASES = [
     # ---- LeanLLMLoader / LeanLLMPrompt
     _c("llm-missing-file", "LeanLLMLoader", "a model file that is not there", lambda: llm_graph(llm_loader(model="gone.gguf")),

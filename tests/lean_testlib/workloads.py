@@ -17,6 +17,7 @@ LEAN_NODES_PER_KIND = {
     "llm": {"LeanLLMLoader", "LeanLLMPrompt"},
     "canny": {"LeanCanny"},
     "sd": {"LeanCheckpointLoader", "LeanLoraTags", "LeanLoraLoader", "LeanPromptBatch"},
+    "system": {"LeanSystemCheck"},
 }
 
 
@@ -40,6 +41,8 @@ def kinds(nodes, llm=True):
         out.append("canny")
     if LEAN_NODES_PER_KIND["sd"] & nodes:
         out.append("sd")
+    if "LeanSystemCheck" in nodes:
+        out.append("system")
     return out
 
 
@@ -117,6 +120,8 @@ def prompt(kind, i, nodes, **kw):
         return canny_prompt(i)
     if kind == "sd":
         return sd_prompt(i, nodes)
+    if kind == "system":
+        return {"s": {"class_type": "LeanSystemCheck", "inputs": {}}}
     raise ValueError(kind)
 
 
