@@ -380,3 +380,67 @@ def test_locale_zh_shows_translated_node_titles(b, host, mode):
         page.close()
     finally:
         browser.set_setting(host, "Comfy.Locale", "en")
+
+
+def _widget_inputs(host, node_type):
+    """(essential, advanced) widget input names of a node, from the server's /object_info (not the frontend)."""
+    spec = host.object_info(node_type)["input"]
+    essential, advanced = [], []
+    for group in ("required", "optional"):
+        for name, s in (spec.get(group) or {}).items():
+            kind = s[0]
+            opts = s[1] if len(s) > 1 and isinstance(s[1], dict) else {}
+            is_widget = isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO") \
+                or opts.get("forceInput") is False
+            if is_widget and not opts.get("forceInput"):
+                (advanced if opts.get("advanced") else essential).append(name)
+    return essential, advanced
+
+
+LEAN_WIDGET_NODES = sorted(n for n in shipped.declared_nodes() if n != "LeanSystemCheck")  # it has no inputs
+
+
+@pytest.mark.parametrize("node_type", LEAN_WIDGET_NODES)
+def test_fresh_node_shows_the_essential_widgets_and_expanding_shows_the_rest(b, page, host, mode, node_type):
+    # a page of its own: expanding a node's advanced inputs changes editor state (the side panel) for what follows
+    page = b.editor(host.url)
+    try:
+        _check_folded_inputs(page, host, mode, node_type)
+    finally:
+        page.close()
+
+
+def _check_folded_inputs(page, host, mode, node_type):
+    """Vue renderer (frontend 1.49+): a fresh node shows only its essential widgets, at most four, and "Show advanced
+    inputs" shows the rest.  The classic renderer ignores the flag: every widget is on the node, none lost."""
+    essential, advanced = _widget_inputs(host, node_type)
+    assert 0 < len(essential) <= 4, (node_type, essential, advanced)
+    nid = page.evaluate("""(t) => {
+        const g = window.app.graph; g.clear();
+        const n = window.LiteGraph.createNode(t); n.pos = [120, 120]; g.add(n);
+        window.app.canvas.ds.scale = 1; window.app.canvas.ds.offset = [0, 0];
+        window.app.canvas.setDirty(true, true);
+        return n.id;
+    }""", node_type)
+    names = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.map(w => w.name)", nid)
+    assert set(essential + advanced) <= set(names), (essential, advanced, names)
+    if mode != "vue":
+        return
+    el = page.locator(f'.lg-node[data-node-id="{nid}"]')
+    el.wait_for(state="visible")
+
+    def shown():
+        lines = {l.strip() for l in el.inner_text().splitlines()}
+        return {n for n in essential + advanced if n in lines}
+
+    page.wait_for_timeout(300)
+    assert shown() == set(essential), f"{node_type}: a fresh node shows {sorted(shown())}, expected {essential}"
+    button = el.get_by_text("Show advanced inputs")
+    if not advanced:
+        assert button.count() == 0, f"{node_type} has no advanced input but offers to show them"
+        return
+    button.click()
+    deadline = time.time() + 10
+    while shown() != set(essential + advanced) and time.time() < deadline:
+        page.wait_for_timeout(200)
+    assert shown() == set(essential + advanced), f"{node_type}: expanded shows {sorted(shown())}"
