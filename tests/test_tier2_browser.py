@@ -287,6 +287,24 @@ def _wait_history(host, before, timeout=600):
     return None
 
 
+def _queue_with_run_button(page, host):
+    """Click the editor's Run button; the /history entry of what it queued, which must have succeeded."""
+    before = set(host.get("/history"))
+    page.locator('[data-testid="queue-button"]').first.click()
+    entry = _wait_history(host, before)
+    assert entry is not None, "the Run button queued nothing that finished"
+    assert entry["status"]["status_str"] == "success", host.error_text(entry)
+    return entry
+
+
+def _report_is_shown(b, page, nid, widget, report, before_errors):
+    """The report text the server sent appears on the node, in a read-only box, with no console error of ours."""
+    texts = browser.wait_node_shows(page, nid, re.escape(report.splitlines()[0]))
+    assert any(report in t for t in texts), texts
+    assert browser.text_box(page, nid, widget).evaluate("e => e.readOnly"), f"the {widget} box is editable"
+    assert b.lean_errors[before_errors:] == [], "\n".join(b.lean_errors[before_errors:])
+
+
 def test_checkpoint_loader_shows_its_load_report_after_a_run(b, page, host, mode):
     """Queue Load Checkpoint (mmap) -> VAE Decode -> Preview with the Run button; the report the server sends
     back (in /history) appears on the node, as the renderer shows it."""
@@ -305,17 +323,10 @@ def test_checkpoint_loader_shows_its_load_report_after_a_run(b, page, host, mode
         window.app.canvas.setDirty(true, true);
         return ld.id;
     }""", ["lean_sd15.safetensors", load_mode])
-    before = set(host.get("/history"))
-    page.locator('[data-testid="queue-button"]').first.click()
-    entry = _wait_history(host, before)
-    assert entry is not None, "the Run button queued nothing that finished"
-    assert entry["status"]["status_str"] == "success", host.error_text(entry)
+    entry = _queue_with_run_button(page, host)
     report = entry["outputs"][str(nid)]["text"][0]
     assert "lean_sd15.safetensors" in report and f"mode {load_mode}" in report, report
-    texts = browser.wait_node_shows(page, nid, re.escape(report.splitlines()[0]))
-    assert any(report in t for t in texts), texts
-    assert browser.text_box(page, nid, "load_report").evaluate("e => e.readOnly"), "the report box is editable"
-    assert b.lean_errors[before_errors:] == [], "\n".join(b.lean_errors[before_errors:])
+    _report_is_shown(b, page, nid, "load_report", report, before_errors)
 
 
 def test_system_check_shows_its_report_on_the_node(b, page, host, mode):
@@ -328,24 +339,16 @@ def test_system_check_shows_its_report_on_the_node(b, page, host, mode):
         window.app.canvas.setDirty(true, true);
         return n.id;
     }""")
-    before = set(host.get("/history"))
-    page.locator('[data-testid="queue-button"]').first.click()
-    entry = _wait_history(host, before)
-    assert entry is not None, "the Run button queued nothing that finished"
-    assert entry["status"]["status_str"] == "success", host.error_text(entry)
+    entry = _queue_with_run_button(page, host)
     report = entry["outputs"][str(nid)]["text"][0]
     assert report.startswith("== Lean Nodes system check ==") and "-- Result:" in report, report[:500]
-    texts = browser.wait_node_shows(page, nid, re.escape("-- Hardware"))
-    assert any(report in t for t in texts), texts
-    assert browser.text_box(page, nid, "system_report").evaluate("e => e.readOnly"), "the report box is editable"
-    assert b.lean_errors[before_errors:] == [], "\n".join(b.lean_errors[before_errors:])
+    _report_is_shown(b, page, nid, "system_report", report, before_errors)
 
 
 def test_run_button_queues_the_canny_workflow(b, page, host):
     path = shipped.WORKFLOWS / "lean_canny_controlnet.json"
     if shipped.not_in_this_checkout(shipped.load(path)):
         pytest.skip("LeanCanny is not merged in this checkout")
-    before = set(host.get("/history"))
     browser.drop_workflow(page, path)
     page.evaluate("""() => {  // small and fast on CPU: 64x64, 1 step
         for (const n of window.app.graph._nodes) {
@@ -355,10 +358,7 @@ def test_run_button_queues_the_canny_workflow(b, page, host):
             if (n.type === 'LeanCanny') set('resolution', 64);
         }
     }""")
-    page.locator('[data-testid="queue-button"]').first.click()
-    entry = _wait_history(host, before)
-    assert entry is not None, "the Run button queued nothing that finished"
-    assert entry["status"]["status_str"] == "success", host.error_text(entry)
+    entry = _queue_with_run_button(page, host)
     classes = {n["class_type"] for n in entry["prompt"][2].values()}
     assert {"LeanCanny", "ControlNetApplyAdvanced", "KSampler"} <= classes
     assert [f for f in host.output_files(entry) if f.is_file()]
