@@ -300,12 +300,8 @@ def host_folders(host):
 
 
 def host_version(host):
-    import re
-    try:
-        m = re.search(r'__version__\s*=\s*"([^"]+)"', (host / "comfyui_version.py").read_text())
-        return m.group(1) if m else None
-    except OSError:
-        return None
+    v = _load_hosts_module().version_of(host)
+    return None if v == "unknown" else v
 
 
 def host_dynamic_vram(host):
