@@ -1,9 +1,9 @@
-// lean.CheckpointLoader: show LeanCheckpointLoader's load report (seconds, bytes read, peak RSS,
+// lean.CheckpointLoader: show the load report of LeanCheckpointLoader and LeanDiffusionModelLoader (seconds, bytes read, peak RSS,
 // device, dtype) on the node after each run.  The server sends it as {"ui": {"text": [report]}}.
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const NODE = "LeanCheckpointLoader";
+const NODES = new Set(["LeanCheckpointLoader", "LeanDiffusionModelLoader"]);
 const WIDGET = "load_report";
 
 function showReport(node, text) {
@@ -28,7 +28,7 @@ function showReport(node, text) {
 app.registerExtension({
     name: "lean.CheckpointLoader",
     async beforeRegisterNodeDef(nodeType, nodeData) {
-        if (nodeData?.name !== NODE) return;
+        if (!NODES.has(nodeData?.name)) return;
         const onExecuted = nodeType.prototype.onExecuted;
         nodeType.prototype.onExecuted = function (message) {
             const r = onExecuted?.apply(this, arguments);
