@@ -9,8 +9,10 @@ from lean_testlib import flux_cond_node, flux_tiny, harness, prereq, probe_node
 pytestmark = pytest.mark.tier2
 
 NODE = "LeanDiffusionModelLoader"
+STRENGTH = 0.8
 FLUX = "lean_flux_tiny.safetensors"
 IN_UNET = "lean_flux_in_unet.safetensors"  # the same file in models/unet (UNETLoader's legacy folder)
+LORA = "lean_flux_lora_kohya.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,7 @@ def flux_host(tmp_path_factory):
     src = flux_tiny.flux_tiny()
     harness.link_model(base, "diffusion_models", src, FLUX)
     harness.link_model(base, "unet", src, IN_UNET)
+    harness.link_model(base, "loras", flux_tiny.flux_kohya_lora(), LORA)
     h = harness.ComfyHost.start(path, base)
     yield h
     h.stop()
@@ -47,9 +50,21 @@ def sample(loader, name, weight_dtype):
     }
 
 
-def run_latent(host, loader, weight_dtype):
-    name = f"{loader}_{weight_dtype}"
-    entry = host.run(sample(loader, name, weight_dtype))
+def run_latent(host, loader, weight_dtype, lora=None, name=None):
+    """lora: None, "stock" (LoraLoaderModelOnly) or "lean" (LeanLoraLoader, CLIP None and strength 0)."""
+    name = name or f"{loader}_{weight_dtype}"
+    g = sample(loader, name, weight_dtype)
+    if lora == "stock":
+        g["l"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["m", 0], "lora_name": LORA,
+                                                                  "strength_model": STRENGTH}}
+    elif lora == "lean":
+        g["nc"] = {"class_type": "TestNoneClip_lean", "inputs": {}}
+        g["l"] = {"class_type": "LeanLoraLoader", "inputs": {"model": ["m", 0], "clip": ["nc", 0], "lora_name": LORA,
+                                                             "strength_model": STRENGTH, "strength_clip": 0.0,
+                                                             "schedule": "", "block_weights": ""}}
+    if lora:
+        g["s"]["inputs"]["model"] = ["l", 0]
+    entry = host.run(g)
     tensors, _ = probe_node.read(host.base, name)
     return tensors["latent.0"], entry
 
@@ -99,3 +114,20 @@ def test_from_the_unet_folder(flux_host):
     entry = h.run(g)
     h.free()
     assert IN_UNET in entry["outputs"]["m"]["text"][0]
+
+
+def test_kohya_flux_lora_stock_loads_every_key_and_lean_lora_equals_it(flux_host):
+    """The Flux kohya/BFL LoRA fixture: the host's LoraLoaderModelOnly maps every key (no "lora key not loaded"),
+    and LeanLoraLoader's branch gives the stock patched result within fp tolerance, on LeanDiffusionModelLoader's
+    model; the LoRA changes the result."""
+    h = flux_host
+    mark = len(h.log())
+    base, _ = run_latent(h, "UNETLoader", "default", name="nolora")
+    stock, _ = run_latent(h, "UNETLoader", "default", lora="stock", name="lora_stock")
+    log = h.log()[mark:]
+    assert "lora key not loaded" not in log, [l for l in log.splitlines() if "lora key not loaded" in l][:5]
+    lean, entry = run_latent(h, NODE, "default", lora="lean", name="lora_lean")
+    h.free()
+    assert (stock - base).abs().max() > 1e-2, "the LoRA changed nothing: the comparison would not see it"
+    err = (lean - stock).abs().max().item()
+    assert err <= 1e-3 * max(1.0, stock.abs().max().item()), err

@@ -91,3 +91,33 @@ def flux_tiny(seed=0, hidden_size=3072, depth=1, depth_single=1, context_in_dim=
     save_file(sd, str(tmp), metadata={"lean_fixture": f"flux_tiny v{GENERATOR_VERSION} seed {seed}"})
     os.replace(tmp, path)
     return path
+
+
+def flux_kohya_lora(seed=0, rank=4, alpha=4.0, cache=None, **layout):
+    """A Flux LoRA in the kohya / BFL naming people download (``lora_unet_double_blocks_0_img_attn_qkv``,
+    ``lora_unet_single_blocks_0_linear1`` ...: the module path with "_" for "."; lora_down/lora_up/alpha, fp16)
+    for every linear layer of the double and single blocks of ``flux_tiny(**layout)``."""
+    import torch
+    from safetensors.torch import save_file
+    from . import cache_dir
+    d = (cache or cache_dir()) / "fixtures"
+    d.mkdir(parents=True, exist_ok=True)
+    tag = "_".join(f"{k}{v}" for k, v in sorted(layout.items()))
+    path = d / f"flux_tiny_lora_kohya_v{GENERATOR_VERSION}_r{rank}_{tag}_seed{seed}.safetensors"
+    if path.exists():
+        return path
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, shape in flux_keys(**layout).items():
+        if not (k.startswith(("double_blocks.", "single_blocks.")) and k.endswith(".weight") and len(shape) == 2):
+            continue
+        name = "lora_unet_" + k[:-len(".weight")].replace(".", "_")
+        out_f, in_f = shape
+        sd[f"{name}.lora_down.weight"] = (torch.randn((rank, in_f), generator=g) / in_f ** 0.5).to(torch.float16)
+        sd[f"{name}.lora_up.weight"] = (torch.randn((out_f, rank), generator=g) * 0.02).to(torch.float16)
+        sd[f"{name}.alpha"] = torch.tensor(alpha, dtype=torch.float16)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(sd, str(tmp), metadata={"ss_network_module": "networks.lora_flux",
+                                      "lean_fixture": f"flux_tiny kohya lora v{GENERATOR_VERSION} seed {seed}"})
+    os.replace(tmp, path)
+    return path
