@@ -1,10 +1,15 @@
-// lean.CheckpointLoader: show a Lean node's text report on the node after each run: LeanCheckpointLoader's load
-// report (seconds, bytes read, peak RSS, device, dtype) and LeanSystemCheck's system report.  The server sends it
+// lean.CheckpointLoader: show a Lean node's text report on the node after each run: the load report of
+// LeanCheckpointLoader and LeanDiffusionModelLoader (seconds, bytes read, peak RSS, device, dtype) and
+// LeanSystemCheck's system report.  The server sends it
 // as {"ui": {"text": [report]}}.
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const REPORT_WIDGET = { LeanCheckpointLoader: "load_report", LeanSystemCheck: "system_report" }; // node -> box
+const REPORT_WIDGET = {  // node -> the read-only box that shows its report
+    LeanCheckpointLoader: "load_report",
+    LeanDiffusionModelLoader: "load_report",
+    LeanSystemCheck: "system_report",
+};
 
 function showReport(node, WIDGET, text) {
     let w = node.widgets?.find((x) => x.name === WIDGET);

@@ -95,7 +95,7 @@ def make_bad_files(base, marker):
     pickles would write: it must never appear."""
     base = pathlib.Path(base)
     m = base / "models"
-    for d in ("checkpoints", "loras", "llm", "wildcards"):
+    for d in ("checkpoints", "loras", "llm", "wildcards", "diffusion_models"):
         (m / d).mkdir(parents=True, exist_ok=True)
     lora_src = lora.sd15_lora()
     tiny = tiny_gguf.tiny_model("chatml")
@@ -119,7 +119,7 @@ def make_bad_files(base, marker):
     half = os.path.getsize(lora_src) // 2
     corrupt = struct.pack("<Q", 1 << 40) + b"\x00" * 64          # header length far past the file's end
     badjson = struct.pack("<Q", 24) + b'{"a": {"dtype": "F32", '     # header is not JSON
-    for folder in ("checkpoints", "loras"):
+    for folder in ("checkpoints", "loras", "diffusion_models"):
         put(folder, "zero_bytes.safetensors", b"")
         put(folder, "truncated.safetensors", copy_head=(lora_src, half))
         put(folder, "corrupt_header.safetensors", corrupt)
@@ -127,6 +127,7 @@ def make_bad_files(base, marker):
         write_evil_ckpt(m / folder / "evil.ckpt", marker)
         write_evil_pickle(m / folder / "evil_legacy.pt", marker)
     put("checkpoints", "lora_not_checkpoint.safetensors", link=lora_src)
+    put("diffusion_models", "lora_not_diffusion_model.safetensors", link=lora_src)
     put("loras", LORA, link=lora_src)
     write_flux_lora(m / "loras" / "flux_lora.safetensors")
     write_safetensors(m / "loras" / "not_a_lora.safetensors", {"foo.weight": [[1.0, 2.0]], "bar.bias": [3.0]})
@@ -197,6 +198,12 @@ def ckpt_graph(**kw):
     inputs = dict(ckpt_name=SD15, load_mode="mmap", weight_dtype="auto", load_clip=True, load_vae=True)
     inputs.update(kw)
     return _preview({"class_type": "LeanCheckpointLoader", "inputs": inputs}, 3)
+
+
+def diffusion_model_graph(**kw):
+    inputs = dict(unet_name="gone.safetensors", weight_dtype="default", load_mode="mmap")
+    inputs.update(kw)
+    return _preview({"class_type": "LeanDiffusionModelLoader", "inputs": inputs}, 1)
 
 
 def stock_ckpt():
@@ -413,6 +420,28 @@ CASES = [
        lambda: ckpt_graph(weight_dtype="fp64"), ("weight_dtype",), stage="validation"),
     _c("ckpt-vae-off-used", "LeanCheckpointLoader", "the VAE output used while load_vae is off",
        lambda: ckpt_part_off_graph("vae"), ("load_vae",)),
+
+    # ---- LeanDiffusionModelLoader
+    _c("dm-missing", "LeanDiffusionModelLoader", "a diffusion model that is not there",
+       lambda: diffusion_model_graph(unet_name="gone.safetensors"), ("unet_name", "gone.safetensors"), stage="validation"),
+    _c("dm-zero-bytes", "LeanDiffusionModelLoader", "a zero-byte safetensors",
+       lambda: diffusion_model_graph(unet_name="zero_bytes.safetensors"), ("zero_bytes.safetensors",)),
+    _c("dm-truncated", "LeanDiffusionModelLoader", "a safetensors cut in half",
+       lambda: diffusion_model_graph(unet_name="truncated.safetensors"), ("truncated.safetensors", "truncated")),
+    _c("dm-corrupt-header", "LeanDiffusionModelLoader", "a header length past the end of the file",
+       lambda: diffusion_model_graph(unet_name="corrupt_header.safetensors"), ("corrupt_header.safetensors",)),
+    _c("dm-not-json", "LeanDiffusionModelLoader", "a header that is not JSON",
+       lambda: diffusion_model_graph(unet_name="not_json.safetensors"), ("not_json.safetensors",)),
+    _c("dm-evil-zip", "LeanDiffusionModelLoader", "a .ckpt whose unpickling runs code",
+       lambda: diffusion_model_graph(unet_name="evil.ckpt"), ("evil.ckpt",)),
+    _c("dm-lora-not-model", "LeanDiffusionModelLoader", "a LoRA picked as a diffusion model",
+       lambda: diffusion_model_graph(unet_name="lora_not_diffusion_model.safetensors"),
+       ("lora_not_diffusion_model.safetensors", "lora")),
+    _c("dm-dotdot", "LeanDiffusionModelLoader", "a diffusion model name with ../",
+       lambda: diffusion_model_graph(unet_name="../loras/" + LORA), ("unet_name",), stage="validation"),
+    _c("dm-dtype-unknown", "LeanDiffusionModelLoader", "a weight dtype that does not exist",
+       lambda: diffusion_model_graph(unet_name="zero_bytes.safetensors", weight_dtype="fp64"), ("weight_dtype",),
+       stage="validation"),
 
     # ---- LeanLoraLoader / LeanLoraTags
     _c("lora-other-arch", "LeanLoraLoader", "a LoRA made for another architecture (Flux)",

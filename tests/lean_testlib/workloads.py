@@ -7,17 +7,19 @@ benchmark and the offline/socket-audit test.
 """
 import shutil
 
-from . import harness, images, lora, sd15, tiny_gguf
+from . import flux_tiny, harness, images, lora, sd15, tiny_gguf
 
 SD15 = "lean_sd15.safetensors"
 LORA = "lean_lora.safetensors"
 TINY = "tiny.gguf"
 PHOTO = "lean_workload_photo.png"
+FLUX = "lean_flux_tiny.safetensors"
 LEAN_NODES_PER_KIND = {
     "llm": {"LeanLLMLoader", "LeanLLMPrompt"},
     "canny": {"LeanCanny"},
     "sd": {"LeanCheckpointLoader", "LeanLoraTags", "LeanLoraLoader", "LeanPromptBatch"},
     "system": {"LeanSystemCheck"},
+    "flux": {"LeanDiffusionModelLoader"},
 }
 
 
@@ -25,6 +27,7 @@ def prepare(base, llm=True):
     harness.make_base_dir(base)
     harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(), SD15)
     harness.link_model(base, "loras", lora.sd15_lora(), LORA)
+    harness.link_model(base, "diffusion_models", flux_tiny.flux_tiny(), FLUX)
     if llm:
         harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), TINY)
     (base / "models" / "wildcards").mkdir(parents=True, exist_ok=True)
@@ -43,6 +46,8 @@ def kinds(nodes, llm=True):
         out.append("sd")
     if "LeanSystemCheck" in nodes:
         out.append("system")
+    if "LeanDiffusionModelLoader" in nodes:
+        out.append("flux")
     return out
 
 
@@ -113,6 +118,13 @@ def sd_prompt(i, nodes):
     return g
 
 
+def flux_prompt(i):
+    """The tiny Flux through LeanDiffusionModelLoader (fp8 and default alternating), its report previewed."""
+    return {"m": {"class_type": "LeanDiffusionModelLoader", "inputs": {
+                "unet_name": FLUX, "weight_dtype": ["fp8_e4m3fn", "default"][i % 2], "load_mode": "mmap"}},
+            "v": {"class_type": "PreviewAny", "inputs": {"source": ["m", 1]}}}
+
+
 def prompt(kind, i, nodes, **kw):
     if kind == "llm":
         return llm_prompt(i, **kw)
@@ -122,6 +134,8 @@ def prompt(kind, i, nodes, **kw):
         return sd_prompt(i, nodes)
     if kind == "system":
         return {"s": {"class_type": "LeanSystemCheck", "inputs": {}}}
+    if kind == "flux":
+        return flux_prompt(i)
     raise ValueError(kind)
 
 
