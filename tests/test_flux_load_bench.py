@@ -71,7 +71,7 @@ def test_watchdog_kills_a_child_past_its_rss_limit_and_names_the_phase(bench, tm
     run = bench.watch([sys.executable, str(script)], max_rss=300 * MiB, min_available=0)
     assert run["stopped"] == "load", (run["stopped"], run["stderr"][-2000:])
     assert run["rc"] != 0 and run["figures"] is None
-    assert 300 * MiB < run["rss_at_stop"] < 1024 * MiB, run["rss_at_stop"]
+    assert 300 * MiB < run["rss_at_stop"] < 1800 * MiB, run["rss_at_stop"]  # stopped well before its 2 GiB
     assert "limit" in run["why"] and run["in_phase_s"] > 0
     assert run["phases"]["load"] >= run["rss_at_stop"] and run["phases"]["import"] < 300 * MiB
     s = bench.summarize(run)
