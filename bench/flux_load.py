@@ -11,7 +11,8 @@ Peak RSS: the parent samples the worker's RSS with psutil (works on Windows too)
 and the worker's own high-water mark (VmHWM on Linux, peak_wset on Windows) where it can read one; the peak is
 over the whole process (import, load, sampling step), so weights a loader leaves mapped count once the step
 has touched them.  Every worker runs under a watchdog that kills it when the machine's available memory falls
-below --min-available-gb or its RSS passes --max-rss-gb, and says in which phase (import / load / sample) and at
+below --min-available-gb or its private memory (RSS without the clean file pages of a mapped model, which the
+kernel can drop) passes --max-private-gb, and says in which phase (import / load / sample) and at
 what RSS it stopped.
 
     flock /tmp/lean-heavy.lock python bench/flux_load.py --host 0.33.0 [--pairs 1] [--file PATH]
@@ -115,9 +116,20 @@ def worker(kind, path, out, size=256, steps=1, weight_dtype="default"):
 
 # ------------------------------------------------------------------ watchdog
 
-def watch(cmd, max_rss, min_available, poll=0.05, env=None):
-    """Run ``cmd`` and sample its RSS (psutil) until it ends; kill it when its RSS exceeds ``max_rss`` bytes or
-    the machine's available memory falls below ``min_available`` bytes.  The child names its phases with
+def private_bytes(mi):
+    """The part of a psutil memory_info that no file backs (what the kernel cannot drop): Windows' private
+    bytes, on Linux RSS minus its file-backed (shared) pages, else RSS."""
+    if getattr(mi, "private", None) is not None:
+        return mi.private
+    if getattr(mi, "shared", None) is not None:
+        return mi.rss - mi.shared
+    return mi.rss
+
+
+def watch(cmd, max_private, min_available, poll=0.05, env=None):
+    """Run ``cmd`` and sample its RSS (psutil) until it ends; kill it when its private memory (private_bytes:
+    RSS without the clean file pages of a mapped model, which the kernel can drop) exceeds ``max_private`` bytes
+    or the machine's available memory falls below ``min_available`` bytes.  The child names its phases with
     ``PHASE <name>`` lines on stdout and may end with ``FIGURES {json}``.
 
     Returns {"rc", "stopped" (None or the phase it was killed in), "why", "rss_at_stop", "in_phase_s" (seconds
@@ -140,16 +152,18 @@ def watch(cmd, max_rss, min_available, poll=0.05, env=None):
     peak, phases, stopped, why, at_stop, in_phase = 0, {}, None, "", 0, None
     while p.poll() is None:
         try:
-            rss = child.memory_info().rss
+            mi = child.memory_info()
         except psutil.Error:
             break
+        rss, private = mi.rss, private_bytes(mi)
         phase = state["phase"]
         peak = max(peak, rss)
         phases[phase] = max(phases.get(phase, 0), rss)
         avail = psutil.virtual_memory().available
-        if rss > max_rss or avail < min_available:
-            why = (f"RSS {rss / GiB:.2f} GiB > limit {max_rss / GiB:.2f} GiB" if rss > max_rss else
-                   f"available memory {avail / GiB:.2f} GiB < {min_available / GiB:.2f} GiB")
+        if private > max_private or avail < min_available:
+            why = (f"private memory {private / GiB:.2f} GiB > limit {max_private / GiB:.2f} GiB (RSS "
+                   f"{rss / GiB:.2f} GiB)" if private > max_private else
+                   f"available memory {avail / GiB:.2f} GiB < {min_available / GiB:.2f} GiB (RSS {rss / GiB:.2f} GiB)")
             stopped, at_stop, in_phase = phase, rss, time.perf_counter() - state["since"]
             p.kill()
             break
@@ -218,8 +232,9 @@ def parse_args(argv=None):
     ap.add_argument("--size", type=int, default=256, help="image side of the sampling step (default 256)")
     ap.add_argument("--steps", type=int, default=1, help="sampling steps (default 1)")
     ap.add_argument("--weight-dtype", default="default", help="weight_dtype for both loaders (default: default)")
-    ap.add_argument("--max-rss-gb", type=float, default=round(total - 1.5, 1),
-                    help="watchdog: kill a worker whose RSS passes this (GiB; default total RAM - 1.5)")
+    ap.add_argument("--max-private-gb", type=float, default=round(total - 1.5, 1),
+                    help="watchdog: kill a worker whose private memory (RSS without file-backed pages, which the "
+                         "kernel can drop) passes this (GiB; default total RAM - 1.5)")
     ap.add_argument("--min-available-gb", type=float, default=1.5,
                     help="watchdog: kill a worker when available memory falls below this (GiB; default 1.5)")
     ap.add_argument("--worker", choices=["stock", "lean"], help=argparse.SUPPRESS)
@@ -243,7 +258,7 @@ def run_one(kind, path, a, tmp, i):
     w = warm(path)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--file", str(path), "--out", out,
            "--size", str(a.size), "--steps", str(a.steps), "--weight-dtype", a.weight_dtype]
-    run = watch(cmd, a.max_rss_gb * GiB, a.min_available_gb * GiB)
+    run = watch(cmd, a.max_private_gb * GiB, a.min_available_gb * GiB)
     s = summarize(run)
     s["latent"] = out if run["figures"] else None
     fig = run["figures"] or {}
@@ -285,7 +300,7 @@ def main():
         path = flux_full.flux_full()
     size = path.stat().st_size
     print(f"file {path} ({size / 1e9:.2f} GB), ComfyUI {harness.host_version(host)}, {a.pairs} pair(s), CPU, "
-          f"{a.size}x{a.size}, {a.steps} step(s); watchdog: RSS > {a.max_rss_gb} GiB or available < "
+          f"{a.size}x{a.size}, {a.steps} step(s); watchdog: private memory > {a.max_private_gb} GiB or available < "
           f"{a.min_available_gb} GiB", flush=True)
     tmp = tempfile.mkdtemp(prefix="lean-bench-flux-")
     runs = {"stock": [], "lean": []}

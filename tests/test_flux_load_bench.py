@@ -28,9 +28,9 @@ def bench():
 def test_parse_args_defaults_and_errors(bench):
     a = bench.parse_args([])
     assert (a.pairs, a.size, a.steps, a.weight_dtype, a.min_available_gb) == (1, 256, 1, "default", 1.5)
-    assert a.max_rss_gb == pytest.approx(psutil.virtual_memory().total / 2 ** 30 - 1.5, abs=0.06)
-    a = bench.parse_args(["--pairs", "2", "--max-rss-gb", "3", "--file", "x.safetensors"])
-    assert (a.pairs, a.max_rss_gb, a.file) == (2, 3.0, "x.safetensors")
+    assert a.max_private_gb == pytest.approx(psutil.virtual_memory().total / 2 ** 30 - 1.5, abs=0.06)
+    a = bench.parse_args(["--pairs", "2", "--max-private-gb", "3", "--file", "x.safetensors"])
+    assert (a.pairs, a.max_private_gb, a.file) == (2, 3.0, "x.safetensors")
     for bad in (["--pairs", "0"], ["--size", "250"], ["--steps", "0"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
@@ -65,14 +65,14 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_watchdog_kills_a_child_past_its_rss_limit_and_names_the_phase(bench, tmp_path):
+def test_watchdog_kills_a_child_past_its_memory_limit_and_names_the_phase(bench, tmp_path):
     script = tmp_path / "alloc.py"
     script.write_text(CHILD.format(phase="load", steps=64))  # would reach 2 GiB
-    run = bench.watch([sys.executable, str(script)], max_rss=300 * MiB, min_available=0)
+    run = bench.watch([sys.executable, str(script)], max_private=300 * MiB, min_available=0)
     assert run["stopped"] == "load", (run["stopped"], run["stderr"][-2000:])
     assert run["rc"] != 0 and run["figures"] is None
     assert 300 * MiB < run["rss_at_stop"] < 1800 * MiB, run["rss_at_stop"]  # stopped well before its 2 GiB
-    assert "limit" in run["why"] and run["in_phase_s"] > 0
+    assert "private memory" in run["why"] and run["in_phase_s"] > 0
     assert run["phases"]["load"] >= run["rss_at_stop"] and run["phases"]["import"] < 300 * MiB
     s = bench.summarize(run)
     assert s["stopped"] == "load" and s["load_wall"] == run["in_phase_s"] and not s["sampled"]
@@ -82,14 +82,14 @@ def test_watchdog_stops_on_low_available_memory(bench, tmp_path):
     script = tmp_path / "alloc.py"
     script.write_text(CHILD.format(phase="sample", steps=8))
     avail = psutil.virtual_memory().available
-    run = bench.watch([sys.executable, str(script)], max_rss=1 << 50, min_available=avail * 4)
+    run = bench.watch([sys.executable, str(script)], max_private=1 << 50, min_available=avail * 4)
     assert run["stopped"] is not None and "available memory" in run["why"], run
 
 
 def test_watchdog_lets_a_child_within_its_limits_finish(bench, tmp_path):
     script = tmp_path / "alloc.py"
     script.write_text(CHILD.format(phase="sample", steps=4))
-    run = bench.watch([sys.executable, str(script)], max_rss=4096 * MiB, min_available=0)
+    run = bench.watch([sys.executable, str(script)], max_private=4096 * MiB, min_available=0)
     assert run["stopped"] is None and run["rc"] == 0, run["stderr"]
     assert run["phase"] == "done" and run["figures"]["finite"] is True
     assert run["peak"] > 100 * MiB  # the sampler saw the 128 MiB it held
@@ -130,3 +130,12 @@ def test_full_flux_fixture_generator_on_a_small_layout(tmp_path, monkeypatch):
     # the full layout is Flux-dev's: 780 tensors, 11.9 B parameters (one byte each)
     full = flux_full.layout()
     assert len(full) == 780 and sum(math.prod(s) for s in full.values()) == 11_901_408_320
+
+
+def test_private_bytes_leaves_out_file_backed_pages(bench):
+    from types import SimpleNamespace as NS
+    assert bench.private_bytes(NS(rss=10, private=4)) == 4  # Windows: private bytes
+    assert bench.private_bytes(NS(rss=10, shared=7)) == 3  # Linux: RSS minus file-backed pages
+    assert bench.private_bytes(NS(rss=10)) == 10
+    mi = psutil.Process().memory_info()
+    assert 0 < bench.private_bytes(mi) <= mi.rss
