@@ -24,6 +24,7 @@ import struct
 import zlib
 
 from .sd15 import _resblock, clip_l_keys, vae_keys
+from .sd15 import _transformer as _sd15_transformer
 
 GENERATOR_VERSION = 1
 
@@ -40,23 +41,15 @@ ADM = 2816
 
 
 def _transformer(p, c, depth, ctx=CONTEXT):
-    """SpatialTransformer with use_linear_in_transformer=True (proj_in/proj_out are Linear)."""
-    k = {f"{p}.norm.weight": (c,), f"{p}.norm.bias": (c,),
-         f"{p}.proj_in.weight": (c, c), f"{p}.proj_in.bias": (c,),
-         f"{p}.proj_out.weight": (c, c), f"{p}.proj_out.bias": (c,)}
-    for d in range(depth):
-        t = f"{p}.transformer_blocks.{d}"
-        k.update({
-            f"{t}.attn1.to_q.weight": (c, c), f"{t}.attn1.to_k.weight": (c, c), f"{t}.attn1.to_v.weight": (c, c),
-            f"{t}.attn1.to_out.0.weight": (c, c), f"{t}.attn1.to_out.0.bias": (c,),
-            f"{t}.ff.net.0.proj.weight": (c * 8, c), f"{t}.ff.net.0.proj.bias": (c * 8,),
-            f"{t}.ff.net.2.weight": (c, c * 4), f"{t}.ff.net.2.bias": (c,),
-            f"{t}.attn2.to_q.weight": (c, c), f"{t}.attn2.to_k.weight": (c, ctx), f"{t}.attn2.to_v.weight": (c, ctx),
-            f"{t}.attn2.to_out.0.weight": (c, c), f"{t}.attn2.to_out.0.bias": (c,),
-        })
-        for n in (1, 2, 3):
-            k[f"{t}.norm{n}.weight"] = (c,)
-            k[f"{t}.norm{n}.bias"] = (c,)
+    """SpatialTransformer with use_linear_in_transformer=True (proj_in/proj_out are Linear, so 2-D) and `depth`
+    BasicTransformerBlocks, each laid out like SD1.5's single one."""
+    k = {}
+    for key, shape in _sd15_transformer(p, c, ctx).items():
+        if ".transformer_blocks.0." in key:
+            for d in range(depth):
+                k[key.replace(".transformer_blocks.0.", f".transformer_blocks.{d}.")] = shape
+        else:
+            k[key] = shape[:2] if key.endswith(("proj_in.weight", "proj_out.weight")) else shape
     return k
 
 
