@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lean_testlib import harness, prereq, probe_node, sdxl_ckpt
+from lean_testlib import probe_node, sdxl_ckpt, sdxl_host
 
 pytestmark = pytest.mark.tier2
 
-CKPT = "lean_sdxl.safetensors"
+CKPT = sdxl_host.CKPT
 
 
 def sdxl_txt2img(loader, name, ckpt=CKPT, **lean_inputs):
@@ -42,17 +42,6 @@ def sdxl_txt2img(loader, name, ckpt=CKPT, **lean_inputs):
     }
 
 
-def start_host(tmp_path_factory, tag):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
-    base = tmp_path_factory.mktemp(f"sdxl_{tag}")
-    harness.make_base_dir(base)
-    probe_node.install(base)
-    harness.link_model(base, "checkpoints", sdxl_ckpt.sdxl_checkpoint(), CKPT)
-    return harness.ComfyHost.start(path, base)
-
-
 def run_sdxl(host, loader, name, **lean_inputs):
     """(latent, pixels uint8, the log lines this run wrote, the history entry)."""
     mark = len(host.log())
@@ -67,7 +56,7 @@ def run_sdxl(host, loader, name, **lean_inputs):
 @pytest.fixture(scope="module")
 def stock(tmp_path_factory):
     """The stock CheckpointLoaderSimple run, in a host of its own that is stopped before anything else loads."""
-    h = start_host(tmp_path_factory, "stock")
+    h = sdxl_host.start(tmp_path_factory, "stock")
     try:
         return run_sdxl(h, "CheckpointLoaderSimple", "sdxl_stock")
     finally:
@@ -115,7 +104,7 @@ def test_host_detects_sdxl_and_the_stock_loader_loads_every_key(stock):
 def test_lean_loader_equals_stock(stock, tmp_path_factory):
     """Same latent after one step (bit for bit) and the same pixels; run after the stock host is stopped."""
     ref_latent, ref_pixels, _, _ = stock
-    h = start_host(tmp_path_factory, "lean")
+    h = sdxl_host.start(tmp_path_factory, "lean")
     try:
         latent, pixels, log, entry = run_sdxl(h, "LeanCheckpointLoader", "sdxl_lean")
     finally:

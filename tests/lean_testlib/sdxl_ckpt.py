@@ -143,7 +143,7 @@ def random_tensor(torch, key, shape, seed, dtype):
         return torch.arange(77, dtype=torch.int64)[None]
     if key.endswith("logit_scale"):
         return torch.tensor(4.6052, dtype=dtype)
-    if key.endswith("bias") or key.endswith("in_proj_bias"):
+    if key.endswith("bias"):  # also attn.in_proj_bias
         return torch.zeros(shape, dtype=dtype)
     if len(shape) == 1 and any(m in key for m in _NORM_MARKS):
         return torch.ones(shape, dtype=dtype)
