@@ -1,4 +1,5 @@
-"""Benchmark: stock CheckpointLoaderSimple vs LeanCheckpointLoader on the SD1.5-layout fp16 fixture.
+"""Benchmark: stock CheckpointLoaderSimple vs LeanCheckpointLoader on the SD1.5-layout fp16 fixture
+(``--model sdxl``: the SDXL-base-layout fp16 fixture, 6.5 GiB; ~14 GiB per process as fp32, one at a time).
 
 Each load runs in a fresh subprocess (ComfyUI's modules imported in-process with --cpu), alternating
 stock / Lean for --pairs pairs, warm page cache.  Each worker records the load's wall time, runs one
@@ -7,9 +8,9 @@ with every weight page touched once (weights a loader leaves mapped-but-untouche
 would make them resident); the peak over load + that step is printed too; the stock and Lean (weight_dtype=auto) latents must be identical.  Finally Lean
 once more with weight_dtype=fp16.
 
-    flock /tmp/lean-heavy.lock python bench/ckpt_load.py [--pairs 3] [--ckpt PATH]
+    flock /tmp/lean-heavy.lock python bench/ckpt_load.py [--host VERSION] [--pairs 3] [--model sd15|sdxl] [--ckpt PATH]
 
-Ends with: RESULT peak_rss_ratio=.. peak_rss_fp16_ratio=.. wall_ratio=.. identical=0|1 cpu_ratio=..
+Ends with: RESULT peak_rss_ratio=.. peak_rss_fp16_ratio=.. wall_ratio=.. identical=0|1 cpu_ratio=.. model=sd15|sdxl
 (cpu_ratio: the load's user+sys CPU seconds, Lean auto / stock; with every core busy the wall ratio follows it)
 """
 import argparse
@@ -117,7 +118,9 @@ def main():
     _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--ckpt", default=None, help="checkpoint (default: the SD1.5 fixture)")
+    ap.add_argument("--model", choices=["sd15", "sdxl"], default="sd15",
+                    help="which generated fixture to load (default sd15); ignored with --ckpt")
+    ap.add_argument("--ckpt", default=None, help="checkpoint (default: the --model fixture)")
     ap.add_argument("--worker", choices=["stock", "lean"])
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out")
@@ -131,8 +134,8 @@ def main():
         print("RESULT skipped=1")
         return
     import torch
-    from lean_testlib import sd15
-    ckpt = pathlib.Path(a.ckpt or sd15.sd15_checkpoint())
+    from lean_testlib import sd15, sdxl_ckpt
+    ckpt = pathlib.Path(a.ckpt or (sdxl_ckpt.sdxl_checkpoint() if a.model == "sdxl" else sd15.sd15_checkpoint()))
     print(f"checkpoint {ckpt} ({ckpt.stat().st_size / 2**30:.2f} GiB), host {host}, {a.pairs} pairs, CPU")
     with open(ckpt, "rb") as f:  # warm page cache
         while f.read(64 << 20):
@@ -168,7 +171,8 @@ def main():
           f"(ratio {l_cpu / s_cpu:.3f}); on {cores} cores Lean's wall cannot go below {l_cpu / cores:.2f} s "
           f"= {l_cpu / cores / s_wall:.2f} of stock's wall")
     print(f"RESULT peak_rss_ratio={l_peak / s_peak:.3f} peak_rss_fp16_ratio={fp16['peak'] / s_peak:.3f} "
-          f"wall_ratio={l_wall / s_wall:.3f} identical={int(identical)} cpu_ratio={l_cpu / s_cpu:.3f}", flush=True)
+          f"wall_ratio={l_wall / s_wall:.3f} identical={int(identical)} cpu_ratio={l_cpu / s_cpu:.3f} "
+          f"model={'custom' if a.ckpt else a.model}", flush=True)
 
 
 if __name__ == "__main__":

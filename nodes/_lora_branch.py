@@ -212,6 +212,20 @@ def _strip_weight(key):
     return key[:-len(".weight")] if isinstance(key, str) and key.endswith(".weight") else None
 
 
+def _with_peft_unet_keys(km_u):
+    """ComfyUI maps diffusers UNet attention keys only in the attention-processor form
+    (``unet.<block>.attn1.processor.to_q`` -> ``..._lora.down.weight``); PEFT files (diffusers >= 0.21) name the
+    module itself (``unet.<block>.attn1.to_q.lora_A.weight``, ``...to_out.0...``).  Add those names for the same
+    weights (the other modules, proj_in/ff, already map under ``unet.``)."""
+    extra = {}
+    for k, v in km_u.items():
+        if k.startswith("unet.") and ".processor.to_" in k:
+            alias = k.replace(".processor.to_", ".to_")
+            extra[alias + ".0" if alias.endswith(".to_out") else alias] = v
+    extra.update(km_u)
+    return extra
+
+
 def map_lora(lf: LoraFile, model, clip):
     """Map with ComfyUI's key maps and adapters; split into branch factors and host patches."""
     objs = (model.model if model is not None else None, clip.cond_stage_model if clip is not None else None)
@@ -223,7 +237,7 @@ def map_lora(lf: LoraFile, model, clip):
         lf.sd = comfy.lora_convert.convert_lora(comfy.utils.load_torch_file(lf.path, safe_load=True))
     km_u, km_c = {}, {}
     if model is not None:
-        km_u = comfy.lora.model_lora_keys_unet(model.model, {})
+        km_u = _with_peft_unet_keys(comfy.lora.model_lora_keys_unet(model.model, {}))
     if clip is not None:
         km_c = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
     key_map = dict(km_c)

@@ -27,6 +27,8 @@ API_DIR = REPO / "tests" / "workflows_api"
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 LORA = "add_detail.safetensors"
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+SDXL_LORA = "sdxl_lora.safetensors"
 LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"
 IMAGE = "example.png"
 NEGATIVE = "blurry, low quality, watermark, text, deformed"
@@ -193,6 +195,37 @@ def wf_lora(info):
     return L.finish()
 
 
+def wf_sdxl_lora(info):
+    L = Layout(info)
+    g = L.g
+    c = L.column("1. Load SDXL (mmap)", (
+        "## 1. Load SDXL, one copy in memory\n**Load Checkpoint (mmap)** with an SDXL checkpoint, e.g. "
+        f"`{SDXL_CKPT}` in `models/checkpoints` (SDXL, Pony, Illustrious: any SDXL-based file). "
+        "On a 16 GB machine pick `weight_dtype` fp16: the UNet stays at about 5 GB instead of 10."), "load")
+    ck = c.add("LeanCheckpointLoader", ckpt_name=SDXL_CKPT, load_mode="mmap", weight_dtype="auto",
+               load_clip=True, load_vae=True)
+    t = L.column("2. LoRA from prompt tags", (
+        "## 2. SDXL LoRA from the prompt's tags\n**LoRA from Prompt Tags** loads each `<lora:name:unet:te>` from "
+        f"`models/loras` (here `{SDXL_LORA}`: kohya or diffusers/PEFT) into both SDXL text encoders and the UNet, "
+        "and removes the tags. `lbw=MIDD` weights SDXL's blocks (BASE, IN04..IN08, M00, OUT00..OUT05: 12 values "
+        "or a preset)."), "lora")
+    tags = t.add("LeanLoraTags", multiline_h=140, text=(
+        "a lighthouse on a rocky coast at sunset, dramatic sky, highly detailed, "
+        f"<lora:{SDXL_LORA.rsplit('.', 1)[0]}:0.8:0.6:lbw=MIDD>"))
+    g.wire(tags, model=ck.out("MODEL"), clip=ck.out("CLIP"))
+    p = L.column("3. Encode the prompt", (
+        "## 3. Encode the prompt\nThe positive encoder takes the text **without** the tags (linked from the LoRA "
+        "node) and the CLIP **with** the LoRA; SDXL's size conditioning is the stock default (the image size)."),
+        "prompt")
+    pos = p.add("CLIPTextEncode", title="Positive prompt (from the tags node)", text="")
+    neg = p.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE)
+    g.wire(pos, clip=tags.out("clip"), text=tags.out("text"))
+    g.wire(neg, clip=tags.out("clip"))
+    sampler_columns(L, tags.out("model"), pos, neg, ck.out("VAE"), prefix="lean_sdxl_lora", n="4",
+                    width=1024, height=1024, extra_note=" SDXL is trained at 1024x1024.")
+    return L.finish()
+
+
 def canny_columns(L, n_first, image_title=None):
     g = L.g
     c = L.column(f"{n_first}. Edges from a photo", (
@@ -331,6 +364,7 @@ WORKFLOWS_DEF = {
     "lean_prompt_batch_16": wf_prompt_batch,
     "lean_llm_prompt": wf_llm,
     "lean_all_in_one": wf_all,
+    "lean_sdxl_lora_tags": wf_sdxl_lora,
 }
 
 

@@ -16,6 +16,8 @@ CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 LORA = "add_detail.safetensors"
 LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"
 IMAGE = "example.png"
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+SDXL_LORA = "sdxl_lora.safetensors"
 
 
 def workflow_files():
@@ -40,6 +42,9 @@ def put_fixtures(base):
     harness.link_model(base, "controlnet", controlnet.sd15_controlnet(), CONTROLNET)
     harness.link_model(base, "loras", lora.sd15_lora(), LORA)
     harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), LLM)
+    from . import sdxl_ckpt, sdxl_loras
+    harness.link_model(base, "checkpoints", sdxl_ckpt.sdxl_checkpoint(), SDXL_CKPT)
+    harness.link_model(base, "loras", sdxl_loras.sdxl_kohya_lora(depth=1, te_attn_only=True), SDXL_LORA)
     dst = base / "input" / IMAGE
     if not dst.exists():
         shutil.copy(images.photo_png(), dst)
@@ -52,6 +57,11 @@ SMALL = {  # class_type -> {input: value} overrides that keep a CPU run short
     "LeanLLMLoader": {"n_ctx": 512},
     "LeanCanny": {"resolution": 64},
 }
+
+
+def uses_sdxl(prompt):
+    """True when an API prompt loads the SDXL fixture (~14 GB as fp32 on the CPU: run it with nothing else loaded)."""
+    return any(n["inputs"].get("ckpt_name") == SDXL_CKPT for n in prompt.values())
 
 
 def small(prompt):
