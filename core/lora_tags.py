@@ -7,6 +7,7 @@ Tags (A1111 style, ``lora`` or ``lyco``)::
     <lora:name:unet=0.8:te=0.5:start=0:end=0.6>
     <lora:name:1:sched=0:0.2,0.5:1,1:0.4>     step fraction : multiplier, linear between keyframes
     <lora:name:1:lbw=MIDD>            block weights: a preset or 17/26 (SD1.5), 12/20 (SDXL) values
+    <lora:name:1:lbw=D0-D18:1,S0-S37:0>   Flux: double blocks D0..D18, single blocks S0..S37 (ranges)
 
 Every error is a ``ValueError`` whose message names the offending character position.
 """
@@ -139,8 +140,14 @@ SD15_26 = ("BASE",) + tuple(f"IN{i:02d}" for i in range(12)) + ("M00",) + tuple(
 SDXL_12 = ("BASE", "IN04", "IN05", "IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05")
 SDXL_20 = ("BASE",) + tuple(f"IN{i:02d}" for i in range(9)) + ("M00",) + tuple(f"OUT{i:02d}" for i in range(9))
 
-LAYOUTS = {"sd15": (SD15_17, SD15_26), "sdxl": (SDXL_12, SDXL_20)}
-LAYOUT_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
+# Flux (Flux-dev/schnell: 19 double blocks, 38 single blocks): BASE (text encoder and the modules outside the
+# blocks), D0..D18, S0..S37 -- the double_blocks.N / single_blocks.N indices, as the Flux block-weight nodes
+# (Inspire's double/single vectors, "flux lora block" patchers) number them.  58 values in that order, or named.
+FLUX_DOUBLE, FLUX_SINGLE = 19, 38
+FLUX_58 = ("BASE",) + tuple(f"D{i}" for i in range(FLUX_DOUBLE)) + tuple(f"S{i}" for i in range(FLUX_SINGLE))
+
+LAYOUTS = {"sd15": (SD15_17, SD15_26), "sdxl": (SDXL_12, SDXL_20), "flux": (FLUX_58, FLUX_58)}
+LAYOUT_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux"}
 
 # In the short formats, blocks without attention (reached only by LoCon) follow the nearest listed block.
 _SHORT_FALLBACK = {
@@ -177,6 +184,15 @@ _P12 = {
 }
 PRESETS = {"sd15": _P17, "sdxl": _P12}
 PRESET_NAMES = tuple(_P17)
+# Flux presets (named form): the double blocks only, the single blocks only; ALL, NONE, ALL0.5 as everywhere
+FLUX_PRESETS = {
+    "NONE": "BASE:0,D0-D18:0,S0-S37:0",
+    "ALL": "BASE:1,D0-D18:1,S0-S37:1",
+    "ALL0.5": "BASE:0.5,D0-D18:0.5,S0-S37:0.5",
+    "DOUBLE": "BASE:1,D0-D18:1,S0-S37:0",
+    "SINGLE": "BASE:1,D0-D18:0,S0-S37:1",
+}
+FLUX_PRESET_NAMES = tuple(FLUX_PRESETS)
 
 
 @dataclass(frozen=True)
@@ -203,16 +219,75 @@ class BlockWeights:
         return all(w == value for _, w in self.weights)
 
 
+_FLUX_ID = re.compile(r"\s*(BASE|[DS]\d+)(?:\s*-\s*([DS]\d+))?\s*$", re.IGNORECASE)
+
+
+def _flux_id_ok(bid: str) -> bool:
+    if bid == "BASE":
+        return True
+    n = int(bid[1:])
+    return (bid[0] == "D" and n < FLUX_DOUBLE) or (bid[0] == "S" and n < FLUX_SINGLE)
+
+
+def _parse_flux_named(text: str, what: str, full: str, base: int, source: str) -> BlockWeights:
+    """'D0-D18:1,S0-S37:0' (or '=' for ':'): block id or range : weight; ids not named keep 1."""
+    w = dict.fromkeys(FLUX_58, 1.0)
+    pos = 0
+    for part in text.split(","):
+        start, end = pos, pos + len(part)
+        pos = end + 1
+        if not part.strip():
+            raise LoraSyntaxError(what, full, base + start, "empty entry (two commas in a row or a trailing comma)")
+        sep = max(part.find(":"), part.find("="))
+        if sep < 0:
+            raise LoraSyntaxError(what, full, base + start, f"'{part.strip()}' needs the form BLOCK:weight or "
+                                  "FIRST-LAST:weight (e.g. D0-D18:1,S0-S37:0)", max(1, len(part)))
+        m = _FLUX_ID.fullmatch(part[:sep])
+        if not m:
+            raise LoraSyntaxError(what, full, base + start, f"'{part[:sep].strip()}' is not a Flux block: use BASE, "
+                                  f"D0..D{FLUX_DOUBLE - 1} (double blocks) or S0..S{FLUX_SINGLE - 1} (single blocks)",
+                                  max(1, sep))
+        a, b = m.group(1).upper(), (m.group(2) or m.group(1)).upper()
+        for bid in (a, b):
+            if not _flux_id_ok(bid):
+                raise LoraSyntaxError(what, full, base + start, f"block {bid} does not exist: Flux has "
+                                      f"D0..D{FLUX_DOUBLE - 1} and S0..S{FLUX_SINGLE - 1}", max(1, sep))
+        if (a == "BASE") != (b == "BASE") or a[0] != b[0] or (a != "BASE" and int(a[1:]) > int(b[1:])):
+            raise LoraSyntaxError(what, full, base + start, f"range {a}-{b} must go upwards within one kind "
+                                  "(D3-D7 or S0-S37)", max(1, sep))
+        v = _number(part, sep + 1, len(part), what, full, base + start)
+        if a == "BASE":
+            w["BASE"] = v
+        else:
+            for i in range(int(a[1:]), int(b[1:]) + 1):
+                w[f"{a[0]}{i}"] = v
+    return BlockWeights("flux", tuple(w.items()), source)
+
+
 def parse_block_weights(text: str, layout: str | None, what: str = "block weights", full: str | None = None,
                         base: int = 0) -> BlockWeights | None:
     """A preset name (NONE, ALL, INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL, ALL0.5) or a comma list of
-    17/26 (SD1.5) or 12/20 (SDXL) numbers.  Empty -> None (all 1).  `layout` is 'sd15', 'sdxl' or None
-    (a model with no A1111 block layout: only ALL/NONE/ALL0.5 make sense there)."""
+    17/26 (SD1.5) or 12/20 (SDXL) numbers.  Empty -> None (all 1).  `layout` is 'sd15', 'sdxl', 'flux' or None
+    (a model with no block layout: only ALL/NONE/ALL0.5 make sense there).  Flux: a preset (ALL, NONE, ALL0.5,
+    DOUBLE, SINGLE), 58 values (BASE, D0..D18, S0..S37) or named entries 'D0-D18:1,S0-S37:0,BASE:1'."""
     full = text if full is None else full
     if text is None or not text.strip():
         return None
     s = text.strip()
     lead = base + (len(text) - len(text.lstrip()))
+    if layout == "flux":
+        preset = next((p for p in FLUX_PRESET_NAMES if p.lower() == s.lower()), None)
+        if preset is not None:
+            return _parse_flux_named(FLUX_PRESETS[preset], what, FLUX_PRESETS[preset], 0, preset)
+        if re.search(r"[:=]", s):
+            return _parse_flux_named(text, what, full, base, "named")
+        if _FLUX_ID.fullmatch(s):
+            raise LoraSyntaxError(what, full, lead, f"'{s}' needs a weight: write {s}:1 (or {s}=1)", len(s))
+        if re.fullmatch(r"[A-Za-z_][\w.]*", s):
+            close = difflib.get_close_matches(s.upper(), FLUX_PRESET_NAMES, n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise LoraSyntaxError(what, full, lead, f"unknown Flux preset '{s}'{hint}; Flux presets: "
+                                  f"{', '.join(FLUX_PRESET_NAMES)}, or blocks such as D0-D18:1,S0-S37:0", len(s))
     preset = next((p for p in PRESET_NAMES if p.lower() == s.lower()), None)
     if preset is not None:
         if layout is None:
@@ -244,18 +319,26 @@ def parse_block_weights(text: str, layout: str | None, what: str = "block weight
         return BlockWeights(layout, tuple(zip(short, vals)), "list")
     if len(vals) == len(long_):
         return BlockWeights(layout, tuple(zip(long_, vals)), "list")
+    if layout == "flux":
+        raise LoraSyntaxError(what, full, lead, f"{len(vals)} values given; Flux takes {len(short)} (BASE, "
+                              f"D0..D{FLUX_DOUBLE - 1}, S0..S{FLUX_SINGLE - 1}) or named blocks such as "
+                              "D0-D18:1,S0-S37:0", len(s))
     raise LoraSyntaxError(what, full, lead, f"{len(vals)} values given; {LAYOUT_NAMES[layout]} takes {len(short)} "
                           f"({', '.join(short)}) or {len(long_)} (every block)", len(s))
 
 
 _BLOCK_RE = re.compile(r"(?:^|\.)(input_blocks|middle_block|output_blocks)\.(\d+)\.")
+_FLUX_RE = re.compile(r"(?:^|\.)(double_blocks|single_blocks)\.(\d+)\.")
 
 
 def unet_layout(keys) -> str | None:
-    """'sd15' (12 input blocks) or 'sdxl' (9 input blocks) from the model's state-dict keys, else None."""
+    """'sd15' (12 input blocks), 'sdxl' (9 input blocks) or 'flux' (double_blocks/single_blocks) from the
+    model's state-dict keys, else None."""
     n_in = -1
     n_out = -1
     for k in keys:
+        if _FLUX_RE.search(k):
+            return "flux"
         m = _BLOCK_RE.search(k)
         if m:
             if m.group(1) == "input_blocks":
@@ -270,7 +353,12 @@ def unet_layout(keys) -> str | None:
 
 
 def block_of_key(key: str) -> str:
-    """'diffusion_model.input_blocks.4.1.proj_in.weight' -> 'IN04'; middle -> 'M00'; others -> 'BASE'."""
+    """'diffusion_model.input_blocks.4.1.proj_in.weight' -> 'IN04'; middle -> 'M00'; Flux
+    'diffusion_model.double_blocks.3.img_attn.qkv.weight' -> 'D3', 'single_blocks.12...' -> 'S12';
+    others -> 'BASE'."""
+    f = _FLUX_RE.search(key)
+    if f:
+        return ("D" if f.group(1) == "double_blocks" else "S") + str(int(f.group(2)))
     m = _BLOCK_RE.search(key)
     if not m:
         return "BASE"
@@ -389,8 +477,13 @@ def _parse_one(prompt: str, tag_start: int, body_start: int, close: int) -> Lora
         if key == "lbw":
             if not value.strip():
                 raise LoraSyntaxError(what, prompt, vpos, "lbw= is empty (write lbw=MIDD or 17 comma values)")
+            # Flux's named blocks use ':' (lbw=D0-D18:1,S0-S37:0): take following segments that are not key=value
+            j = i + 1
+            while j < len(segs) and "=" not in segs[j][1]:
+                value += ":" + segs[j][1]
+                j += 1
             tag.lbw, tag.lbw_pos = value, vpos
-            i += 1
+            i = j
             continue
         if not value.strip():
             raise LoraSyntaxError(what, prompt, vpos, f"{key}= has no value")
@@ -511,3 +604,24 @@ def trigger_words(metadata: dict, limit: int = 20):
                         except (TypeError, ValueError):
                             continue
     return [t for t, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
+
+
+# ------------------------------------------------------------------ what kind of weight a module holds
+
+def weight_kind(module) -> str:
+    """How `module` stores its weight, for the report: 'gguf Q4_K' for ComfyUI-GGUF's quantized layers
+    (its GGMLTensor weights / GGMLLayer ops, recognised by class name, never imported), 'fp8_e4m3fn' /
+    'fp8_e5m2' for float8 storage, else the dtype name ('bf16', 'fp16', 'fp32', ...)."""
+    w = getattr(module, "weight", None)
+    names = {c.__name__ for c in type(module).__mro__}
+    if w is not None and "GGMLTensor" in {c.__name__ for c in type(w).__mro__}:
+        qt = getattr(w, "tensor_type", None)
+        qname = getattr(qt, "name", None) or (str(qt) if qt is not None else "")
+        return f"gguf {qname}".strip()
+    if "GGMLLayer" in names:
+        return "gguf"
+    if w is None:
+        return "no weight"
+    d = str(getattr(w, "dtype", "")).replace("torch.", "")
+    return {"float8_e4m3fn": "fp8_e4m3fn", "float8_e5m2": "fp8_e5m2", "bfloat16": "bf16", "float16": "fp16",
+            "float32": "fp32"}.get(d, d or "unknown")

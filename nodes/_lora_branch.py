@@ -123,8 +123,10 @@ def _conv_fn(ndim):
     return {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[ndim]
 
 
-def branch_factors(adapter, module):
-    """Factors for a LoRAAdapter on `module`, or (None, why) when it has no cheap exact branch."""
+def branch_factors(adapter, module, out_slice=None):
+    """Factors for a LoRAAdapter on `module`, or (None, why) when it has no cheap exact branch.
+    `out_slice` (offset, size): the adapter covers only those output rows of a Linear (diffusers Flux LoRAs:
+    to_q/to_k/to_v are slices of the fused qkv / linear1 weight); `up` is then zero-padded to the full output."""
     if isinstance(adapter, tuple):  # ("diff", ...), ("set", ...) patches
         return None, str(adapter[0])
     if type(adapter).__name__ != "LoRAAdapter":
@@ -136,6 +138,16 @@ def branch_factors(adapter, module):
         return None, "reshape"
     rank = down.shape[0]
     a = (alpha / rank) if alpha is not None else 1.0
+    if out_slice is not None:
+        if not isinstance(module, torch.nn.Linear) or mid is not None:
+            return None, "sliced key"
+        off, size = out_slice
+        if down.numel() != rank * module.in_features or up.numel() != size * rank or \
+                off < 0 or off + size > module.out_features:
+            return None, "shape"
+        full = torch.zeros((module.out_features, rank), dtype=up.dtype)
+        full[off:off + size] = up.reshape(size, rank)
+        return Factors(down.reshape(rank, module.in_features), full, None, a, "linear"), None
     if isinstance(module, torch.nn.Linear):
         if mid is not None:
             return None, "tucker on linear"
@@ -203,6 +215,8 @@ class Mapped:
         self.why_host = {}   # reason -> count
         self.file_modules = 0
         self.matched = 0
+        self.not_loaded = []  # module names of the file that match no module of this model/CLIP
+        self.kinds = {}       # "branch"/"host" -> {weight kind: count} (fp8, gguf Q4_K, bf16, ...)
         # CPU casts of all factors share mappings that go back to the OS with this object (not ~hundreds of
         # small heap chunks glibc would keep after every unload)
         self.slabs = memory.Slabs()
@@ -224,6 +238,28 @@ def _with_peft_unet_keys(km_u):
             extra[alias + ".0" if alias.endswith(".to_out") else alias] = v
     extra.update(km_u)
     return extra
+
+
+def _target(key):
+    """(module path, out_slice) of a patch key: 'x.weight' -> ('x', None); a sliced key
+    ('x.weight', (0, offset, size)) -> ('x', (offset, size)); anything else -> (None, None)."""
+    if isinstance(key, str):
+        return _strip_weight(key), None
+    if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], tuple) and len(key[1]) == 3 \
+            and key[1][0] == 0:
+        path = _strip_weight(key[0])
+        return (path, (int(key[1][1]), int(key[1][2]))) if path is not None else (None, None)
+    return None, None
+
+
+def _merge_slices(parts):
+    """Several sliced Factors of one Linear (to_q, to_k, to_v of a fused qkv) -> one: the downs stacked, the
+    zero-padded ups side by side with each part's alpha folded in, so the module gets one hook."""
+    if len(parts) == 1:
+        return parts[0]
+    down = torch.cat([p.down.float() for p in parts], 0)
+    up = torch.cat([p.up.float() * p.alpha for p in parts], 1)
+    return Factors(down, up, None, 1.0, "linear")
 
 
 def map_lora(lf: LoraFile, model, clip):
@@ -249,32 +285,50 @@ def map_lora(lf: LoraFile, model, clip):
     m.file_modules = len(names)
     m.sample = names[0] if names else "?"
     m.matched = len(loaded)
+    m.not_loaded = [n for n in names if n not in key_map]
+    sliced = {}  # (is_unet, path) -> [Factors] of the slices of one module
     for key, patch in loaded.items():
         k0 = key if isinstance(key, str) else key[0]
         is_unet = k0 in unet_targets
         root = model.model if is_unet else (clip.cond_stage_model if clip is not None else None)
-        path = _strip_weight(key)
+        path, out_slice = _target(key)
         fac, why = None, "sliced key" if not isinstance(key, str) else "bias/other"
+        module = None
         if path is not None and root is not None:
             try:
                 module = root.get_submodule(path)
             except AttributeError:
                 module = None
             if module is not None:
-                fac, why = branch_factors(patch, module)
-        if fac is not None:
+                fac, why = branch_factors(patch, module, out_slice)
+        kind = lora_tags.weight_kind(module) if module is not None else "?"
+        side = m.kinds.setdefault("branch" if fac is not None else "host", {})
+        side[kind] = side.get(kind, 0) + 1
+        if fac is not None and out_slice is not None:
+            sliced.setdefault((is_unet, path, k0), []).append(fac)
+        elif fac is not None:
             fac.slabs = m.slabs
             (m.unet if is_unet else m.clip).append((path, fac, lora_tags.block_of_key(k0)) if is_unet
                                                      else (path, fac))
         else:
             (m.unet_host if is_unet else m.clip_host)[key] = patch
             m.why_host[why] = m.why_host.get(why, 0) + 1
+    for (is_unet, path, k0), parts in sliced.items():
+        fac = _merge_slices(parts)
+        fac.slabs = m.slabs
+        (m.unet if is_unet else m.clip).append((path, fac, lora_tags.block_of_key(k0)) if is_unet else (path, fac))
     m.refs = tuple(weakref.ref(o) if o is not None else None for o in objs)
     lf.sd = None  # the Mapped factors (and host-patch adapters) keep what is needed; nothing else is held
     if len(lf.mapped) > 4:
         lf.mapped.clear()
     lf.mapped[sig] = m
     return m
+
+
+def not_loaded_text(names, first=5):
+    """'a, b, c, d, e (+N more)'."""
+    head = ", ".join(names[:first])
+    return head + (f" (+{len(names) - first} more)" if len(names) > first else "")
 
 
 # ------------------------------------------------------------------ step fraction from sigma
@@ -415,6 +469,9 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
         lines.append(f"{name}: only {m.matched} of {m.file_modules} modules matched this model "
                      "(made for another architecture or variant?)")
         log.warning("[Lean LoRA] %s", lines[-1])
+    if m.not_loaded:
+        lines.append(f"{name}: not loaded: {not_loaded_text(m.not_loaded)}")
+        log.warning("[Lean LoRA] %s", lines[-1])
     te_scale = strength_clip * (bw.base if bw is not None else 1.0)
     new_model, new_clip = model, clip
     if do_model and model is not None and (m.unet or m.unet_host):
@@ -457,6 +514,10 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
     if m.unet_host or m.clip_host:
         why = ", ".join(f"{k}: {v}" for k, v in sorted(m.why_host.items()))
         lines.append(f"{name}: host patching used for formats without a cheap branch ({why})")
+    if m.kinds:
+        lines.append(f"{name}: weights by path: " + "; ".join(
+            f"{side} " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+            for side, kinds in sorted(m.kinds.items())))
     for line in lines:
         log.info("[Lean LoRA] %s", line)
     return new_model, new_clip, lines

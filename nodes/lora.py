@@ -15,7 +15,10 @@ log = logging.getLogger("lean.lora")
 STRENGTH = {"default": 1.0, "min": -lora_tags.MAX_ABS_STRENGTH, "max": lora_tags.MAX_ABS_STRENGTH, "step": 0.01}
 _BW_TIP = ("Block weights (A1111 LoRA Block Weight): a preset (" + ", ".join(lora_tags.PRESET_NAMES) +
            ") or comma values: SD1.5 17 (BASE,IN01,IN02,IN04,IN05,IN07,IN08,M00,OUT03..OUT11) or 26 (every block), "
-           "SDXL 12 (BASE,IN04,IN05,IN07,IN08,M00,OUT00..OUT05) or 20. BASE weights the text encoder. Empty = ALL.")
+           "SDXL 12 (BASE,IN04,IN05,IN07,IN08,M00,OUT00..OUT05) or 20. Flux: blocks and ranges such as "
+           "D0-D18:1,S0-S37:0 (double blocks D0..D18, single blocks S0..S37; unnamed blocks keep 1), presets "
+           "DOUBLE, SINGLE, ALL, NONE, ALL0.5, or 58 values (BASE,D0..D18,S0..S37). BASE weights the text "
+           "encoder. Empty = ALL.")
 _SCHED_TIP = ("Per-step strength multiplier: 'fraction:value' keyframes, e.g. 0:0.2,0.5:1,1:0.4 (step fraction 0..1 "
               "from the sampler's sigma, linear between keyframes). Empty = constant strength_model.")
 
@@ -27,6 +30,35 @@ def _lora_path(name):
         resolved = lora_tags.resolve_name(name, available)  # raises FileNotFoundError with the closest names
         path = folder_paths.get_full_path("loras", resolved)
     return path
+
+
+def _triggers(path):
+    """Trigger words of a LoRA file (kohya's ss_tag_frequency in the safetensors header), cached by file."""
+    if not str(path).lower().endswith((".safetensors", ".sft")):
+        return []
+    key = branch._file_key(path)
+    if key not in _META:
+        try:
+            _META[key] = lora_tags.trigger_words(lora_tags.read_safetensors_metadata(path))
+        except (OSError, ValueError) as e:
+            log.warning("[Lean LoRA] %s: no trigger words (%s)", os.path.basename(path), e)
+            _META[key] = []
+    return _META[key]
+
+
+def _trigger_text(paths):
+    """The trigger words of these files, in order, each once, comma separated."""
+    seen, out = set(), []
+    for p in paths:
+        for w in _triggers(p):
+            if w not in seen:
+                seen.add(w)
+                out.append(w)
+    return ", ".join(out)
+
+
+_TRIGGER_TIP = ("The LoRA's trigger words (the training tags saved in the file's metadata, most frequent first, "
+                "comma separated; empty when the file has none). Wire it into your prompt.")
 
 
 class _Cache:
@@ -98,12 +130,16 @@ def _spec(lf, label, strength_model, strength_clip, schedule=None, start=0.0, en
 class LeanLoraLoader:
     DESCRIPTION = ("One LoRA, computed as a low-rank branch in the forward pass (base weights untouched): a new "
                    "strength, a per-step schedule or block weights cost no re-patching. Chainable like the stock "
-                   "LoRA loader. LoHa/LoKr/OFT/DoRA fall back to ComfyUI's own patching (the node reports the path).")
+                   "LoRA loader. SD1.5, SDXL and Flux (kohya, diffusers/PEFT); fp8 or GGUF weights are left as they "
+                   "are. LoHa/LoKr/OFT/DoRA fall back to ComfyUI's own patching (the node reports the path). The "
+                   "report lists the LoRA's keys that matched no module ('not loaded: ...'); trigger_words gives "
+                   "the LoRA's training tags.")
     CATEGORY = "lean/loaders"
-    RETURN_TYPES = ("MODEL", "CLIP")
-    RETURN_NAMES = ("model", "clip")
+    RETURN_TYPES = ("MODEL", "CLIP", "STRING")
+    RETURN_NAMES = ("model", "clip", "trigger_words")
     OUTPUT_TOOLTIPS = ("The model with the LoRA branch (input model unchanged).",
-                       "The CLIP with the LoRA branch (the same object as last run if its inputs did not change).")
+                       "The CLIP with the LoRA branch (the same object as last run if its inputs did not change).",
+                       _TRIGGER_TIP)
     FUNCTION = "apply"
 
     def __init__(self):
@@ -137,19 +173,26 @@ class LeanLoraLoader:
         lf = branch.load_lora_file(_lora_path(lora_name))
         m, c, lines = _apply_chain(self._cache, model, clip,
                                    [_spec(lf, lora_name, sm, sc, sched, block_text=block_weights)])
-        return {"ui": {"text": lines}, "result": (m, c)}
+        triggers = _trigger_text([lf.path])
+        if triggers:
+            lines.append(f"trigger words: {triggers}")
+        return {"ui": {"text": lines}, "result": (m, c, triggers)}
 
 
 class LeanLoraTags:
     DESCRIPTION = ("Finds A1111-style <lora:name:w> tags in the text (also <lora:name:unet_w:te_w>, named unet=, "
                    "te=, start=, end=, sched=, lbw=), applies each LoRA as a low-rank branch (no re-patching when "
-                   "a strength changes) and returns the text with the tags removed.")
+                   "a strength changes) and returns the text with the tags removed, and the tagged LoRAs' trigger "
+                   "words. Flux block weights: lbw=D0-D18:1,S0-S37:0. The report lists keys that matched no "
+                   "module ('not loaded: ...').")
     CATEGORY = "lean/loaders"
-    RETURN_TYPES = ("MODEL", "CLIP", "STRING")
-    RETURN_NAMES = ("model", "clip", "text")
+    RETURN_TYPES = ("MODEL", "CLIP", "STRING", "STRING")
+    RETURN_NAMES = ("model", "clip", "text", "trigger_words")
     OUTPUT_TOOLTIPS = ("The model with every tagged LoRA (input model unchanged).",
                        "The CLIP with every tagged LoRA (the same object as last run if its inputs did not change).",
-                       "The text with the LoRA tags removed, ready for a text encoder.")
+                       "The text with the LoRA tags removed, ready for a text encoder.",
+                       "The trigger words of every tagged LoRA (training tags from each file's metadata, most "
+                       "frequent first, each once, comma separated; empty when none). Not added to `text`.")
     FUNCTION = "apply"
 
     def __init__(self):
@@ -170,7 +213,7 @@ class LeanLoraTags:
     def apply(self, model, clip, text):
         clean, tags = lora_tags.parse_tags(text)
         if not tags:
-            return {"ui": {"text": ["no LoRA tags found"]}, "result": (model, clip, clean)}
+            return {"ui": {"text": ["no LoRA tags found"]}, "result": (model, clip, clean, "")}
         available = folder_paths.get_filename_list("loras")
         specs = []
         for t in tags:
@@ -182,7 +225,10 @@ class LeanLoraTags:
             specs.append(_spec(lf, name, t.unet, t.te, t.sched, t.start, t.end, t.lbw, "LoRA tag",
                                text, t.lbw_pos))
         m, c, lines = _apply_chain(self._cache, model, clip, specs)
-        return {"ui": {"text": lines}, "result": (m, c, clean)}
+        triggers = _trigger_text([s["lf"].path for s in specs])
+        if triggers:
+            lines.append(f"trigger words: {triggers}")
+        return {"ui": {"text": lines}, "result": (m, c, clean, triggers)}
 
 
 NODE_CLASS_MAPPINGS = {

@@ -211,3 +211,113 @@ def test_trigger_words_from_safetensors_header(tmp_path):
     bad.write_bytes(b"\x01")
     with pytest.raises(ValueError, match="not a safetensors"):
         lt.read_safetensors_metadata(bad)
+
+
+# ------------------------------------------------------------------ Flux block weights
+
+def test_flux_layout_and_block_of_key():
+    keys = ["img_in.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.37.linear1.weight"]
+    assert lt.unet_layout(keys) == "flux"
+    assert lt.block_of_key("diffusion_model.double_blocks.18.txt_mlp.0.weight") == "D18"
+    assert lt.block_of_key("diffusion_model.single_blocks.3.linear2.weight") == "S3"
+    assert lt.block_of_key("diffusion_model.final_layer.linear.weight") == "BASE"
+    assert lt.block_of_key("diffusion_model.input_blocks.4.1.proj_in.weight") == "IN04"  # SD unchanged
+
+
+def test_flux_named_ranges_presets_and_list():
+    bw = lt.parse_block_weights("D0-D18:1,S0-S37:0", "flux")
+    assert [bw.weight(f"D{i}") for i in range(19)] == [1.0] * 19
+    assert [bw.weight(f"S{i}") for i in range(38)] == [0.0] * 38 and bw.base == 1.0
+    bw = lt.parse_block_weights(" d2-d4 = 0.5, S7:-1 ,base:0", "flux")  # '=' or ':', any case
+    assert (bw.weight("D1"), bw.weight("D2"), bw.weight("D4"), bw.weight("D5")) == (1.0, 0.5, 0.5, 1.0)
+    assert (bw.weight("S7"), bw.weight("S8"), bw.base) == (-1.0, 1.0, 0.0)
+    single = lt.parse_block_weights("SINGLE", "flux")
+    assert (single.weight("D0"), single.weight("S37"), single.base) == (0.0, 1.0, 1.0)
+    assert lt.parse_block_weights("double", "flux").weight("S0") == 0.0
+    assert lt.parse_block_weights("NONE", "flux").is_all(0.0)
+    vals = ["1"] + ["0.5"] * 19 + ["0"] * 38
+    bw = lt.parse_block_weights(",".join(vals), "flux")
+    assert (bw.base, bw.weight("D18"), bw.weight("S0")) == (1.0, 0.5, 0.0)
+    # the SD1.5/SDXL syntax is unchanged
+    assert lt.parse_block_weights("MIDD", "sd15").weight("IN05") == 1.0
+
+
+@pytest.mark.parametrize("text,needle,at", [
+    ("MIDD", "unknown Flux preset 'MIDD'", "MIDD"),
+    ("D0-D19:1", "block D19 does not exist", "D0"),
+    ("S0-S38:0", "block S38 does not exist", "S0"),
+    ("S5-S2:0", "must go upwards", "S5"),
+    ("D0-S3:1", "must go upwards", "D0"),
+    ("D0:1,X3:1", "'X3' is not a Flux block", "X3"),
+    ("D0:1,S1:abc", "'abc' is not a number", "abc"),
+    ("D0:1,,S1:0", "empty entry", ",S1"),
+    ("1,0,1", "3 values given; Flux takes 58", "1,0"),
+    ("D3", "needs a weight", "D3"),
+])
+def test_flux_block_weight_errors_point_at_character(text, needle, at):
+    with pytest.raises(lt.LoraSyntaxError) as e:
+        lt.parse_block_weights(text, "flux")
+    msg = str(e.value)
+    assert needle in msg, msg
+    assert f"at character {text.index(at) + 1}:" in msg, msg
+
+
+def test_flux_lbw_in_a_tag_with_colons():
+    _, (t,) = lt.parse_tags("a <lora:f:0.8:lbw=D0-D18:1,S0-S37:0:te=0.5> b")
+    assert (t.lbw, t.te, t.unet) == ("D0-D18:1,S0-S37:0", 0.5, 0.8)
+    bw = lt.parse_block_weights(t.lbw, "flux")
+    assert bw.weight("S3") == 0.0
+    _, (t,) = lt.parse_tags("<lora:f:lbw=S0-S37=0>")
+    assert lt.parse_block_weights(t.lbw, "flux").weight("S0") == 0.0
+    # an error inside the tag's lbw points into the prompt
+    prompt = "x <lora:f:1:lbw=D0:1,D40:0>"
+    _, (t,) = lt.parse_tags(prompt)
+    with pytest.raises(lt.LoraSyntaxError) as e:
+        lt.parse_block_weights(t.lbw, "flux", "LoRA tag", prompt, t.lbw_pos)
+    assert f"at character {prompt.index('D40') + 1}:" in str(e.value)
+
+
+# ------------------------------------------------------------------ weight kinds (fp8, ComfyUI-GGUF by class name)
+
+def test_weight_kind_fp8_and_plain():
+    import torch
+    lin = torch.nn.Linear(4, 4)
+    assert lt.weight_kind(lin) == "fp32"
+    lin.weight.data = lin.weight.data.to(torch.float8_e4m3fn)
+    assert lt.weight_kind(lin) == "fp8_e4m3fn"
+    lin.weight.data = lin.weight.data.float().to(torch.bfloat16)
+    assert lt.weight_kind(lin) == "bf16"
+    assert lt.weight_kind(torch.nn.ReLU()) == "no weight"
+
+
+def test_weight_kind_recognises_gguf_classes_by_name():
+    """ComfyUI-GGUF is never imported: its GGMLTensor weights (tensor_type = a gguf quant type) and GGMLLayer ops
+    are recognised by class name, through subclasses too."""
+    import enum
+
+    import torch
+
+    class GGMLQuantizationType(enum.IntEnum):
+        Q4_K = 12
+
+    class GGMLTensor(torch.Tensor):
+        pass
+
+    class GGMLLayer(torch.nn.Module):
+        pass
+
+    class Linear(GGMLLayer, torch.nn.Linear):  # GGMLOps.Linear's shape: a GGMLLayer and an nn.Linear
+        pass
+
+    class Sub(GGMLTensor):
+        pass
+
+    lin = Linear(4, 4)
+    assert lt.weight_kind(lin) == "gguf"  # the op is GGUF's even while its weight is a plain tensor
+    w = torch.zeros(4, 4).as_subclass(Sub)
+    w.tensor_type = GGMLQuantizationType.Q4_K
+    lin.__dict__["weight"] = w
+    assert lt.weight_kind(lin) == "gguf Q4_K"
+    plain = torch.nn.Linear(4, 4)
+    plain.__dict__["weight"] = torch.zeros(4, 4).as_subclass(GGMLTensor)
+    assert lt.weight_kind(plain) == "gguf"  # no tensor_type: still GGUF
