@@ -10,6 +10,8 @@ Not a node module (the leading underscore keeps ``__init__.py`` from registering
 """
 import inspect
 import logging
+import threading
+import weakref
 
 log = logging.getLogger("lean")
 
@@ -92,7 +94,13 @@ def set_inference_dtype(model_config, dtype, manual_cast, device):
 
 
 def ram_cache_release():
-    """0.33's RAM-pressure cache hook (``comfy.memory_management.extra_ram_release``), else None."""
+    """0.33's RAM-pressure cache entry point (``comfy.memory_management.extra_ram_release(target,
+    free_active=False)``), else None.  The host calls it before it pins or loads weights; while a prompt runs on
+    the RAM-pressure cache (``--cache-ram``, 0.33's default) it evicts cached node outputs until ``target`` bytes
+    of RAM are available (``comfy_execution.caching.RAMPressureCache.ram_release``; the executor runs the same
+    after every node with its ``--cache-ram`` thresholds).  There is no callback for a custom node to register:
+    what the cache frees is what its outputs keep alive, so memory a node holds follows its output
+    (``free_with_output``)."""
     mmgmt = _import("comfy.memory_management")
     fn = getattr(mmgmt, "extra_ram_release", None)
     return fn if callable(fn) else None
@@ -265,3 +273,45 @@ def forget_freed(is_loaded=None):
 
 def foreign_keys():
     return list(_FOREIGN)
+
+
+# ---------------------------------------------------------------------- memory that lives as long as a node output
+
+_TIED = weakref.WeakKeyDictionary()  # object -> key
+_TIED_COUNT = {}  # key -> live objects tied to it
+_TIED_LOCK = threading.RLock()  # re-entrant: a finalizer may run inside the lock's own thread (gc)
+
+
+def free_with_output(obj, key, release):
+    """Let the host's node-output cache decide how long memory held under ``key`` lives, as it does for its own
+    loaders' models: ``release()`` runs once the last object tied to ``key`` (``obj``: what a loader node returned)
+    is garbage, i.e. the host's cache dropped that output.  Every host drops cached outputs: 0.33's RAM-pressure
+    cache when free RAM falls below its ``--cache-ram`` thresholds (after each node, and whenever the host calls
+    ``comfy.memory_management.extra_ram_release``), the classic cache once the node leaves the prompt, the LRU
+    cache past its size, POST /free with free_memory always.  ``release`` must not refer to ``obj``.  Returns
+    False if ``obj`` was tied already."""
+    with _TIED_LOCK:
+        if obj in _TIED:
+            return False
+        _TIED[obj] = key
+        _TIED_COUNT[key] = _TIED_COUNT.get(key, 0) + 1
+    weakref.finalize(obj, _untie, key, release)
+    return True
+
+
+def _untie(key, release):
+    with _TIED_LOCK:
+        n = _TIED_COUNT.get(key, 0) - 1
+        if n > 0:
+            _TIED_COUNT[key] = n
+            return
+        _TIED_COUNT.pop(key, None)
+    try:
+        release()
+    except Exception as e:  # runs from the garbage collector: never raise
+        log.warning("[Lean] could not free memory of %r after ComfyUI dropped its output: %s", key, e)
+
+
+def tied_keys():
+    with _TIED_LOCK:
+        return list(_TIED_COUNT)

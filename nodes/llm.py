@@ -27,7 +27,8 @@ def register_llm_folder():
 def _sync_host_memory(handle=None):
     """The llama.cpp models this pack holds are entries of ComfyUI's own loaded-model list (nodes/_host.py):
     the host's memory manager frees them when an image model needs room, and "unload models" (POST /free,
-    the Manager button) frees them, like any model it loaded itself.  Models freed here leave the list."""
+    the Manager button) frees them, like any model it loaded itself.  Models freed here leave the list.
+    The entry refers to the model by its key only, so it never keeps a handle (a node output) alive."""
     try:
         from . import _host
         _host.forget_freed(lambda key: core_llm.CACHE.peek(key) is not None)
@@ -35,14 +36,37 @@ def _sync_host_memory(handle=None):
             return False
         path = handle.settings.get("path")
         size = os.path.getsize(path) if path and os.path.exists(path) else 0
-        def free():
-            if handle.free():
-                log.info("[Lean LLM] freed %s: ComfyUI's memory manager unloaded it", handle.name)
+        key, name = handle.key, handle.name
 
-        return _host.register_foreign(handle.key, "LeanLLM", size, free,
+        def free():
+            if core_llm.CACHE.free(key):
+                log.info("[Lean LLM] freed %s: ComfyUI's memory manager unloaded it", name)
+
+        return _host.register_foreign(key, "LeanLLM", size, free,
                                       on_gpu=handle.settings.get("n_gpu_layers", 0) != 0 and _llm_on_gpu())
     except Exception as e:  # never fail a run over bookkeeping
         log.debug("[Lean LLM] could not register the model with ComfyUI's memory manager: %s", e)
+        return False
+
+
+def _free_with_loader_output(handle):
+    """The loaded model lives as long as ComfyUI keeps the loader's output (the handle) in its node cache, like a
+    stock loader's model: when 0.33's RAM-pressure cache evicts it (free RAM below its --cache-ram thresholds),
+    when the classic cache drops it (the loader left the workflow), or on POST /free, the model is freed."""
+    if handle.backend != "llama_cpp":
+        return False
+    try:
+        from . import _host
+        key, name = handle.key, handle.name
+
+        def release():
+            if core_llm.CACHE.free(key):
+                log.info("[Lean LLM] freed %s: ComfyUI's node cache let go of the loader's output", name)
+            _host.unregister_foreign(key)
+
+        return _host.free_with_output(handle, key, release)
+    except Exception as e:  # never fail a run over bookkeeping
+        log.debug("[Lean LLM] could not tie the model to the loader's output: %s", e)
         return False
 
 
@@ -122,6 +146,7 @@ class LeanLLMLoader:
         if core_llm.CACHE.loads != loads:
             log.info("[Lean LLM] loaded %s (%s) in %.2f s", handle.name, backend, time.perf_counter() - t0)
         _sync_host_memory(handle)
+        _free_with_loader_output(handle)
         return (handle,)
 
 

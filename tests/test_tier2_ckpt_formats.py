@@ -1,5 +1,8 @@
 """Tier 2: LeanCheckpointLoader against the stock CheckpointLoaderSimple for the SD1.5 fixture stored as fp16,
-fp32, bf16 and old-style scaled fp8 (lean_testlib.sd15_variants): the same pixels on every host."""
+fp32, bf16, old-style scaled fp8 and, on hosts with mixed-precision layers, the ``.comfy_quant`` layout
+(lean_testlib.sd15_variants): the same pixels on every host."""
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,8 +18,19 @@ def image(host, entry):
     return np.asarray(Image.open(files[0]))
 
 
-@pytest.mark.parametrize("variant", ["fp16", "fp32", "bf16", "scaled_fp8"])
+def host_reads_comfy_quant(host):
+    """Read from the host's own source, not from the pack: ``comfy/ops.py`` builds MixedPrecisionOps (0.3.76 and
+    later) and ``comfy/utils.py`` detects layers by their ``.comfy_quant`` key."""
+    root = host.comfy_path / "comfy"
+    return ("def mixed_precision_ops" in (root / "ops.py").read_text()
+            and "comfy_quant" in (root / "utils.py").read_text())
+
+
+@pytest.mark.parametrize("variant", ["fp16", "fp32", "bf16", "scaled_fp8", "comfy_quant"])
 def test_lean_loader_gives_stock_pixels(comfy, sd15_ckpt, variant):
+    if variant == "comfy_quant" and not host_reads_comfy_quant(comfy):
+        pytest.skip("this ComfyUI has no mixed-precision layers (MixedPrecisionOps, .comfy_quant keys came in "
+                    "0.3.76): its own CheckpointLoaderSimple cannot read the file either")
     src = sd15_ckpt if variant == "fp16" else sd15_variants.sd15_variant(variant, sd15_ckpt)
     name = f"lean_sd15_{variant}.safetensors"
     harness.link_model(comfy.base, "checkpoints", src, name)
@@ -41,8 +55,10 @@ def test_lean_loader_gives_stock_pixels(comfy, sd15_ckpt, variant):
             keys = line.split(": ")[-1].strip("[]").replace("'", "").split(", ")
             assert all(k in host_warned for k in keys), f"{variant}: Lean's load warned beyond the host's: {line[:600]}"
     report = entry["outputs"]["1"]["text"][0]
-    if variant == "scaled_fp8":
+    if variant in ("scaled_fp8", "comfy_quant"):
         assert "from the file" in report, report  # the report names the host's quantization
+    if variant == "comfy_quant":  # the host itself took it as mixed precision, for both loads
+        assert any("Detected mixed precision quantization" in line for line in log), "\n".join(log[-40:])
 
 
 def test_scaled_fp8_fixture_layout(sd15_ckpt):
@@ -61,6 +77,33 @@ def test_scaled_fp8_fixture_layout(sd15_ckpt):
         w, s = f.get_tensor(k), f.get_tensor(k[:-len("weight")] + "scale_weight")
         assert w.dtype == torch.float8_e4m3fn and s.dtype == torch.float32 and s.ndim == 0
         ref = g.get_tensor(k).float()
+        err = (w.float() * s - ref).abs().max() / ref.abs().max()
+        assert err < 0.07, err
+        assert f.get_tensor("model.diffusion_model.input_blocks.0.0.weight").dtype == torch.float16
+
+
+def test_comfy_quant_fixture_layout(sd15_ckpt):
+    """The mixed-precision fixture, checked from the file: per layer an fp8 weight, a float32 scalar weight_scale
+    and a uint8 comfy_quant tensor holding the JSON {"format": "float8_e4m3fn"}; no scaled_fp8 marker; weights *
+    scale close to the fp16 source; the layers with a comfy_quant key are exactly the fp8 weights."""
+    import torch
+    from safetensors import safe_open
+    path = sd15_variants.sd15_variant("comfy_quant", sd15_ckpt)
+    with safe_open(str(path), "pt") as f, safe_open(str(sd15_ckpt), "pt") as g:
+        keys = set(f.keys())
+        assert not any(k.endswith("scaled_fp8") or k.endswith(".scale_weight") for k in keys)
+        layers = {k[:-len(".comfy_quant")] for k in keys if k.endswith(".comfy_quant")}
+        fp8 = {k[:-len(".weight")] for k in keys if k.endswith(".weight")
+               and f.get_slice(k).get_dtype() == "F8_E4M3"}
+        assert len(layers) > 100 and layers == fp8
+        assert all(x.startswith("model.diffusion_model.") for x in layers)
+        layer = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q"
+        conf = f.get_tensor(layer + ".comfy_quant")
+        assert conf.dtype == torch.uint8 and conf.ndim == 1
+        assert json.loads(bytes(conf.tolist()).decode("utf-8")) == {"format": "float8_e4m3fn"}
+        w, s = f.get_tensor(layer + ".weight"), f.get_tensor(layer + ".weight_scale")
+        assert w.dtype == torch.float8_e4m3fn and s.dtype == torch.float32 and s.ndim == 0
+        ref = g.get_tensor(layer + ".weight").float()
         err = (w.float() * s - ref).abs().max() / ref.abs().max()
         assert err < 0.07, err
         assert f.get_tensor("model.diffusion_model.input_blocks.0.0.weight").dtype == torch.float16

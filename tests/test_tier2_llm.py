@@ -192,3 +192,24 @@ def test_openai_backend_unreachable_is_a_clear_error(host):
     entry = host.run(g, expect_error=True)
     msg = host.error_text(entry)
     assert f"cannot reach the OpenAI-compatible server at http://127.0.0.1:{port}/v1" in msg, msg
+
+
+def test_kept_llm_is_freed_when_the_host_drops_the_loader_output(host):
+    """The model lives as long as the host keeps the loader's output, like a stock loader's model: a prompt
+    without the loader makes the host drop that output -- on 0.33 its RAM-pressure cache, whose default
+    threshold for outputs of earlier prompts is all of the RAM (so it evicts them after the next node), on 0.3.64
+    the classic cache (it keeps only the nodes of the current prompt) -- and the kept model goes with it."""
+    g = graphs.llm_preview(loader=graphs.llm_loader(model="tiny.gguf", n_ctx=768), idea="a kite", seed=4,
+                           max_tokens=4, keep_loaded=True)
+    host.run(g)
+    again = host.run(graphs.llm_preview(loader=graphs.llm_loader(model="tiny.gguf", n_ctx=768), idea="a kite",
+                                        seed=5, max_tokens=4, keep_loaded=True))
+    assert "l" in cached_nodes(again)  # same workflow: the loader's output and its model are kept
+    freed = "[Lean LLM] freed tiny.gguf: ComfyUI's node cache let go of the loader's output"
+    n_freed, n_loads = host.log().count(freed), host.log().count("[Lean LLM] loaded tiny.gguf")
+    host.run({"a": {"class_type": "PrimitiveString", "inputs": {"value": "no LLM here"}},
+              "v": {"class_type": "PreviewAny", "inputs": {"source": ["a", 0]}}})
+    assert host.log().count(freed) == n_freed + 1, host.log_tail(30)
+    entry = host.run(g)
+    assert "l" not in cached_nodes(entry)
+    assert host.log().count("[Lean LLM] loaded tiny.gguf") == n_loads + 1

@@ -79,7 +79,47 @@ class TestFreeMemory_lean:
         return {"ui": {"probe": [name]}}
 
 
-NODE_CLASS_MAPPINGS = {"TestHostCaps_lean": TestHostCaps_lean, "TestFreeMemory_lean": TestFreeMemory_lean}
+class TestRamRelease_lean:
+    """Runs the RAM-pressure release the host itself runs before pinning or loading weights
+    (``comfy.memory_management.extra_ram_release(target)``, 0.33 and later) with ``target`` = the RAM available now
+    plus ``over_available`` bytes (negative: below what is available, so no pressure), and saves what it returned
+    and the class names in the host's loaded-model list before and after."""
+    DESCRIPTION = "Test: comfy.memory_management.extra_ram_release(available + n); saves what it freed."
+    CATEGORY = "testing"
+    FUNCTION = "release"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ()
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"name": ("STRING", {"default": "ram", "tooltip": "file stem"}),
+                             "over_available": ("INT", {"default": 1 << 40, "min": -(1 << 50), "max": 1 << 50,
+                                                        "tooltip": "target RAM beyond what is available"})}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kw):
+        return float("nan")
+
+    def release(self, name, over_available):
+        import comfy.memory_management as mmgmt
+        import comfy.model_management as mm
+        import folder_paths
+        import psutil
+        names = lambda: [type(m.model.model).__name__ for m in mm.current_loaded_models]  # noqa: E731
+        before = names()
+        available = psutil.virtual_memory().available
+        hooked = getattr(mmgmt, "extra_ram_release_callback", None) is not None
+        freed = mmgmt.extra_ram_release(max(0, available + over_available))
+        d = os.path.join(folder_paths.get_output_directory(), "probe")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, name + ".json"), "w") as f:
+            json.dump({"before": before, "after": names(), "freed": freed, "hooked": hooked,
+                       "available": available}, f)
+        return {"ui": {"probe": [name]}}
+
+
+NODE_CLASS_MAPPINGS = {"TestHostCaps_lean": TestHostCaps_lean, "TestFreeMemory_lean": TestFreeMemory_lean,
+                       "TestRamRelease_lean": TestRamRelease_lean}
 
 
 def install(base):

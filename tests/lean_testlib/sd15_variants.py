@@ -9,13 +9,22 @@
   ``weight * scale_weight``; newer hosts turn this into per-layer quantization with
   ``comfy.utils.convert_old_quants``).  Every 2-D UNet weight (the Linear layers) becomes
   ``round_fp8(w / s)`` with ``s = max|w| / 448`` per tensor; everything else stays fp16.
+* ``comfy_quant``: the mixed-precision layout of ComfyUI 0.3.76 and later, as its own save writes it
+  (``comfy/ops.py`` ``mixed_precision_ops`` ``Linear.state_dict``: ``<layer>.weight`` in float8_e4m3fn,
+  ``<layer>.weight_scale`` a float32 scalar, ``<layer>.comfy_quant`` the layer's JSON config
+  ``{"format": "float8_e4m3fn"}`` as a uint8 tensor of its UTF-8 bytes; no ``scaled_fp8`` marker).  The host
+  detects it by the ``.comfy_quant`` keys (``comfy.utils.detect_layer_quantization`` -> ``quant_config``) and
+  loads it with ``MixedPrecisionOps``.  The same layers and scales as ``scaled_fp8``.  Files may instead (or
+  also) list the layers in the ``_quantization_metadata`` header entry (QUANTIZATION.md); the host turns
+  that into the same keys (``comfy.utils.convert_old_quants``), so this variant covers the keys themselves.
 
 Deterministic (no randomness beyond the source fixture); written to a ``.part`` file and renamed.
 """
 from . import cache_dir
 
 VARIANT_VERSION = 1
-VARIANTS = ("fp32", "bf16", "scaled_fp8")
+VARIANTS = ("fp32", "bf16", "scaled_fp8", "comfy_quant")
+FP8_CONF = {"format": "float8_e4m3fn"}
 UNET = "model.diffusion_model."
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
@@ -34,18 +43,26 @@ def convert(sd, variant):
         for k, t in sd.items():
             out[k] = t.to(dt) if t.is_floating_point() else t
         return out
-    if variant != "scaled_fp8":
+    if variant not in ("scaled_fp8", "comfy_quant"):
         raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
+    import json
     f8 = torch.float8_e4m3fn
+    conf = torch.tensor(list(json.dumps(FP8_CONF).encode("utf-8")), dtype=torch.uint8)
     for k, t in sd.items():
         if k.startswith(UNET) and k.endswith(".weight") and t.ndim == 2:
             w = t.float()
             scale = (w.abs().max() / FP8_MAX).clamp(min=1e-12)
             out[k] = (w / scale).clamp(-FP8_MAX, FP8_MAX).to(f8)
-            out[k[:-len("weight")] + "scale_weight"] = scale.reshape(()).to(torch.float32)
+            layer = k[:-len(".weight")]
+            if variant == "scaled_fp8":
+                out[layer + ".scale_weight"] = scale.reshape(()).to(torch.float32)
+            else:
+                out[layer + ".weight_scale"] = scale.reshape(()).to(torch.float32)
+                out[layer + ".comfy_quant"] = conf.clone()
         else:
             out[k] = t
-    out[UNET + "scaled_fp8"] = torch.tensor([], dtype=f8)
+    if variant == "scaled_fp8":
+        out[UNET + "scaled_fp8"] = torch.tensor([], dtype=f8)
     return out
 
 
