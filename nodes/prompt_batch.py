@@ -196,6 +196,88 @@ def encode_batched(clip, texts):
     return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[:n]}
 
 
+def _flux_model(clip):
+    """The host's FluxClipModel (T5-XXL + CLIP-L) behind this CLIP, or None."""
+    try:
+        import comfy.text_encoders.flux as flux
+    except Exception:  # a host without Flux
+        return None
+    model = getattr(clip, "cond_stage_model", None)
+    return model if isinstance(model, flux.FluxClipModel) else None
+
+
+def encode_batched_flux(clip, texts):
+    """Flux (T5-XXL + CLIP-L): the conditioning is T5's output, one sequence per prompt of its own length
+    (at least 256 tokens, longer for long prompts, never cut), and the pooled output is CLIP-L's of the
+    prompt's first 77-token chunk (what FluxClipModel returns).  Prompts whose T5 sequences have the same
+    length go through both encoders together; shorter sequences are then padded with the encoded empty
+    prompt, as the SD path pads with the encoded empty chunk."""
+    import comfy.model_management as mm
+    import torch
+    from comfy.utils import ProgressBar
+
+    model = _flux_model(clip)
+    if model is None:
+        raise _Unsupported("not a Flux text encoder")
+    if clip.use_clip_schedule and clip.patcher.forced_hooks is not None:
+        raise _Unsupported("scheduled CLIP hooks")
+    all_tokens = [clip.tokenize(t) for t in texts] + [clip.tokenize("")]
+    for toks in all_tokens:
+        if not isinstance(toks, dict) or sorted(toks) != ["l", "t5xxl"]:
+            raise _Unsupported("Flux tokens are not {l, t5xxl}")
+        if len(toks["t5xxl"]) != 1 or not toks["l"]:
+            raise _Unsupported("T5 tokens are not one sequence")
+    rows = [(toks["t5xxl"][0], toks["l"][0]) for toks in all_tokens]
+    firsts, index = cond_batch.unique_rows([cond_batch.chunk_key(r) for r in rows])
+    width = model.t5xxl.transformer.get_input_embeddings().weight.shape[1]
+    passes = []
+    for length, group in cond_batch.group_by_length(firsts, [len(rows[f][0]) for f in firsts]):
+        per_pass = cond_batch.rows_per_pass(_free_memory(clip), length, width, len(group))
+        passes += cond_batch.plan_passes(group, per_pass)
+
+    done = {}
+    pbar = ProgressBar(len(passes))
+    for rows_here in passes:
+        mm.throw_exception_if_processing_interrupted()
+        merged = {"t5xxl": [rows[r][0] for r in rows_here], "l": [rows[r][1] for r in rows_here]}
+        captured = {}
+        e = model.clip_l
+
+        def capture(tokens, _orig=e.encode):
+            o = _orig(tokens)
+            captured["pooled"] = o[1]
+            return o
+        e.encode = capture
+        try:
+            out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
+        finally:
+            if "encode" in e.__dict__:
+                del e.encode
+        cond = out.pop("cond")
+        top = out.pop("pooled_output", None)
+        unexpected = [k for k in out if k != "hooks"]
+        if unexpected:
+            raise _Unsupported(f"encoder returns extra outputs {unexpected}")
+        length = len(merged["t5xxl"][0])
+        if cond.shape[0] != 1 or cond.shape[1] != len(rows_here) * length:
+            raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {len(rows_here)} sequences of {length}")
+        p = captured.get("pooled")
+        if top is None or p is None or p.shape[0] < len(rows_here) or \
+                not torch.equal(p[0:1].to(top.device, top.dtype), top):
+            raise _Unsupported("cannot tell CLIP-L's pooled output per prompt")
+        p = p.to(top.device, top.dtype)
+        for j, r in enumerate(rows_here):
+            done[r] = (cond[:, j * length:(j + 1) * length], p[j:j + 1])
+        pbar.update(1)
+
+    per_prompt = [done[firsts[index[i]]] for i in range(len(rows))]
+    n = len(texts)
+    cond = cond_batch.stack_padded([c for c, _ in per_prompt[:n]], per_prompt[n][0])
+    pooled = torch.cat([p for _, p in per_prompt[:n]], dim=0)
+    return [[cond, {"pooled_output": pooled}]], {"passes": len(passes), "rows": len(firsts),
+                                                  "chunks": [len(rows[i][0]) for i in range(n)]}
+
+
 def encode_each(clip, texts):
     """Fallback for encoders the batched path does not know: ComfyUI's own encode per prompt,
     padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule."""
@@ -227,6 +309,8 @@ def encode_each(clip, texts):
 
 def encode_prompts(clip, texts):
     try:
+        if _flux_model(clip) is not None:
+            return encode_batched_flux(clip, texts)
         return encode_batched(clip, texts)
     except _Unsupported as why:
         _log.info("[Lean Nodes] LeanPromptBatch: encoding prompts one by one (%s)", why)
@@ -280,6 +364,11 @@ class LeanPromptBatch:
                 "text_file": (input_text_files(), {"default": NO_FILE, "advanced": True,
                                                    "tooltip": "A .txt file of the input folder whose lines are "
                                                               "added after `text` (same syntax)."}),
+                "guidance": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1, "advanced": True,
+                                       "tooltip": "Flux only (a T5-XXL + CLIP-L text encoder): the guidance every "
+                                                  "prompt of the batch carries, as in CLIPTextEncodeFlux (3.5 is "
+                                                  "Flux's default; FluxGuidance after this node still overrides "
+                                                  "it). Ignored by other models."}),
             },
         }
 
@@ -292,12 +381,14 @@ class LeanPromptBatch:
         except Exception as e:  # the run itself reports the error
             return f"error: {e}"
 
-    def build(self, clip, text, mode, count, seed, prefix, suffix, text_file=NO_FILE):
+    def build(self, clip, text, mode, count, seed, prefix, suffix, text_file=NO_FILE, guidance=3.5):
         if clip is None:
             raise ValueError("LeanPromptBatch: the clip input is None - the checkpoint has no text encoder; "
                              "load one with a CLIP loader and connect its CLIP output")
         texts = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
         conditioning, stats = encode_prompts(clip, texts)
+        if _flux_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
+            conditioning = [[c, {**info, "guidance": float(guidance)}] for c, info in conditioning]
         _log.info("[Lean Nodes] LeanPromptBatch: %d prompts, %s text-encoder pass(es), %s distinct chunks",
                   len(texts), stats["passes"], stats["rows"])
         return (conditioning, texts, len(texts))
