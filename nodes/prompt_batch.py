@@ -115,6 +115,32 @@ def _free_memory(clip):
         return 2 << 30
 
 
+def _encode_capturing(clip, merged, encoders, rows, length):
+    """clip.encode_from_tokens of the merged rows with each encoder's per-row pooled output captured:
+    (cond [1, rows*length, C], pooled_output or None, {id(encoder): per-row pooled or None}, extra outputs)."""
+    captured = {}
+    for e in encoders:
+        def capture(tokens, _orig=e.encode, _key=id(e)):
+            o = _orig(tokens)
+            captured[_key] = o[1] if len(o) > 1 else None
+            return o
+        e.encode = capture
+    try:
+        out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
+    finally:
+        for e in encoders:
+            if "encode" in e.__dict__:
+                del e.encode
+    cond = out.pop("cond")
+    top = out.pop("pooled_output", None)
+    unexpected = [k for k in out if k != "hooks"]
+    if unexpected:
+        raise _Unsupported(f"encoder returns extra outputs {unexpected}")
+    if cond.shape[0] != 1 or cond.shape[1] != rows * length:
+        raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {rows} rows of {length}")
+    return cond, top, captured, out
+
+
 def encode_batched(clip, texts):
     """One conditioning entry with batch len(texts); the text encoder runs over all chunks of all
     prompts (plus one empty chunk for padding) in as few forward passes as memory allows."""
@@ -146,26 +172,7 @@ def encode_batched(clip, texts):
     for rows_here in passes:
         mm.throw_exception_if_processing_interrupted()
         merged = {k: [all_tokens[i][k][c] for i, c in rows_here] for k in keys}
-        captured = {}
-        for e in encoders:
-            def capture(tokens, _orig=e.encode, _key=id(e)):
-                o = _orig(tokens)
-                captured[_key] = o[1] if len(o) > 1 else None
-                return o
-            e.encode = capture
-        try:
-            out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
-        finally:
-            for e in encoders:
-                if "encode" in e.__dict__:
-                    del e.encode
-        cond = out.pop("cond")
-        top = out.pop("pooled_output", None)
-        unexpected = [k for k in out if k != "hooks"]
-        if unexpected:
-            raise _Unsupported(f"encoder returns extra outputs {unexpected}")
-        if cond.shape[0] != 1 or cond.shape[1] != len(rows_here) * length:
-            raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {len(rows_here)} chunks of {length}")
+        cond, top, captured, out = _encode_capturing(clip, merged, encoders, len(rows_here), length)
         source = None
         if top is not None:
             for e in encoders:
@@ -240,28 +247,9 @@ def encode_batched_flux(clip, texts):
     for rows_here in passes:
         mm.throw_exception_if_processing_interrupted()
         merged = {"t5xxl": [rows[r][0] for r in rows_here], "l": [rows[r][1] for r in rows_here]}
-        captured = {}
-        e = model.clip_l
-
-        def capture(tokens, _orig=e.encode):
-            o = _orig(tokens)
-            captured["pooled"] = o[1]
-            return o
-        e.encode = capture
-        try:
-            out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
-        finally:
-            if "encode" in e.__dict__:
-                del e.encode
-        cond = out.pop("cond")
-        top = out.pop("pooled_output", None)
-        unexpected = [k for k in out if k != "hooks"]
-        if unexpected:
-            raise _Unsupported(f"encoder returns extra outputs {unexpected}")
         length = len(merged["t5xxl"][0])
-        if cond.shape[0] != 1 or cond.shape[1] != len(rows_here) * length:
-            raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {len(rows_here)} sequences of {length}")
-        p = captured.get("pooled")
+        cond, top, captured, _ = _encode_capturing(clip, merged, [model.clip_l], len(rows_here), length)
+        p = captured.get(id(model.clip_l))
         if top is None or p is None or p.shape[0] < len(rows_here) or \
                 not torch.equal(p[0:1].to(top.device, top.dtype), top):
             raise _Unsupported("cannot tell CLIP-L's pooled output per prompt")
@@ -324,7 +312,8 @@ class LeanPromptBatch:
                    "wildcard files (models/wildcards). Outputs one CONDITIONING whose entry i conditions latent i - "
                    "wire `count` into Empty Latent Image's batch_size and one KSampler run makes every image. "
                    "Prompts of different lengths are padded with the encoded empty prompt, so each entry equals "
-                   "encoding its prompt alone; all prompts go through the text encoder together.")
+                   "encoding its prompt alone; all prompts go through the text encoder together. On Flux (T5-XXL + "
+                   "CLIP-L) every entry also carries the `guidance` input, as CLIPTextEncodeFlux does.")
     CATEGORY = "lean/conditioning"
     FUNCTION = "build"
     RETURN_TYPES = ("CONDITIONING", "STRING", "INT")
