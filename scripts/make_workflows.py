@@ -288,7 +288,7 @@ def wf_flux(info):
         f"RAM. **DualCLIPLoader** (type flux) loads T5-XXL (`{FLUX_T5}`) and CLIP-L (`{FLUX_CLIP_L}`) from "
         f"`models/text_encoders`; **Load VAE** the Flux VAE `{FLUX_VAE}`."), "load")
     unet = c.add("LeanDiffusionModelLoader", unet_name=FLUX_UNET, weight_dtype="default", load_mode="mmap")
-    te = c.add("DualCLIPLoader", clip_name1=FLUX_T5, clip_name2=FLUX_CLIP_L, type="flux")
+    te = c.add("DualCLIPLoader", title="Load CLIP (Dual)", clip_name1=FLUX_T5, clip_name2=FLUX_CLIP_L, type="flux")
     vae = c.add("VAELoader", vae_name=FLUX_VAE)
     lo = L.column("2. LoRA", (
         "## 2. A Flux LoRA\n**LoRA (dynamic)** adds a Flux LoRA from `models/loras` (kohya/BFL or diffusers names, "
