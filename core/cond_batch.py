@@ -33,6 +33,14 @@ def unique_rows(row_keys):
     return firsts, index
 
 
+def group_by_length(items, lengths):
+    """[(length, [items of that length])], lengths in first-seen order, item order kept."""
+    groups = {}
+    for item, n in zip(items, lengths):
+        groups.setdefault(n, []).append(item)
+    return list(groups.items())
+
+
 def chunk_key(chunks):
     """A hashable key of one chunk row (one chunk per encoder).  Items are (token, weight[, word id]);
     a token that is not an int (an embedding tensor) is keyed by identity."""

@@ -115,6 +115,32 @@ def _free_memory(clip):
         return 2 << 30
 
 
+def _encode_capturing(clip, merged, encoders, rows, length):
+    """clip.encode_from_tokens of the merged rows with each encoder's per-row pooled output captured:
+    (cond [1, rows*length, C], pooled_output or None, {id(encoder): per-row pooled or None}, extra outputs)."""
+    captured = {}
+    for e in encoders:
+        def capture(tokens, _orig=e.encode, _key=id(e)):
+            o = _orig(tokens)
+            captured[_key] = o[1] if len(o) > 1 else None
+            return o
+        e.encode = capture
+    try:
+        out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
+    finally:
+        for e in encoders:
+            if "encode" in e.__dict__:
+                del e.encode
+    cond = out.pop("cond")
+    top = out.pop("pooled_output", None)
+    unexpected = [k for k in out if k != "hooks"]
+    if unexpected:
+        raise _Unsupported(f"encoder returns extra outputs {unexpected}")
+    if cond.shape[0] != 1 or cond.shape[1] != rows * length:
+        raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {rows} rows of {length}")
+    return cond, top, captured, out
+
+
 def encode_batched(clip, texts):
     """One conditioning entry with batch len(texts); the text encoder runs over all chunks of all
     prompts (plus one empty chunk for padding) in as few forward passes as memory allows."""
@@ -146,26 +172,7 @@ def encode_batched(clip, texts):
     for rows_here in passes:
         mm.throw_exception_if_processing_interrupted()
         merged = {k: [all_tokens[i][k][c] for i, c in rows_here] for k in keys}
-        captured = {}
-        for e in encoders:
-            def capture(tokens, _orig=e.encode, _key=id(e)):
-                o = _orig(tokens)
-                captured[_key] = o[1] if len(o) > 1 else None
-                return o
-            e.encode = capture
-        try:
-            out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
-        finally:
-            for e in encoders:
-                if "encode" in e.__dict__:
-                    del e.encode
-        cond = out.pop("cond")
-        top = out.pop("pooled_output", None)
-        unexpected = [k for k in out if k != "hooks"]
-        if unexpected:
-            raise _Unsupported(f"encoder returns extra outputs {unexpected}")
-        if cond.shape[0] != 1 or cond.shape[1] != len(rows_here) * length:
-            raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {len(rows_here)} chunks of {length}")
+        cond, top, captured, out = _encode_capturing(clip, merged, encoders, len(rows_here), length)
         source = None
         if top is not None:
             for e in encoders:
@@ -194,6 +201,69 @@ def encode_batched(clip, texts):
     info = dict(extras or {})
     info["pooled_output"] = pooled
     return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[:n]}
+
+
+def _flux_model(clip):
+    """The host's FluxClipModel (T5-XXL + CLIP-L) behind this CLIP, or None."""
+    try:
+        import comfy.text_encoders.flux as flux
+    except Exception:  # a host without Flux
+        return None
+    model = getattr(clip, "cond_stage_model", None)
+    return model if isinstance(model, flux.FluxClipModel) else None
+
+
+def encode_batched_flux(clip, texts):
+    """Flux (T5-XXL + CLIP-L): the conditioning is T5's output, one sequence per prompt of its own length
+    (at least 256 tokens, longer for long prompts, never cut), and the pooled output is CLIP-L's of the
+    prompt's first 77-token chunk (what FluxClipModel returns).  Prompts whose T5 sequences have the same
+    length go through both encoders together; shorter sequences are then padded with the encoded empty
+    prompt, as the SD path pads with the encoded empty chunk."""
+    import comfy.model_management as mm
+    import torch
+    from comfy.utils import ProgressBar
+
+    model = _flux_model(clip)
+    if model is None:
+        raise _Unsupported("not a Flux text encoder")
+    if clip.use_clip_schedule and clip.patcher.forced_hooks is not None:
+        raise _Unsupported("scheduled CLIP hooks")
+    all_tokens = [clip.tokenize(t) for t in texts] + [clip.tokenize("")]
+    for toks in all_tokens:
+        if not isinstance(toks, dict) or sorted(toks) != ["l", "t5xxl"]:
+            raise _Unsupported("Flux tokens are not {l, t5xxl}")
+        if len(toks["t5xxl"]) != 1 or not toks["l"]:
+            raise _Unsupported("T5 tokens are not one sequence")
+    rows = [(toks["t5xxl"][0], toks["l"][0]) for toks in all_tokens]
+    firsts, index = cond_batch.unique_rows([cond_batch.chunk_key(r) for r in rows])
+    width = model.t5xxl.transformer.get_input_embeddings().weight.shape[1]
+    passes = []
+    for length, group in cond_batch.group_by_length(firsts, [len(rows[f][0]) for f in firsts]):
+        per_pass = cond_batch.rows_per_pass(_free_memory(clip), length, width, len(group))
+        passes += cond_batch.plan_passes(group, per_pass)
+
+    done = {}
+    pbar = ProgressBar(len(passes))
+    for rows_here in passes:
+        mm.throw_exception_if_processing_interrupted()
+        merged = {"t5xxl": [rows[r][0] for r in rows_here], "l": [rows[r][1] for r in rows_here]}
+        length = len(merged["t5xxl"][0])
+        cond, top, captured, _ = _encode_capturing(clip, merged, [model.clip_l], len(rows_here), length)
+        p = captured.get(id(model.clip_l))
+        if top is None or p is None or p.shape[0] < len(rows_here) or \
+                not torch.equal(p[0:1].to(top.device, top.dtype), top):
+            raise _Unsupported("cannot tell CLIP-L's pooled output per prompt")
+        p = p.to(top.device, top.dtype)
+        for j, r in enumerate(rows_here):
+            done[r] = (cond[:, j * length:(j + 1) * length], p[j:j + 1])
+        pbar.update(1)
+
+    per_prompt = [done[firsts[index[i]]] for i in range(len(rows))]
+    n = len(texts)
+    cond = cond_batch.stack_padded([c for c, _ in per_prompt[:n]], per_prompt[n][0])
+    pooled = torch.cat([p for _, p in per_prompt[:n]], dim=0)
+    return [[cond, {"pooled_output": pooled}]], {"passes": len(passes), "rows": len(firsts),
+                                                  "chunks": [len(rows[i][0]) for i in range(n)]}
 
 
 def encode_each(clip, texts):
@@ -227,6 +297,8 @@ def encode_each(clip, texts):
 
 def encode_prompts(clip, texts):
     try:
+        if _flux_model(clip) is not None:
+            return encode_batched_flux(clip, texts)
         return encode_batched(clip, texts)
     except _Unsupported as why:
         _log.info("[Lean Nodes] LeanPromptBatch: encoding prompts one by one (%s)", why)
@@ -240,7 +312,8 @@ class LeanPromptBatch:
                    "wildcard files (models/wildcards). Outputs one CONDITIONING whose entry i conditions latent i - "
                    "wire `count` into Empty Latent Image's batch_size and one KSampler run makes every image. "
                    "Prompts of different lengths are padded with the encoded empty prompt, so each entry equals "
-                   "encoding its prompt alone; all prompts go through the text encoder together.")
+                   "encoding its prompt alone; all prompts go through the text encoder together. On Flux (T5-XXL + "
+                   "CLIP-L) every entry also carries the `guidance` input, as CLIPTextEncodeFlux does.")
     CATEGORY = "lean/conditioning"
     FUNCTION = "build"
     RETURN_TYPES = ("CONDITIONING", "STRING", "INT")
@@ -280,6 +353,11 @@ class LeanPromptBatch:
                 "text_file": (input_text_files(), {"default": NO_FILE, "advanced": True,
                                                    "tooltip": "A .txt file of the input folder whose lines are "
                                                               "added after `text` (same syntax)."}),
+                "guidance": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1, "advanced": True,
+                                       "tooltip": "Flux only (a T5-XXL + CLIP-L text encoder): the guidance every "
+                                                  "prompt of the batch carries, as in CLIPTextEncodeFlux (3.5 is "
+                                                  "Flux's default; FluxGuidance after this node still overrides "
+                                                  "it). Ignored by other models."}),
             },
         }
 
@@ -292,12 +370,14 @@ class LeanPromptBatch:
         except Exception as e:  # the run itself reports the error
             return f"error: {e}"
 
-    def build(self, clip, text, mode, count, seed, prefix, suffix, text_file=NO_FILE):
+    def build(self, clip, text, mode, count, seed, prefix, suffix, text_file=NO_FILE, guidance=3.5):
         if clip is None:
             raise ValueError("LeanPromptBatch: the clip input is None - the checkpoint has no text encoder; "
                              "load one with a CLIP loader and connect its CLIP output")
         texts = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
         conditioning, stats = encode_prompts(clip, texts)
+        if _flux_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
+            conditioning = [[c, {**info, "guidance": float(guidance)}] for c, info in conditioning]
         _log.info("[Lean Nodes] LeanPromptBatch: %d prompts, %s text-encoder pass(es), %s distinct chunks",
                   len(texts), stats["passes"], stats["rows"])
         return (conditioning, texts, len(texts))

@@ -31,6 +31,11 @@ SDXL_CKPT = "sd_xl_base_1.0.safetensors"
 SDXL_LORA = "sdxl_lora.safetensors"
 LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"
 IMAGE = "example.png"
+FLUX_UNET = "flux1-dev.safetensors"
+FLUX_T5 = "t5xxl_fp16.safetensors"
+FLUX_CLIP_L = "clip_l.safetensors"
+FLUX_VAE = "ae.safetensors"
+FLUX_LORA = "flux_lora.safetensors"
 NEGATIVE = "blurry, low quality, watermark, text, deformed"
 
 NODE_W = 340
@@ -299,6 +304,59 @@ def wf_prompt_batch(info):
     return L.finish()
 
 
+FLUX_PROMPTS = "\n".join([
+    "# one prompt per line: 4 lines, 4 images, one sampler run",
+    "a red fox in the snow, morning light, photograph",
+    "a lighthouse on a rocky coast at dusk, long exposure",
+    "a bowl of ramen on a wooden table, steam, close-up",
+    "a watercolor painting of a cottage garden full of roses"])
+
+
+def wf_flux(info):
+    L = Layout(info)
+    g = L.g
+    c = L.column("1. Load Flux", (
+        "## 1. Load Flux: model, text encoders, VAE\n**Load Diffusion Model (mmap)** reads a Flux file from "
+        f"`models/diffusion_models` (here `{FLUX_UNET}`; fp8 files work, `weight_dtype` as stock) with one copy in "
+        f"RAM. **DualCLIPLoader** (type flux) loads T5-XXL (`{FLUX_T5}`) and CLIP-L (`{FLUX_CLIP_L}`) from "
+        f"`models/text_encoders`; **Load VAE** the Flux VAE `{FLUX_VAE}`."), "load")
+    unet = c.add("LeanDiffusionModelLoader", unet_name=FLUX_UNET, weight_dtype="default", load_mode="mmap")
+    te = c.add("DualCLIPLoader", title="Load CLIP (Dual)", clip_name1=FLUX_T5, clip_name2=FLUX_CLIP_L, type="flux")
+    vae = c.add("VAELoader", vae_name=FLUX_VAE)
+    lo = L.column("2. LoRA", (
+        "## 2. A Flux LoRA\n**LoRA (dynamic)** adds a Flux LoRA from `models/loras` (kohya/BFL or diffusers names, "
+        f"here `{FLUX_LORA}`) as a branch in the forward pass: changing the strength re-patches nothing. Most Flux "
+        "LoRAs train the diffusion model only (strength_clip has no effect then)."), "lora")
+    lora = lo.add("LeanLoraLoader", lora_name=FLUX_LORA, strength_model=0.8, strength_clip=0.0, schedule="",
+                  block_weights="")
+    g.wire(lora, model=unet.out("MODEL"), clip=te.out("CLIP"))
+    p = L.column("3. 4 prompts, one batch", (
+        "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with T5-XXL and CLIP-L "
+        "(entry *i* equals CLIPTextEncodeFlux of line *i*) and carries Flux's guidance (advanced input `guidance`, "
+        "3.5). Its `count` sets the latent batch size. Flux-dev runs at cfg 1, so the negative is only a zeroed "
+        "placeholder."), "prompt", width=380)
+    pb = p.add("LeanPromptBatch", multiline_h=200, text=FLUX_PROMPTS, mode="lines", count=4, seed=0, prefix="",
+               suffix="", guidance=3.5)
+    g.wire(pb, clip=lora.out("clip"))
+    neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
+    g.wire(neg, conditioning=pb.out("conditioning"))
+    s = L.column("4. Sample", (
+        "## 4. Sample\n**KSampler** at cfg 1.0, euler, simple, 20 steps: how Flux-dev is run (guidance comes from "
+        "the conditioning). **EmptySD3LatentImage** makes Flux's 16-channel latents, `batch_size` linked to the "
+        "prompt count: one run makes all 4 images."), "sample")
+    latent = s.add("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
+    g.connect(pb.out("count"), latent, "batch_size")
+    ks = s.add("KSampler", seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
+    g.wire(ks, model=lora.out("model"), positive=pb.out("conditioning"), negative=neg, latent_image=latent)
+    o = L.column("5. Decode and save", "## 5. Decode and save\n**VAE Decode** with the Flux VAE; **Save Image** "
+                 "writes `output/lean_flux_00001_.png`, ... (image *i* from prompt *i*).", "save")
+    dec = o.add("VAEDecode")
+    g.wire(dec, samples=ks, vae=vae)
+    save_node = o.add("SaveImage", box_h=300, filename_prefix="lean_flux")
+    g.wire(save_node, images=dec)
+    return L.finish()
+
+
 def llm_columns(L, n, idea, style="SD1.5 tags"):
     g = L.g
     c = L.column(f"{n}. A local LLM writes the prompt", (
@@ -365,6 +423,7 @@ WORKFLOWS_DEF = {
     "lean_llm_prompt": wf_llm,
     "lean_all_in_one": wf_all,
     "lean_sdxl_lora_tags": wf_sdxl_lora,
+    "lean_flux_lora_prompt_batch": wf_flux,
 }
 
 

@@ -83,7 +83,7 @@ PROMPTS = [
 def test_node_contract(host):
     info = host.object_info("LeanPromptBatch")
     assert list(info["input"]["required"]) == ["clip", "text", "mode", "count", "seed", "prefix", "suffix"]
-    assert list(info["input"]["optional"]) == ["text_file"]
+    assert list(info["input"]["optional"]) == ["text_file", "guidance"]
     assert info["input"]["required"]["mode"][0] == ["lines", "random", "combinatorial"]
     assert info["input"]["required"]["text"][1]["dynamicPrompts"] is False  # the browser must not expand {a|b}
     assert "prompt_list.txt" in info["input"]["optional"]["text_file"][0]

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.tier2
 FILES = shipped.workflow_files()
 NAMES = [p.stem for p in FILES]
 EXPECTED = {"lean_checkpoint_mmap", "lean_lora_tags_schedule", "lean_canny_controlnet", "lean_prompt_batch_16",
-            "lean_llm_prompt", "lean_all_in_one", "lean_sdxl_lora_tags"}
+            "lean_llm_prompt", "lean_all_in_one", "lean_sdxl_lora_tags",
+            "lean_flux_lora_prompt_batch"}
+RUN_FILES = [p for p in FILES if p.stem not in shipped.OWN_HOST]  # the others run in a host of their own
 
 
 def test_every_capability_has_a_workflow_and_a_thumbnail():
@@ -64,8 +66,12 @@ def host(comfy_sd15):
     return comfy_sd15
 
 
-@pytest.mark.parametrize("path", FILES, ids=NAMES)
+@pytest.mark.parametrize("path", RUN_FILES, ids=[p.stem for p in RUN_FILES])
 def test_workflow_runs_in_the_host(host, path):
+    _run_and_check(host, path)
+
+
+def _run_and_check(host, path, size=64):
     ui = shipped.load(path)
     if shipped.not_in_this_checkout(ui):
         pytest.skip(f"feature not merged in this checkout: {shipped.not_in_this_checkout(ui)}")
@@ -94,8 +100,46 @@ def test_workflow_runs_in_the_host(host, path):
                 len([l for l in n["inputs"]["text"].splitlines() if l.strip() and not l.strip().startswith("#")])
     assert len(out) == expected_n, f"{path.name}: {len(out)} images, expected {expected_n}"
     with Image.open(out[0]) as im:
-        assert im.size == (64, 64)
+        assert im.size == (size, size)
         assert np.asarray(im).std() > 0
+    return prompt, out
+
+
+@pytest.fixture(scope="module")
+def flux_host(tmp_path_factory):
+    """A host of its own for the Flux workflow: the Flux fixtures under the workflow's names and the test-only
+    hook (lean_testlib/tiny_te_node.py) that lets DualCLIPLoader build the tiny T5-XXL / CLIP-L files' shapes."""
+    from lean_testlib import harness, prereq, probe_node, tiny_te_node
+    path, why = harness.find_host()
+    if not path:
+        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    base = tmp_path_factory.mktemp("flux_wf_base")
+    harness.make_base_dir(base)
+    tiny_te_node.install(base)
+    probe_node.install(base)
+    shipped.put_flux_fixtures(base)
+    h = harness.ComfyHost.start(path, base)
+    yield h
+    h.stop()
+
+
+def test_flux_workflow_runs_with_the_flux_fixtures(flux_host):
+    """lean_flux_lora_prompt_batch: LeanDiffusionModelLoader (tiny Flux) -> LeanLoraLoader (kohya Flux LoRA) ->
+    LeanPromptBatch on DualCLIPLoader's T5-XXL + CLIP-L -> KSampler -> VAEDecode (Flux VAE layout) -> 4 images."""
+    path = shipped.WORKFLOWS / "lean_flux_lora_prompt_batch.json"
+    prompt, out = _run_and_check(flux_host, path)
+    assert len(out) == 4
+    imgs = [np.asarray(Image.open(f), dtype=np.int16) for f in sorted(out)]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert np.abs(imgs[a] - imgs[b]).mean() > 0.5, f"images {a} and {b} are the same"
+    log = flux_host.log()
+    assert "tiny T5-XXL fixture" in log, "the test hook did not see the tiny T5 file"
+    assert "clip missing" not in log, [l for l in log.splitlines() if "clip missing" in l]
+    # the sampler ran once for the whole batch: the LoRA node and the prompt batch fed one KSampler
+    ks = [n for n in prompt.values() if n["class_type"] == "KSampler"]
+    assert len(ks) == 1 and ks[0]["inputs"]["model"][0] in prompt and \
+        prompt[ks[0]["inputs"]["model"][0]]["class_type"] == "LeanLoraLoader"
 
 
 def test_host_offers_the_workflows_in_its_template_browser(comfy):

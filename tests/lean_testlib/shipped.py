@@ -18,6 +18,12 @@ LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"
 IMAGE = "example.png"
 SDXL_CKPT = "sd_xl_base_1.0.safetensors"
 SDXL_LORA = "sdxl_lora.safetensors"
+FLUX_UNET = "flux1-dev.safetensors"
+FLUX_T5 = "t5xxl_fp16.safetensors"
+FLUX_CLIP_L = "clip_l.safetensors"
+FLUX_VAE = "ae.safetensors"
+FLUX_LORA = "flux_lora.safetensors"
+OWN_HOST = {"lean_flux_lora_prompt_batch"}  # workflows that run in a host of their own (test-only hooks)
 
 
 def workflow_files():
@@ -50,8 +56,21 @@ def put_fixtures(base):
         shutil.copy(images.photo_png(), dst)
 
 
+def put_flux_fixtures(base):
+    """The Flux fixtures under the Flux workflow's names: the tiny Flux diffusion model and its kohya LoRA
+    (flux_tiny.py), tiny T5-XXL and CLIP-L files and the Flux VAE in ae.safetensors' layout (flux_files.py).
+    The host needs tiny_te_node.py linked before it starts (it builds T5/CLIP-L of the tiny files' shapes)."""
+    from . import flux_files, flux_tiny, harness
+    harness.link_model(base, "diffusion_models", flux_tiny.flux_tiny(), FLUX_UNET)
+    harness.link_model(base, "loras", flux_tiny.flux_kohya_lora(), FLUX_LORA)
+    harness.link_model(base, "text_encoders", flux_files.tiny_t5xxl(), FLUX_T5)
+    harness.link_model(base, "text_encoders", flux_files.tiny_clip_l(), FLUX_CLIP_L)
+    harness.link_model(base, "vae", flux_files.flux_vae(), FLUX_VAE)
+
+
 SMALL = {  # class_type -> {input: value} overrides that keep a CPU run short
     "EmptyLatentImage": {"width": 64, "height": 64},
+    "EmptySD3LatentImage": {"width": 64, "height": 64},
     "KSampler": {"steps": 1},
     "LeanLLMPrompt": {"max_tokens": 12},
     "LeanLLMLoader": {"n_ctx": 512},
