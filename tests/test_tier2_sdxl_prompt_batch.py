@@ -1,0 +1,78 @@
+"""Tier 2: LeanPromptBatch on the full-size SDXL fixture (lean_testlib.sdxl_ckpt) in a real ComfyUI: three prompts of
+one and two CLIP chunks -> one batched conditioning (CLIP-L + OpenCLIP-G, pooled output per entry) -> one KSampler
+pass -> three different images.  Entries 0 and 1 equal the stock path: the prompt encoded alone by CLIPTextEncode,
+padded to the batch's length with stock ConditioningConcat(""), sampled on the same noise (LatentFromBatch keeps the
+batch index).  cfg 1 (the host then skips the negative) and one step keep the SDXL CPU time low."""
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lean_testlib import graphs, probe_node, sdxl_host
+
+pytestmark = pytest.mark.tier2
+
+LONG = ", ".join(["word"] * 45)  # 90 tokens: 2 chunks of 77
+PROMPTS = [LONG, "a red cube on a table", "a blue sphere at night"]
+
+
+def probe(name, src, out=0, kind="latent"):
+    return {"class_type": "TestProbe_lean", "inputs": {"name": name, kind: [src, out]}}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    h = sdxl_host.start(tmp_path_factory, "prompt_batch")
+    yield h
+    h.stop()
+
+
+def test_three_prompts_one_pass_three_images_each_equal_to_stock(host):
+    g = graphs.prompt_batch_txt2img("\n".join(PROMPTS), ckpt=sdxl_host.CKPT, width=256, height=256, cfg=1.0,
+                                    prefix="sdxl_pb")
+    g["pc"] = probe("sdxl_pb_cond", "pb", 0, "conditioning")
+    g["lp"] = probe("sdxl_pb_out", "5")
+    g["empty"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}}
+    chunks = {0: 2, 1: 1}
+    for i, k in chunks.items():
+        g[f"r{i}c0"] = {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPTS[i], "clip": ["1", 1]}}
+        last = f"r{i}c0"
+        for pad in range(2 - k):
+            g[f"r{i}c{pad + 1}"] = {"class_type": "ConditioningConcat",
+                                    "inputs": {"conditioning_to": [last, 0], "conditioning_from": ["empty", 0]}}
+            last = f"r{i}c{pad + 1}"
+        g[f"r{i}q"] = probe(f"sdxl_ref_cond_{i}", f"r{i}c0", 0, "conditioning")
+        g[f"r{i}l"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["4", 0], "batch_index": i, "length": 1}}
+        g[f"r{i}k"] = {"class_type": "KSampler", "inputs": {**g["5"]["inputs"], "positive": [last, 0],
+                                                           "latent_image": [f"r{i}l", 0]}}
+        g[f"r{i}p"] = probe(f"sdxl_ref_{i}", f"r{i}k")
+    entry = host.run(g, timeout=1800)
+
+    files = sorted(f for f in host.output_files(entry) if f.name.startswith("sdxl_pb"))
+    assert len(files) == 3, files
+    imgs = [np.asarray(Image.open(f), dtype=np.int16) for f in files]
+    assert all(im.shape == (256, 256, 3) for im in imgs)
+    for a, b in itertools.combinations(range(3), 2):
+        assert np.abs(imgs[a] - imgs[b]).mean() > 0.5, f"images {a} and {b} are the same"
+
+    cond, _ = probe_node.read(host.base, "sdxl_pb_cond")
+    # SDXL: CLIP-L (768) + OpenCLIP-G (1280) per token, OpenCLIP-G's pooled output (1280) per entry
+    assert cond["cond.0.0"].shape == (3, 154, 2048), cond["cond.0.0"].shape
+    pooled = cond["pooled.0.0"]
+    assert pooled.shape == (3, 1280), pooled.shape
+    for i in chunks:
+        ref_cond, _ = probe_node.read(host.base, f"sdxl_ref_cond_{i}")
+        ref_pooled = ref_cond["pooled.0.0"][0]
+        assert (pooled[i] - ref_pooled).abs().max().item() < 1e-4 * max(1.0, ref_pooled.abs().max().item())
+
+    lat, meta = probe_node.read(host.base, "sdxl_pb_out")
+    assert meta["executions"]["latent"] == 1, "KSampler ran more than once"
+    batch = lat["latent.0"]
+    assert batch.shape == (3, 4, 32, 32), batch.shape
+    for i in chunks:
+        ref = probe_node.read(host.base, f"sdxl_ref_{i}")[0]["latent.0"][0]
+        err = (batch[i] - ref).abs().max().item()
+        assert err < 1e-3 * max(1.0, ref.abs().max().item()), f"latent {i} differs from the stock path by {err}"
+        other = (batch[2] - ref).abs().max().item()
+        assert other > 100 * max(err, 1e-6), "the reference would also match another entry"
