@@ -231,11 +231,20 @@ def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_direc
     """CLIP and VAE through the host's own classes and the detected model config's key processing, from
     the mapping (or the read/direct buffers); only the switched-on part's tensors are read.  Their file
     pages leave the resident set before the diffusion model is built."""
-    wanted = []
+    wanted = set()
+    # The part's file keys are those the host's own key processing hands its loader: a model config's
+    # prefix list need not name them (SDXL's text encoders sit under conditioner.embedders.*, its
+    # text_encoder_key_prefix is the default cond_stage_model.), and a key left out here would be read
+    # through the mapping uncounted and its pages stay resident beside the diffusion model.
     if load_vae:
-        wanted += _prefixed(views, model_config.vae_key_prefix)
+        wanted |= set(_prefixed(views, model_config.vae_key_prefix))
+        wanted |= ck.keys_viewed_by(model_config.process_vae_state_dict(comfy.utils.state_dict_prefix_replace(
+            dict(views), {p: "" for p in model_config.vae_key_prefix}, filter_keys=True)).values())
     if load_clip:
-        wanted += _prefixed(views, model_config.text_encoder_key_prefix)
+        wanted |= set(_prefixed(views, model_config.text_encoder_key_prefix))
+        if model_config.clip_target(state_dict=views) is not None:
+            wanted |= ck.keys_viewed_by(model_config.process_clip_state_dict(dict(views)).values())
+    wanted = sorted(wanted)
     sd = dict(views)
     sd.update(ck.read_subset(wanted))
     clip = vae = None
