@@ -411,6 +411,22 @@ class CheckpointFile:
                 return key
         return None
 
+    def keys_viewed_by(self, tensors):
+        """File keys whose handed-out views (from ``views``) ``tensors`` are, or are slices, reshapes or
+        renamed entries of (a host's key processing: prefix replacement, an ``in_proj`` split into q/k/v).
+        Tensors not over this file's mapping are skipped."""
+        out = set()
+        for t in tensors:
+            try:
+                if t.device.type != "cpu" or not t.numel():
+                    continue
+                key = self._ptr_key.get(t.untyped_storage().data_ptr())
+            except (RuntimeError, TypeError, NotImplementedError, AttributeError):
+                continue
+            if key is not None:
+                out.add(key)
+        return out
+
     def close(self):
         """Forget this object's handles.  The mapping itself goes away when the last tensor viewing
         it is freed (a model that kept zero-copy weights keeps exactly those pages)."""

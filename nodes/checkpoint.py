@@ -70,11 +70,25 @@ def _own_mappings():
     return core.weights_in_own_mappings(lambda module: isinstance(module, comfy.ops.CastWeightBiasOp))
 
 
-def _groups(keys, dm):
+GROUP_CAP = 192 << 20  # file bytes handed over in one load_state_dict at most (where the modules allow)
+
+
+def _nbytes(v):
+    try:
+        return v.numel() * v.element_size() if isinstance(v, torch.Tensor) else 0
+    except (RuntimeError, TypeError, NotImplementedError):
+        return 0
+
+
+def _groups(keys, dm, sizes=None, cap=GROUP_CAP):
     """Keys of the diffusion model's state dict grouped by the module that is handed them in one
     ``load_state_dict``: the first module below a chain of containers (ModuleList/Sequential), e.g.
     ``input_blocks.1.0`` (one ResBlock), so each group is a few tens of MB and its file pages leave the
-    resident set before the next group is read.  Keys of the model's own tensors go last, under ""."""
+    resident set before the next group is read.  A group over ``cap`` file bytes (``sizes``: key -> bytes;
+    SDXL's SpatialTransformers with 10 blocks at 1280 channels are 0.65 GB of fp16) is split into its child
+    modules, recursively; the module's own direct tensors follow its children in a small group of their own,
+    so every lazily built child has its weights before the parent's ``load_state_dict`` visits it.  Keys of
+    the model's own tensors go last, under ""."""
     containers = (torch.nn.ModuleList, torch.nn.Sequential, torch.nn.ModuleDict)
     groups = {}
     for k in keys:
@@ -90,9 +104,34 @@ def _groups(keys, dm):
                 break
         groups.setdefault(".".join(path), []).append(k)
     rest = groups.pop("", None)
+    if sizes is None:
+        out = groups
+    else:
+        out = {}
+
+        def split(group, gkeys):
+            if sum(sizes.get(k, 0) for k in gkeys) <= cap:
+                out[group] = gkeys
+                return
+            owner = dm.get_submodule(group)
+            cut = len(group) + 1
+            children, own = {}, []
+            for k in gkeys:
+                name = k[cut:].split(".", 1)
+                if len(name) == 2 and name[0] in owner._modules:
+                    children.setdefault(f"{group}.{name[0]}", []).append(k)
+                else:
+                    own.append(k)
+            for g, ks in children.items():
+                split(g, ks)
+            if own:
+                out[group] = own
+
+        for group, gkeys in groups.items():
+            split(group, gkeys)
     if rest:
-        groups[""] = rest
-    return groups
+        out[""] = rest
+    return out
 
 
 def _data_ptrs(module):
@@ -145,7 +184,8 @@ def _load_diffusion_model(ck, sd, prefix, model_config, weight_dtype, load_mode)
     unet = model_config.process_unet_state_dict(unet)
     zero_copy, converted, missing, unexpected = set(), 0, [], []
     loaded = set()
-    for group, keys in _groups(list(unet), dm).items():
+    sizes = {k: _nbytes(v) for k, v in unet.items()}
+    for group, keys in _groups(list(unet), dm, sizes).items():
         owner = dm.get_submodule(group) if group else dm
         cut = len(group) + 1 if group else 0
         part, file_keys = {}, {}
@@ -159,7 +199,8 @@ def _load_diffusion_model(ck, sd, prefix, model_config, weight_dtype, load_mode)
             part[k[cut:]] = v
         if group:
             m, u = owner.load_state_dict(part, strict=False, assign=assign)
-            missing += [f"{group}.{x}" for x in m]
+            # a split module's own group: its children were handed their keys before it
+            missing += [f"{group}.{x}" for x in m if f"{group}.{x}" not in loaded]
             unexpected += [f"{group}.{x}" for x in u]
         else:  # the model's own tensors; every child has its weights by now
             m, u = dm.load_state_dict(part, strict=False, assign=assign)
@@ -231,11 +272,20 @@ def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_direc
     """CLIP and VAE through the host's own classes and the detected model config's key processing, from
     the mapping (or the read/direct buffers); only the switched-on part's tensors are read.  Their file
     pages leave the resident set before the diffusion model is built."""
-    wanted = []
+    wanted = set()
+    # The part's file keys are those the host's own key processing hands its loader: a model config's
+    # prefix list need not name them (SDXL's text encoders sit under conditioner.embedders.*, its
+    # text_encoder_key_prefix is the default cond_stage_model.), and a key left out here would be read
+    # through the mapping uncounted and its pages stay resident beside the diffusion model.
     if load_vae:
-        wanted += _prefixed(views, model_config.vae_key_prefix)
+        wanted |= set(_prefixed(views, model_config.vae_key_prefix))
+        wanted |= ck.keys_viewed_by(model_config.process_vae_state_dict(comfy.utils.state_dict_prefix_replace(
+            dict(views), {p: "" for p in model_config.vae_key_prefix}, filter_keys=True)).values())
     if load_clip:
-        wanted += _prefixed(views, model_config.text_encoder_key_prefix)
+        wanted |= set(_prefixed(views, model_config.text_encoder_key_prefix))
+        if model_config.clip_target(state_dict=views) is not None:
+            wanted |= ck.keys_viewed_by(model_config.process_clip_state_dict(dict(views)).values())
+    wanted = sorted(wanted)
     sd = dict(views)
     sd.update(ck.read_subset(wanted))
     clip = vae = None
