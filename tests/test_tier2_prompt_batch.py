@@ -177,18 +177,7 @@ def test_sixteen_prompts_one_sampler_pass_sixteen_different_images(host):
     # stock references for a few entries: same noise (LatentFromBatch keeps the batch index), the
     # prompt encoded by CLIPTextEncode and padded with stock ConditioningConcat("") to the batch length
     chunks = {0: 1, 1: 2, 5: 3}  # SIXTEEN[1] has LONG (2 chunks), SIXTEEN[5] LONGER (3 chunks)
-    g["empty"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}}
-    for i, k in chunks.items():
-        g[f"r{i}c0"] = {"class_type": "CLIPTextEncode", "inputs": {"text": SIXTEEN[i], "clip": ["1", 1]}}
-        last = f"r{i}c0"
-        for pad in range(3 - k):
-            g[f"r{i}c{pad + 1}"] = {"class_type": "ConditioningConcat",
-                                    "inputs": {"conditioning_to": [last, 0], "conditioning_from": ["empty", 0]}}
-            last = f"r{i}c{pad + 1}"
-        g[f"r{i}l"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["4", 0], "batch_index": i, "length": 1}}
-        g[f"r{i}k"] = {"class_type": "KSampler", "inputs": {**g["5"]["inputs"], "positive": [last, 0],
-                                                           "latent_image": [f"r{i}l", 0]}}
-        g[f"r{i}p"] = probe(f"ref_{i}", f"r{i}k", 0, "latent")
+    graphs.add_stock_references(g, SIXTEEN, chunks, 3, "ref_")
     entry = host.run(g)
 
     files = [f for f in host.output_files(entry) if f.name.startswith("pb16")]

@@ -33,20 +33,10 @@ def test_three_prompts_one_pass_three_images_each_equal_to_stock(host):
                                     prefix="sdxl_pb")
     g["pc"] = probe("sdxl_pb_cond", "pb", 0, "conditioning")
     g["lp"] = probe("sdxl_pb_out", "5")
-    g["empty"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}}
     chunks = {0: 2, 1: 1}
-    for i, k in chunks.items():
-        g[f"r{i}c0"] = {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPTS[i], "clip": ["1", 1]}}
-        last = f"r{i}c0"
-        for pad in range(2 - k):
-            g[f"r{i}c{pad + 1}"] = {"class_type": "ConditioningConcat",
-                                    "inputs": {"conditioning_to": [last, 0], "conditioning_from": ["empty", 0]}}
-            last = f"r{i}c{pad + 1}"
+    graphs.add_stock_references(g, PROMPTS, chunks, 2, "sdxl_ref_")
+    for i in chunks:
         g[f"r{i}q"] = probe(f"sdxl_ref_cond_{i}", f"r{i}c0", 0, "conditioning")
-        g[f"r{i}l"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["4", 0], "batch_index": i, "length": 1}}
-        g[f"r{i}k"] = {"class_type": "KSampler", "inputs": {**g["5"]["inputs"], "positive": [last, 0],
-                                                           "latent_image": [f"r{i}l", 0]}}
-        g[f"r{i}p"] = probe(f"sdxl_ref_{i}", f"r{i}k")
     entry = host.run(g, timeout=1800)
 
     files = sorted(f for f in host.output_files(entry) if f.name.startswith("sdxl_pb"))

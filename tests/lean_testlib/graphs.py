@@ -67,3 +67,27 @@ def prompt_batch_txt2img(text, ckpt="lean_sd15.safetensors", mode="lines", count
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+def add_stock_references(g, prompts, chunks, total, probe_prefix, sampler="5", latents="4", clip=("1", 1)):
+    """Add to a prompt_batch_txt2img graph `g` the stock path for entries `chunks` ({batch index: CLIP chunks of
+    that prompt}): CLIPTextEncode of prompts[i] alone, padded with stock ConditioningConcat("") to `total`
+    chunks, sampled by a copy of KSampler `sampler` on LatentFromBatch(latents, i) (same noise as entry i), its
+    latent saved by TestProbe_lean as `<probe_prefix><i>`.  Returns the node id of each padded conditioning."""
+    g["empty"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": list(clip)}}
+    conds = {}
+    for i, k in chunks.items():
+        g[f"r{i}c0"] = {"class_type": "CLIPTextEncode", "inputs": {"text": prompts[i], "clip": list(clip)}}
+        last = f"r{i}c0"
+        for pad in range(total - k):
+            g[f"r{i}c{pad + 1}"] = {"class_type": "ConditioningConcat",
+                                    "inputs": {"conditioning_to": [last, 0], "conditioning_from": ["empty", 0]}}
+            last = f"r{i}c{pad + 1}"
+        g[f"r{i}l"] = {"class_type": "LatentFromBatch", "inputs": {"samples": [latents, 0], "batch_index": i,
+                                                                   "length": 1}}
+        g[f"r{i}k"] = {"class_type": "KSampler", "inputs": {**g[sampler]["inputs"], "positive": [last, 0],
+                                                           "latent_image": [f"r{i}l", 0]}}
+        g[f"r{i}p"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"{probe_prefix}{i}",
+                                                                 "latent": [f"r{i}k", 0]}}
+        conds[i] = last
+    return conds
