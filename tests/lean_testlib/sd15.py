@@ -198,13 +198,20 @@ def random_tensor(torch, key, shape, seed, dtype):
         return torch.zeros(shape, dtype=dtype)
     if is_norm and len(shape) == 1:
         return torch.ones(shape, dtype=dtype)
+    return seeded_normal(torch, key, shape, seed, dtype)
+
+
+def seeded_normal(torch, key, shape, seed, dtype, fan_in=None):
+    """N(0, 0.02) for embeddings, else N(0, 1/fan_in) (fan_in: the product of shape[1:] unless given), from a
+    generator seeded by (seed, crc32(key)), so every tensor is the same on every run whatever else is made."""
     g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(key.encode())) & 0x7FFFFFFFFFFFFFFF)
     if "embedding" in key:
         std = 0.02
     else:
-        fan_in = 1
-        for s in shape[1:]:
-            fan_in *= s
+        if fan_in is None:
+            fan_in = 1
+            for s in shape[1:]:
+                fan_in *= s
         std = fan_in ** -0.5
     return (torch.randn(shape, generator=g, dtype=torch.float32) * std).to(dtype)
 

@@ -21,9 +21,8 @@ from its own generator seeded by (seed, crc32(key)).  The file (~6.9 GB) is writ
 import json
 import os
 import struct
-import zlib
 
-from .sd15 import _resblock, clip_l_keys, vae_keys
+from .sd15 import _resblock, clip_l_keys, seeded_normal, vae_keys
 from .sd15 import _transformer as _sd15_transformer
 
 GENERATOR_VERSION = 1
@@ -147,17 +146,8 @@ def random_tensor(torch, key, shape, seed, dtype):
         return torch.zeros(shape, dtype=dtype)
     if len(shape) == 1 and any(m in key for m in _NORM_MARKS):
         return torch.ones(shape, dtype=dtype)
-    g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(key.encode())) & 0x7FFFFFFFFFFFFFFF)
-    if "embedding" in key:
-        std = 0.02
-    else:
-        fan_in = 1
-        for s in shape[1:]:
-            fan_in *= s
-        if key.endswith("text_projection"):   # open_clip applies x @ text_projection: fan_in is shape[0]
-            fan_in = shape[0]
-        std = fan_in ** -0.5
-    return (torch.randn(shape, generator=g, dtype=torch.float32) * std).to(dtype)
+    # open_clip applies x @ text_projection: its fan_in is shape[0]
+    return seeded_normal(torch, key, shape, seed, dtype, shape[0] if key.endswith("text_projection") else None)
 
 
 _DT = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "int64": "I64"}
