@@ -58,3 +58,64 @@ def test_a_missing_module_level_prerequisite_fails_under_ci_too(tmp_path):
                 PYTHONPATH=str(REPO / "tests" / "lean_testlib" / "no_llama_cpp"))
     assert "llama-cpp-python not installed" in r.stdout, r.stdout[-3000:]
     assert r.returncode != 0 and "CI=true, so this skip is a failure" in r.stdout, r.stdout[-3000:]
+
+
+# ---------------------------------------------------------------- no silent skip under CI=true
+def _pytest_with_conftest(tmp_path, body, *args, **env):
+    """The real tests/conftest.py (loaded as a plugin) on a test file of our own in tmp_path."""
+    (tmp_path / "test_probe.py").write_text(body)
+    e = {k: v for k, v in os.environ.items() if k not in ("CI", "COMFYUI_PATH", "LEAN_IN_NETNS")}
+    e.update(HOME=str(tmp_path), LEAN_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO / "tests"), **env)
+    e.setdefault("COMFYUI_PATH", str(tmp_path / "no_host"))
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
+                           "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path), "-rs",
+                           str(tmp_path / "test_probe.py"), *args],
+                          cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300)
+
+
+UNLISTED = "import pytest\n\ndef test_skips():\n    pytest.skip('a reason nobody listed')\n"
+ALLOWED = "import pytest\n\ndef test_skips():\n    pytest.skip('already inside the offline namespace')\n"
+
+
+def test_an_unlisted_skip_fails_under_ci_and_skips_otherwise(tmp_path):
+    dev = _pytest_with_conftest(tmp_path, UNLISTED, "-m", "not tier2")
+    assert dev.returncode == 0 and "1 skipped" in dev.stdout, dev.stdout[-2000:]
+    ci = _pytest_with_conftest(tmp_path, UNLISTED, "-m", "not tier2", CI="true")
+    assert ci.returncode == 1 and "1 failed" in ci.stdout, ci.stdout[-2000:]
+    assert "CI=true, so this skip is a failure: a reason nobody listed" in ci.stdout
+    assert "not on the allow-list" in ci.stdout
+
+
+def test_an_allowed_skip_passes_under_ci_only_where_its_condition_holds_and_the_list_is_printed(tmp_path):
+    ok = _pytest_with_conftest(tmp_path, ALLOWED, "-m", "not tier2", CI="true", LEAN_IN_NETNS="1")
+    assert ok.returncode == 0 and "1 skipped" in ok.stdout, ok.stdout[-2000:]
+    assert "CI=true skip allow-list" in ok.stdout
+    assert re.search(r"\[1 skipped here\] /already inside the offline namespace/ only when LEAN_IN_NETNS=1", ok.stdout)
+    assert "lazy layers: not in ComfyUI 0.3.64" in ok.stdout  # every entry is printed, used or not
+    bad = _pytest_with_conftest(tmp_path, ALLOWED, "-m", "not tier2", CI="true")  # condition does not hold
+    assert bad.returncode == 1 and "1 failed" in bad.stdout, bad.stdout[-2000:]
+
+
+def _fake_host(tmp_path):
+    host = tmp_path / "FakeComfyUI"
+    (host / "comfy").mkdir(parents=True)
+    (host / "main.py").write_text("")
+    (host / "comfyui_version.py").write_text('__version__ = "0.0.1"\n')
+    return host
+
+
+PASSING = "def test_passes():\n    assert True\n"
+
+
+def test_a_ci_run_that_runs_no_tier2_test_fails(tmp_path):
+    """A host is found, tier 2 is not deselected, nothing of tier 2 runs: "TIER 2 NOT RUN" fails the run under CI."""
+    host = str(_fake_host(tmp_path))
+    dev = _pytest_with_conftest(tmp_path, PASSING, COMFYUI_PATH=host)
+    assert dev.returncode == 0 and "TIER 2 NOT RUN" in dev.stdout, dev.stdout[-2000:]
+    ci = _pytest_with_conftest(tmp_path, PASSING, COMFYUI_PATH=host, CI="true")
+    assert ci.returncode == 1 and "1 passed" in ci.stdout and "TIER 2 NOT RUN" in ci.stdout, ci.stdout[-2000:]
+    assert "a run that selects tier 2 and runs none of it fails" in ci.stdout
+    tier1 = _pytest_with_conftest(tmp_path, PASSING, "-m", "not tier2", COMFYUI_PATH=host, CI="true")
+    assert tier1.returncode == 0, tier1.stdout[-2000:]  # a tier-1-only run says so with -m "not tier2"
+    nohost = _pytest_with_conftest(tmp_path, PASSING, CI="true")
+    assert nohost.returncode == 1 and "TIER 2 SKIPPED" in nohost.stdout, nohost.stdout[-2000:]

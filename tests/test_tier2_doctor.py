@@ -16,7 +16,7 @@ import tomllib
 
 import pytest
 
-from lean_testlib import REPO, harness
+from lean_testlib import REPO, harness, prereq
 
 pytestmark = pytest.mark.tier2
 
@@ -26,7 +26,7 @@ GiB = 1 << 30
 def _host():
     path, why = harness.find_host()
     if path is None:
-        pytest.skip(why)
+        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
     return pathlib.Path(path)
 
 

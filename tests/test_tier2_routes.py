@@ -147,8 +147,7 @@ def test_every_route_has_attack_cases(host):
 
 def test_attacks_refused(host, request):
     routes = sorted(p for _, p in router_lean_routes(host))
-    if not routes:
-        pytest.skip("the pack serves no /lean/ route yet")
+    assert routes, "the host's router lists no /lean/ route"
     failures, n = [], 0
     for route in routes:
         for query, want, check, what in ATTACKS[route]:
@@ -173,8 +172,7 @@ def test_attacks_refused(host, request):
 
 def test_fifty_concurrent_requests_per_route(host, request):
     routes = sorted(p for _, p in router_lean_routes(host))
-    if not routes:
-        pytest.skip("the pack serves no /lean/ route yet")
+    assert routes, "the host's router lists no /lean/ route"
     problems = []
     for route in routes:
         def one(i):

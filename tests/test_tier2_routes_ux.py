@@ -94,10 +94,7 @@ def test_metadata_is_re_read_when_the_file_changes(comfy, loras, tmp_path):
 
 
 def test_prompt_batch_preview_route_answers(comfy):
-    """The route lean.promptBatch.js calls (it lands with the prompt-batch feature)."""
-    from lean_testlib import shipped
-    if "LeanPromptBatch" not in shipped.declared_nodes():
-        pytest.skip("LeanPromptBatch is not merged in this checkout")
+    """The route lean.promptBatch.js calls."""
     from urllib.parse import urlencode
     status, data = comfy.request("/lean/prompt_batch/preview?" + urlencode(
         {"text": "a cat\na dog\n# comment\n{red|blue} bird", "mode": "combinatorial", "count": 16}))

@@ -34,13 +34,6 @@ def load(path):
     return json.loads(path.read_text())
 
 
-def not_in_this_checkout(ui):
-    """Lean node types a workflow uses that this checkout does not declare (a feature branch not merged yet).
-    A declared node missing from the host is NOT in this list: that is a failure, not a skip."""
-    declared = declared_nodes()
-    return sorted({n["type"] for n in ui["nodes"] if n["type"].startswith("Lean") and n["type"] not in declared})
-
-
 def put_fixtures(base):
     """Link the random-weight fixtures into the host's folders under the names the workflows use."""
     from . import controlnet, harness, images, lora, sd15, tiny_gguf
