@@ -26,7 +26,6 @@ import os
 import pathlib
 import sys
 import time
-import types
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -35,17 +34,13 @@ sys.path.insert(0, str(TESTS))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lean_testlib import harness  # noqa: E402
+from lean_testlib import harness, inproc  # noqa: E402
 from lean_testlib.images import photo_like  # noqa: E402
 
 
 def load_pack():
     """The repo as package `lean_nodes` (how ComfyUI sees it, without the host's `nodes` clash)."""
-    if "lean_nodes" not in sys.modules:
-        mod = types.ModuleType("lean_nodes")
-        mod.__path__ = [str(REPO)]
-        mod.__file__ = str(REPO / "__init__.py")
-        sys.modules["lean_nodes"] = mod
+    inproc.load_pack()
     from lean_nodes.core import canny as core
     return core
 

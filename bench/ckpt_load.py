@@ -69,10 +69,8 @@ def worker(kind, ckpt, dtype, out):
         model, clip, vae = host_nodes.CheckpointLoaderSimple().load_checkpoint(name)
         report = ""
     else:
-        import types
-        pack = types.ModuleType("lean_nodes")  # the repo as a package, the way the host sees it
-        pack.__path__ = [str(REPO)]
-        sys.modules["lean_nodes"] = pack
+        from lean_testlib import inproc
+        inproc.load_pack()  # the repo as package `lean_nodes`, the way the host sees it
         from lean_nodes.nodes.checkpoint import LeanCheckpointLoader
         out_ = LeanCheckpointLoader().load(name, "mmap", dtype, True, True)
         model, clip, vae, report = out_["result"]

@@ -83,10 +83,8 @@ def worker(kind, path, out, size=256, steps=1, weight_dtype="default"):
         model = host_nodes.UNETLoader().load_unet(name, weight_dtype)[0]
         report = ""
     else:
-        import types
-        pack = types.ModuleType("lean_nodes")  # the repo as a package, the way the host sees it
-        pack.__path__ = [str(REPO)]
-        sys.modules["lean_nodes"] = pack
+        from lean_testlib import inproc
+        inproc.load_pack()  # the repo as package `lean_nodes`, the way the host sees it
         from lean_nodes.nodes.diffusion_model import LeanDiffusionModelLoader
         out_ = LeanDiffusionModelLoader().load(name, weight_dtype, "mmap")
         model, report = out_["result"]

@@ -14,21 +14,18 @@ import pathlib
 import statistics
 import sys
 import time
-import types
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from lean_testlib import harness, tiny_gguf  # noqa: E402
+from lean_testlib import harness, inproc, tiny_gguf  # noqa: E402
 
 
 def load_pack(host):
     sys.path.insert(0, str(host))  # folder_paths, comfy.* (the host's own modules)
     import comfy.cli_args
     comfy.cli_args.args.cpu = True  # as the tier-2 host runs (--cpu); no GPU torch here
-    mod = types.ModuleType("lean_nodes")
-    mod.__path__ = [str(REPO)]
-    sys.modules["lean_nodes"] = mod
+    inproc.load_pack()  # the repo as package `lean_nodes`
     import importlib
     return importlib.import_module("lean_nodes.nodes.llm")
 

@@ -90,6 +90,16 @@ ALLOWED_SKIPS = [
             lambda: bool(os.environ.get("LEAN_IN_NETNS")), "LEAN_IN_NETNS=1"),
 ]
 _ALLOWED_USED = collections.Counter()
+_FILE_SECONDS = collections.Counter()  # test file -> seconds of setup, call and teardown (printed under CI=true)
+
+
+def pytest_runtest_logreport(report):
+    _FILE_SECONDS[report.nodeid.split("::", 1)[0]] += getattr(report, "duration", 0.0) or 0.0
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sdxl_full: runs the full-size SDXL fixture (~14 GB as fp32 on the CPU); "
+                                       "CI runs these on ComfyUI 0.33.0 only (.ci/run)")
 
 
 def pytest_report_header(config):
@@ -134,10 +144,19 @@ def _status_line():
 
 def _tier2_missing(config):
     """The CI failure for a run that selected tier 2 but ran none of it, else None."""
-    if _TIER2["ran"] or not _tier2_must_run(config):
+    if _TIER2["ran"] or not _tier2_must_run(config) or config.getoption("collectonly", False):
         return None
     return (f"CI=true, so a run that selects tier 2 and runs none of it fails ({_status_line()}); "
             "a tier-1-only run deselects tier 2: -m \"not tier2\"")
+
+
+def _print_slowest_files(tr, n=15):
+    if not _FILE_SECONDS:
+        return
+    total = sum(_FILE_SECONDS.values())
+    tr.write_sep("-", f"slowest test files (setup + call + teardown; {total:.0f}s in all)")
+    for path, secs in _FILE_SECONDS.most_common(n):
+        tr.write_line(f"  {secs:7.1f}s  {path}")
 
 
 def _print_allow_list(tr):
@@ -162,6 +181,7 @@ def _deselected_by_ci(config):
 def pytest_terminal_summary(terminalreporter):
     line = _status_line()
     if strict():
+        _print_slowest_files(terminalreporter)
         _print_allow_list(terminalreporter)
     missing = _tier2_missing(terminalreporter.config)
     if missing:
@@ -179,20 +199,29 @@ def pytest_sessionfinish(session, exitstatus):
 
 # ---------------------------------------------------------------- tier-2 fixtures
 
+def _host_started(host, error):
+    if error is not None:
+        _TIER2["failed_start"] = str(error).splitlines()[0]
+    else:
+        _TIER2["ran"] = True
+
+
 @pytest.fixture(scope="session")
-def comfy(tmp_path_factory):
-    """A running ComfyUI with this pack loaded (one per test session)."""
+def shared_hosts(tmp_path_factory):
+    """harness.HostPool: one running host per set of start flags, shared by every module that asks for those
+    flags (`with shared_hosts.use(["--fp32-text-enc"], setup=fn) as h: yield h`); stopped at the end."""
+    pool = harness.HostPool(tmp_path_factory, on_start=_host_started)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def comfy(shared_hosts):
+    """A running ComfyUI with this pack loaded: the pool's host with the default flags (one per session), with the
+    test-only nodes of harness.HostPool in it."""
     if not _HOST_PATH:
         pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({_HOST_WHY})"))
-    base = tmp_path_factory.mktemp("comfy_base")
-    try:
-        host = harness.ComfyHost.start(_HOST_PATH, base)
-    except Exception as e:
-        _TIER2["failed_start"] = str(e).splitlines()[0]
-        raise
-    _TIER2["ran"] = True
-    yield host
-    host.stop()
+    return shared_hosts.get()
 
 
 @pytest.fixture(scope="session")
@@ -249,7 +278,8 @@ def _is_tier2_module(collector):
     if not isinstance(collector, pytest.Module) or path is None:
         return False
     try:
-        return "pytestmark = pytest.mark.tier2" in pathlib.Path(path).read_text(encoding="utf-8")
+        return re.search(r"^pytestmark = \[?pytest\.mark\.tier2\b", pathlib.Path(path).read_text(encoding="utf-8"),
+                         re.M) is not None
     except OSError:
         return False
 

@@ -16,11 +16,27 @@ def readme_test_command():
 
 
 def test_ci_runs_the_readme_test_command():
+    """Per host, the README's command with a selection appended (tier 2), inside the offline namespace."""
     cmd = readme_test_command()
     assert "pytest" in cmd
-    ci_lines = [l.strip() for l in (REPO / ".ci" / "run").read_text().splitlines()]
-    runs = [l for l in ci_lines if l == cmd or l.endswith(" " + cmd)]
-    assert len(runs) == 2, f".ci/run does not run the README's test command {cmd!r} (offline and plain)"
+    ci = (REPO / ".ci" / "run").read_text()
+    ci_lines = [l.strip() for l in ci.splitlines()]
+    assert f'offline {cmd} "$@"' in ci_lines, f".ci/run does not run the README's test command {cmd!r}"
+    assert re.search(r'^\s+run_tests -m "\$sel"', ci, re.M)
+    assert 'sel="tier2"' in ci and 'sel="tier2 and not sdxl_full"' in ci  # full-size SDXL on the default host
+    assert re.search(r'offline "\$PY" -m pytest -q tests -m "not tier2"', ci)  # tier 1 once
+
+
+def test_ci_fails_without_a_network_namespace(tmp_path):
+    """.ci/run under CI=true stops at once when `unshare -n` fails (a PATH shim makes it fail here)."""
+    shim = tmp_path / "unshare"
+    shim.write_text("#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n")
+    shim.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", CI="true")
+    r = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "FAILED: no network namespace can be made here" in r.stdout and "Operation not permitted" in r.stdout
+    assert "torch" not in r.stdout.split("FAILED", 1)[1]  # nothing installed after the failure
 
 
 def test_ci_treats_no_tests_as_failure():

@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from lean_testlib import prereq, REPO, bad_inputs, declared_nodes, bad_source_node, cache_dir, harness, report, sd15
+from lean_testlib import REPO, bad_inputs, declared_nodes, bad_source_node, cache_dir, harness, report, sd15
 
 pytestmark = pytest.mark.tier2
 
@@ -20,9 +20,7 @@ HOST_WRITES = {"comfyui.log", "socket_audit.jsonl"}   # the host's own log (not 
 
 
 def _start(tmp_path_factory, name, env=None):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    path = harness.require_host()
     base = tmp_path_factory.mktemp(name)
     harness.make_base_dir(base)
     marker = tmp_path_factory.mktemp(name + "_marker") / "UNPICKLED_CODE_RAN"

@@ -16,7 +16,7 @@ import tomllib
 
 import pytest
 
-from lean_testlib import REPO, harness, prereq
+from lean_testlib import REPO, harness
 
 pytestmark = pytest.mark.tier2
 
@@ -24,9 +24,7 @@ GiB = 1 << 30
 
 
 def _host():
-    path, why = harness.find_host()
-    if path is None:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    path = harness.require_host()
     return pathlib.Path(path)
 
 

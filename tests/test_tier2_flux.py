@@ -4,7 +4,7 @@ loaders give the same model, and one sampling step gives the same latent, bit fo
 import pytest
 import torch
 
-from lean_testlib import flux_cond_node, flux_tiny, harness, prereq, probe_node
+from lean_testlib import flux_tiny, harness, probe_node
 
 pytestmark = pytest.mark.tier2
 
@@ -15,22 +15,18 @@ IN_UNET = "lean_flux_in_unet.safetensors"  # the same file in models/unet (UNETL
 LORA = "lean_flux_lora_kohya.safetensors"
 
 
-@pytest.fixture(scope="module")
-def flux_host(tmp_path_factory):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
-    base = tmp_path_factory.mktemp("flux_base")
-    harness.make_base_dir(base)
-    probe_node.install(base)
-    flux_cond_node.install(base)
+def _flux_files(base):
     src = flux_tiny.flux_tiny()
     harness.link_model(base, "diffusion_models", src, FLUX)
     harness.link_model(base, "unet", src, IN_UNET)
     harness.link_model(base, "loras", flux_tiny.flux_kohya_lora(), LORA)
-    h = harness.ComfyHost.start(path, base)
-    yield h
-    h.stop()
+
+
+@pytest.fixture(scope="module")
+def flux_host(shared_hosts):
+    """The shared host with the default flags (its test-only nodes include the probe and TestFluxCond_lean)."""
+    with shared_hosts.use(setup=_flux_files) as h:
+        yield h
 
 
 def sample(loader, name, weight_dtype):

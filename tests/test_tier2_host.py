@@ -14,9 +14,7 @@ CKPT = "lean_sd15.safetensors"
 
 
 def _version():
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    path = harness.require_host()
     return path, tuple(int(x) for x in harness.host_version(path).split(".")[:3])
 
 
@@ -39,16 +37,17 @@ def probe_host(tmp_path_factory, sd15_ckpt):
     """A host with the capabilities probe and, on releases that have lazily built layers, the module that
     switches them on (test-only custom nodes, linked before the host starts), and fp16 everywhere."""
     path, version = _version()
-    base = tmp_path_factory.mktemp("host_base")
-    harness.make_base_dir(base)
-    host_caps_node.install(base)
-    if version >= (0, 29, 0):
-        lazy_layers_node.install(base)
-    harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
-    h = harness.ComfyHost.start(path, base, extra_args=["--fp16-unet", "--fp16-text-enc", "--fp16-vae"])
-    h.version = version
-    yield h
-    h.stop()
+
+    def setup(base):
+        host_caps_node.install(base)
+        if version >= (0, 29, 0):
+            lazy_layers_node.install(base)
+        harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
+
+    with harness.own_host(tmp_path_factory, "host_base", setup=setup,
+                          extra_args=["--fp16-unet", "--fp16-text-enc", "--fp16-vae"]) as h:
+        h.version = version
+        yield h
 
 
 def test_host_capabilities_match_the_release(probe_host):

@@ -21,20 +21,18 @@ FREED = "[Lean LLM] freed tiny.gguf: ComfyUI's node cache let go of the loader's
 
 @pytest.fixture(scope="module")
 def ram_host(tmp_path_factory):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    path = harness.require_host()
     # read from the host's own source, not from the pack
     if "class RAMPressureCache" not in (pathlib.Path(path) / "comfy_execution" / "caching.py").read_text():
         pytest.skip(f"ComfyUI {harness.host_version(path)} has no RAM-pressure cache (its classic cache frees a kept "
                     "LLM when the loader leaves the workflow; POST /free and an image model needing room free it too)")
-    base = tmp_path_factory.mktemp("ram_base")
-    harness.make_base_dir(base)
-    host_caps_node.install(base)
-    harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), "tiny.gguf")
-    h = harness.ComfyHost.start(path, base, extra_args=["--cache-ram", "1", "1"])
-    yield h
-    h.stop()
+
+    def setup(base):
+        host_caps_node.install(base)
+        harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), "tiny.gguf")
+
+    with harness.own_host(tmp_path_factory, "ram_base", setup=setup, extra_args=["--cache-ram", "1", "1"]) as h:
+        yield h
 
 
 def cached_nodes(entry):

@@ -25,20 +25,20 @@ EFFECT = 10 * TOL
 
 
 @pytest.fixture(scope="module")
-def host(comfy, sd15_ckpt, tmp_path_factory):
-    """A host of its own with --fp32-text-enc: on --cpu ComfyUI stores text-encoder weights in fp16, so stock
+def host(shared_hosts, sd15_ckpt):
+    """The shared host with --fp32-text-enc: on --cpu ComfyUI stores text-encoder weights in fp16, so stock
     LoraLoader rounds W + dW to fp16 there (about 2e-3 in these latents) while the branch computes in fp32.
-    Correctness is checked in fp32 end to end; `comfy` is requested so the session reports tier 2."""
-    h = harness.ComfyHost.start(comfy.comfy_path, tmp_path_factory.mktemp("lora_base"),
-                                extra_args=["--fp32-text-enc"])
-    harness.link_model(h.base, "checkpoints", sd15_ckpt, CKPT)
-    harness.link_model(h.base, "loras", kohya.sd15_lora(rank=32), LORA)
-    harness.link_model(h.base, "loras", lora_extra.sdxl_style_lora(), "xl_style.safetensors")
-    harness.link_model(h.base, "loras", lora_extra.loha_lora(), "lean_loha.safetensors")
-    midd = ("BASE", "IN05", "IN07", "IN08", "M00", "OUT03", "OUT04", "OUT05", "OUT06")
-    harness.link_model(h.base, "loras", lora_extra.filtered_lora(midd), "lean_lora_midd.safetensors")
-    yield h
-    h.stop()
+    Correctness is checked in fp32 end to end."""
+    def setup(base):
+        harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
+        harness.link_model(base, "loras", kohya.sd15_lora(rank=32), LORA)
+        harness.link_model(base, "loras", lora_extra.sdxl_style_lora(), "xl_style.safetensors")
+        harness.link_model(base, "loras", lora_extra.loha_lora(), "lean_loha.safetensors")
+        midd = ("BASE", "IN05", "IN07", "IN08", "M00", "OUT03", "OUT04", "OUT05", "OUT06")
+        harness.link_model(base, "loras", lora_extra.filtered_lora(midd), "lean_lora_midd.safetensors")
+
+    with shared_hosts.use(["--fp32-text-enc"], setup=setup) as h:
+        yield h
 
 
 _counter = [0]

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from lean_testlib import flux_cond_node, flux_tiny, harness, lora_formats, prereq, probe_node, weight_hash_node
+from lean_testlib import flux_tiny, harness, lora_formats, probe_node, weight_hash_node
 
 pytestmark = pytest.mark.tier2
 
@@ -24,16 +24,7 @@ def _is_double(module):
     return "double_blocks" in module or ".transformer_blocks." in module
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
-    base = tmp_path_factory.mktemp("flux_lora_base")
-    harness.make_base_dir(base)
-    probe_node.install(base)
-    flux_cond_node.install(base)
-    weight_hash_node.install(base)
+def _flux_lora_files(base):
     harness.link_model(base, "diffusion_models", flux_tiny.flux_tiny(), FLUX)
     files = {"kohya": flux_tiny.flux_kohya_lora(), "diffusers": lora_formats.flux_diffusers_lora(),
              "lokr": lora_formats.flux_lokr()}
@@ -42,9 +33,14 @@ def host(tmp_path_factory):
     for fmt, name in DOUBLE_ONLY.items():
         harness.link_model(base, "loras", lora_formats.filtered(files[fmt], _is_double, "double"), name)
     harness.link_model(base, "loras", lora_formats.flux_kohya_tagged(), TAGGED)
-    h = harness.ComfyHost.start(path, base)
-    yield h
-    h.stop()
+
+
+@pytest.fixture(scope="module")
+def host(shared_hosts):
+    """The shared host with the default flags (its test-only nodes include the probe, TestFluxCond_lean and the
+    weight hash)."""
+    with shared_hosts.use(setup=_flux_lora_files) as h:
+        yield h
 
 
 _n = [0]

@@ -21,7 +21,7 @@ import threading
 
 import pytest
 
-from lean_testlib import prereq, REPO, harness, report, socket_audit, workloads
+from lean_testlib import REPO, harness, report, socket_audit, workloads
 
 UNREACHABLE = "192.0.2.1"   # TEST-NET-1 (RFC 5737): a "LAN server" the user configured, never answers
 
@@ -142,9 +142,7 @@ def _llm_available():
 
 def audited_run(tmp_path_factory, label):
     """Start an audited host, run every Lean node and the openai backend; return (records, ran, host log)."""
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    path = harness.require_host()
     base = tmp_path_factory.mktemp(label)
     llm = _llm_available()
     workloads.prepare(base, llm=llm)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lean_testlib import prereq, graphs, harness, lora, probe_node
+from lean_testlib import graphs, harness, lora, probe_node
 
 pytestmark = pytest.mark.tier2
 
@@ -20,13 +20,7 @@ CKPT = "lean_sd15.safetensors"
 L = 77
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory, sd15_ckpt):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
-    base = tmp_path_factory.mktemp("pb_base")
-    harness.make_base_dir(base)
+def _setup(base, sd15_ckpt, yaml):
     probe_node.install(base)
     harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
     harness.link_model(base, "loras", lora.sd15_lora(), "lean_lora.safetensors")
@@ -40,12 +34,18 @@ def host(tmp_path_factory, sd15_ckpt):
     extra = base / "extra_wc"
     extra.mkdir()
     (extra / "shapes.txt").write_text("cube\nsphere\n")
-    yaml = base / "extra_model_paths.yaml"
     yaml.write_text(f"lean_test:\n  base_path: {base}\n  wildcards: extra_wc\n")
     (base / "input" / "prompt_list.txt").write_text("# from a file\na cat from the file\na dog from the file\n")
-    h = harness.ComfyHost.start(path, base, extra_args=["--extra-model-paths-config", str(yaml)])
-    yield h
-    h.stop()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, sd15_ckpt):
+    """A host of its own: wildcards in two folders, the second declared in an extra_model_paths.yaml given at
+    start."""
+    yaml = tmp_path_factory.mktemp("pb_paths") / "extra_model_paths.yaml"  # written by _setup (base_path: base)
+    with harness.own_host(tmp_path_factory, "pb_base", setup=lambda b: _setup(b, sd15_ckpt, yaml),
+                          extra_args=["--extra-model-paths-config", str(yaml)]) as h:
+        yield h
 
 
 def probe(name, src_node, out_index=0, kind="conditioning"):
@@ -281,9 +281,7 @@ def test_sdxl_layout_two_encoders_and_fallback_path():
     import os
     import subprocess
 
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    harness.require_host()
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
     r = subprocess.run([sys.executable, "-m", "lean_testlib.sdxl_tiny"], cwd=tests_dir, env=env,

@@ -13,15 +13,13 @@ import sys
 
 import pytest
 
-from lean_testlib import harness, prereq
+from lean_testlib import harness
 
 pytestmark = pytest.mark.tier2
 
 
 def _run(mode):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    harness.require_host()
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
     r = subprocess.run([sys.executable, "-m", "lean_testlib.flux_te_tiny", mode], cwd=tests_dir, env=env,

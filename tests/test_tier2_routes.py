@@ -14,7 +14,7 @@ import pytest
 
 import json
 
-from lean_testlib import prereq, REPO, bad_inputs, harness, report, route_lister_node
+from lean_testlib import REPO, bad_inputs, harness, report, route_lister_node
 
 pytestmark = pytest.mark.tier2
 
@@ -30,13 +30,7 @@ def declared_routes():
     return found
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
-    base = tmp_path_factory.mktemp("routes_base")
-    harness.make_base_dir(base)
+def _route_files(base):
     secret = base / "secret_outside.txt"
     secret.write_text(SECRET + "\n")
     wc = base / "models" / "wildcards"
@@ -56,9 +50,13 @@ def host(tmp_path_factory):
     (loras / "escape.safetensors").symlink_to(secret)           # a "LoRA" that is a link to a text file outside
     (loras / "huge_header.safetensors").write_bytes((1 << 62).to_bytes(8, "little") + b"{}")
     route_lister_node.install(base)
-    h = harness.ComfyHost.start(path, base)
-    yield h
-    h.stop()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """A host of its own: its loras/ holds broken files and links out of the folder, and it lists its routes."""
+    with harness.own_host(tmp_path_factory, "routes_base", setup=_route_files) as h:
+        yield h
 
 
 def get(host, route, timeout=60, **query):

@@ -13,25 +13,23 @@ import urllib.parse
 
 import pytest
 
-from lean_testlib import harness, prereq, slow_listing_node
+from lean_testlib import harness, slow_listing_node
 
 pytestmark = pytest.mark.tier2
 
 SLOW = 6.0
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    path, why = harness.find_host()
-    if not path:
-        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
-    base = tmp_path_factory.mktemp("routes_async_base")
-    harness.make_base_dir(base)
+def _setup(base):
     (base / "models" / "wildcards" / "colors.txt").write_text("red\ngreen\nblue\n")
     slow_listing_node.install(base)
-    h = harness.ComfyHost.start(path, base)
-    yield h
-    h.stop()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """A host of its own: an empty loras/ and the slow-listing test module."""
+    with harness.own_host(tmp_path_factory, "routes_async_base", setup=_setup) as h:
+        yield h
 
 
 def test_a_slow_lora_listing_does_not_stall_other_routes(host):

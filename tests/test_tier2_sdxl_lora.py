@@ -17,7 +17,7 @@ import pytest
 
 from lean_testlib import probe_node, sdxl_host, sdxl_loras
 
-pytestmark = pytest.mark.tier2
+pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_full]  # CI runs full-size SDXL on ComfyUI 0.33.0 only
 
 CKPT = sdxl_host.CKPT
 POS = "a red cube on a table"
@@ -45,9 +45,8 @@ def _files():
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    h = sdxl_host.start(tmp_path_factory, "lora", loras=_files(), extra_args=["--fp32-text-enc"])
-    yield h
-    h.stop()
+    with sdxl_host.own(tmp_path_factory, "lora", loras=_files(), extra_args=["--fp32-text-enc"]) as h:
+        yield h
 
 
 _n = [0]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lean_testlib import graphs, probe_node, sdxl_host
 
-pytestmark = pytest.mark.tier2
+pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_full]  # CI runs full-size SDXL on ComfyUI 0.33.0 only
 
 LONG = ", ".join(["word"] * 45)  # 90 tokens: 2 chunks of 77
 PROMPTS = [LONG, "a red cube on a table", "a blue sphere at night"]
@@ -23,9 +23,8 @@ def probe(name, src, out=0, kind="latent"):
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    h = sdxl_host.start(tmp_path_factory, "prompt_batch")
-    yield h
-    h.stop()
+    with sdxl_host.own(tmp_path_factory, "prompt_batch") as h:
+        yield h
 
 
 def test_three_prompts_one_pass_three_images_each_equal_to_stock(host):

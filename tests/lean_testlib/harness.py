@@ -5,7 +5,12 @@
     entry = host.run(prompt)                          # queue + wait in /history, raises PromptFailed
     host.output_files(entry)                          # paths of the images/files the prompt wrote
     host.stop()                                       # by PID
+
+A test module's host: `with harness.own_host(tmp_path_factory, "tag", setup=fn, extra_args=[...]) as h: yield h`
+(a missing host is a prerequisite skip; `setup(base)` puts fixtures and test-only nodes in before the start).
+Hosts with the same flags are shared: `HostPool.use(extra_args, setup=fn)` (conftest's `shared_hosts` fixture).
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -97,6 +102,86 @@ def link_model(base, folder, src, name=None):
         dst.unlink()
     dst.symlink_to(pathlib.Path(src).resolve())
     return dst
+
+
+def require_host():
+    """The ComfyUI tier 2 runs in; with none found, a prerequisite skip (a failure under CI=true)."""
+    path, why = find_host()
+    if not path:
+        import pytest
+        from . import prereq
+        pytest.skip(prereq(f"tier 2 skipped: no ComfyUI host found ({why})"))
+    return path
+
+
+@contextlib.contextmanager
+def own_host(tmp_path_factory, tag, setup=None, **start_kw):
+    """A host of a test module's own, stopped on leaving: a fresh --base-directory tmp_path_factory.mktemp(tag),
+    `setup(base)` (models, wildcards, test-only custom nodes: what must be there before the host starts), then
+    ComfyHost.start(**start_kw).  Prefer HostPool.use when the module needs no flags or files of its own at start."""
+    path = require_host()
+    base = make_base_dir(tmp_path_factory.mktemp(tag))
+    if setup:
+        setup(base)
+    host = ComfyHost.start(path, base, **start_kw)
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+def _shared_test_nodes():
+    """The test-only custom nodes every pooled host has (each inert until a prompt uses it)."""
+    from . import flux_cond_node, probe_node, tiny_te_node, weight_hash_node
+    return (probe_node, flux_cond_node, weight_hash_node, tiny_te_node)
+
+
+class HostPool:
+    """Hosts shared between test modules, one per set of start flags (extra_args): the first module that asks for
+    a set starts it, later ones reuse it; all stop at the end of the session.  A module's `setup(base)` may add
+    models and files (ComfyUI lists its folders afresh), not custom nodes: every pooled host starts with the
+    test-only nodes of _shared_test_nodes().  Leaving `use` frees the models and the node cache (POST /free), so
+    an idle pooled host holds no model."""
+
+    def __init__(self, tmp_path_factory, on_start=None):
+        self.tmp_path_factory = tmp_path_factory
+        self.on_start = on_start
+        self.hosts = {}
+
+    def get(self, extra_args=()):
+        key = tuple(extra_args)
+        host = self.hosts.get(key)
+        if host is None or not host.alive():
+            path = require_host()
+            base = make_base_dir(self.tmp_path_factory.mktemp("shared_" + ("_".join(key).strip("-") or "default")))
+            for node in _shared_test_nodes():
+                node.install(base)
+            try:
+                host = ComfyHost.start(path, base, extra_args=list(key))
+            except Exception as e:
+                if self.on_start:
+                    self.on_start(None, e)
+                raise
+            if self.on_start:
+                self.on_start(host, None)
+            self.hosts[key] = host
+        return host
+
+    @contextlib.contextmanager
+    def use(self, extra_args=(), setup=None):
+        host = self.get(extra_args)
+        if setup:
+            setup(host.base)
+        try:
+            yield host
+        finally:
+            if host.alive():
+                host.free()
+
+    def stop_all(self):
+        for host in self.hosts.values():
+            host.stop()
+        self.hosts.clear()
 
 
 class PromptFailed(RuntimeError):
