@@ -174,7 +174,8 @@ def _deselected_by_ci(config):
     out = []
     if "notsdxl_full" in expr:
         out.append("sdxl_full (the full-size SDXL tests): CI runs them on ComfyUI 0.33.0 only, for time; "
-                   "0.3.64 runs SDXL through the tiny SDXL text encoder and the shipped workflows' checks")
+                   "the other host still runs the tiny SDXL text encoder and converts and drops the SDXL workflow, but samples "
+                   "no full-size SDXL model")
     return out
 
 
