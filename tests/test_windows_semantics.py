@@ -105,10 +105,8 @@ def test_pack_memory_direct_reads_and_figures_work_under_the_mode(tmp_path):
         for mode in ("direct", "mmap", "read"):
             with ckpt.open_checkpoint({str(f)!r}, mode) as ck:
                 out[mode] = {{k: ck.tensor(k).float().numpy().tolist() for k in ("b",)}}
-                out[mode + "_a"] = float(ck.materialize("a", torch.float32).double().sum())
-                into = torch.empty(300, 1000, dtype=torch.float16)
-                ck.materialize_into("a", into)
-                out[mode + "_into"] = float(into.double().sum())
+                out[mode + "_a"] = float(ck.tensor("a").double().sum())
+                ck.release("a")
         m = ckpt.LoadMeter(); fig = m.figures()
         out.update(rss=ckpt.rss_bytes(), peak=ckpt.peak_rss_bytes(), io=ckpt.io_read_bytes(), reset=m.peak_reset)
         print(json.dumps(out))
@@ -119,7 +117,6 @@ def test_pack_memory_direct_reads_and_figures_work_under_the_mode(tmp_path):
     for mode in ("direct", "mmap", "read"):
         assert np.allclose(got[mode]["b"], ref["b"]), mode
         assert abs(got[mode + "_a"] - a_sum) < 1e-6 * max(1.0, abs(a_sum)) + 1e-3, mode
-        assert abs(got[mode + "_into"] - a_sum) < 1e-6 * max(1.0, abs(a_sum)) + 1e-3, mode
     assert got["rss"] > 10 << 20 and got["peak"] >= got["rss"] // 2 and got["io"] >= 0
     assert got["reset"] is False  # /proc/self/clear_refs is out of reach, as on Windows
 
