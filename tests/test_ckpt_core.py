@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lean_nodes.core import ckpt as core
-from lean_testlib import cache_dir, pagecache
+from lean_testlib import cache_dir, pagecache, windows_semantics
 
 MODES = ("mmap", "read", "direct")
 
@@ -268,7 +268,10 @@ def test_converted_tensors_leave_no_file_pages_resident():
             ck.release("w")
             left = _rss_file() - before
             assert t.dtype == torch.float32 and t.sum().item() == 32 << 20
-        assert left < 4 << 20, f"{left} bytes of file pages still resident after the conversion"
+        if windows_semantics.installed():  # Windows' mmap has no madvise: the clean pages stay until Windows trims
+            assert left > 48 << 20, left    # the working set (core/ckpt.py CheckpointFile.release)
+        else:
+            assert left < 4 << 20, f"{left} bytes of file pages still resident after the conversion"
     finally:
         p.unlink(missing_ok=True)
 
