@@ -11,9 +11,8 @@ Three ways to get at the tensors of a file (``mode``):
   seek + ``readinto`` under a lock: Windows) and moved to the target device, so no whole-file buffer ever
   exists.
 
-``CheckpointFile.materialize(key, dtype, device)`` returns a tensor of exactly that dtype/device
-making at most one copy, and (mmap mode) drops the file pages it used from this process's
-resident set once a converted copy exists (``madvise(MADV_DONTNEED)``; the page cache keeps
+``CheckpointFile.release(key)`` (mmap mode) drops a tensor's file pages from this process's
+resident set once a converted copy of it exists (``madvise(MADV_DONTNEED)``; the page cache keeps
 them, nothing is written).  Windows' ``mmap`` has no ``madvise``: there the pages stay in the working set
 until Windows trims it (clean file pages, dropped without any write when memory is short).
 
@@ -134,7 +133,7 @@ def _unwrap_torch_state_dict(obj):
 
 class CheckpointFile:
     """An open checkpoint.  ``infos``: key -> TensorInfo (shape, dtype, byte range); nothing is read
-    until ``tensor``/``materialize``/``read_subset`` asks for it."""
+    until ``tensor``/``read_subset`` asks for it."""
 
     def __init__(self, path, mode="mmap"):
         if mode not in MODES:
@@ -259,7 +258,7 @@ class CheckpointFile:
     def views(self):
         """key -> tensor that costs nothing until its values are used (mmap views, or torch's mmap).
         Meant for code that inspects shapes/dtypes (model detection); reading a value through a view
-        is not counted in ``bytes_read`` -- use ``tensor``/``materialize`` for weights."""
+        is not counted in ``bytes_read`` -- use ``tensor`` for weights."""
         out = {k: self._view(k) for k in self.infos}
         for k, t in out.items():
             if t.numel():
@@ -339,44 +338,6 @@ class CheckpointFile:
         out = torch.empty(info.shape, dtype=info.dtype)
         if info.nbytes:
             self._pread_into(info, out)
-        return out
-
-    def materialize(self, key, dtype=None, device=None):
-        """``key`` as a tensor of ``dtype`` on ``device`` with at most one copy.  Where a conversion
-        was needed, the file pages it read leave this process's resident set (mmap mode)."""
-        import torch
-        info = self.infos[key]
-        dtype = dtype or info.dtype
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        src = self.tensor(key)
-        if src.dtype == dtype and src.device == device:
-            return src
-        out = src.to(device=device, dtype=dtype, copy=True)
-        del src
-        self.release(key)
-        return out
-
-    def materialize_into(self, key, out):
-        """Copy ``key``'s values into the existing tensor ``out`` (same shape; any dtype or device),
-        converting on the way, and return ``out``.  No new buffer: a model's own (allocated but never
-        written) parameter becomes the one copy, the way ``load_state_dict`` fills it, so repeated loads
-        allocate exactly what the model holds.  Direct mode reads straight into ``out`` where it is a
-        contiguous CPU tensor of the file's dtype.  The file pages used leave the resident set (mmap)."""
-        import torch
-        info = self.infos[key]
-        if tuple(out.shape) != info.shape:
-            raise ValueError(f"{self.name}: {key!r} has shape {info.shape} in the file, the target {tuple(out.shape)}")
-        if (self.mode == "direct" and self._torch_sd is None and out.device.type == "cpu"
-                and out.dtype == info.dtype and out.is_contiguous()):
-            self._record(key)
-            if info.nbytes:
-                self._pread_into(info, out)
-            return out
-        src = self.tensor(key)
-        with torch.no_grad():
-            out.copy_(src)
-        del src
-        self.release(key)
         return out
 
     def release(self, key):
@@ -572,7 +533,7 @@ def weights_in_own_mappings(is_uninitialised):
     is swapped for an uninitialised one of the same shape, dtype and ``requires_grad`` in its own mapping
     (``empty_own_mapping``), when ``is_uninitialised(module)`` says that module's parameters carry no values
     yet (e.g. ComfyUI's ops, which skip weight init).  Meant around model construction: the load that
-    follows (``load_state_dict``, ``materialize_into``) then writes into memory that goes back to the OS
+    follows (``load_state_dict``) then writes into memory that goes back to the OS
     when the model is freed.  Buffers are never swapped (they may hold computed values)."""
     import torch
     from torch.nn.modules import module as nn_module

@@ -42,16 +42,6 @@ def patcher_is_dynamic(patcher):
     return bool(is_dyn()) if callable(is_dyn) else False
 
 
-def load_weights_takes_assign():
-    """True when ``BaseModel.load_model_weights`` has the ``assign`` argument (the host hands file tensors
-    to a dynamic patcher's model by reference)."""
-    import comfy.model_base
-    try:
-        return "assign" in inspect.signature(comfy.model_base.BaseModel.load_model_weights).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def convert_old_quants():
     """``comfy.utils.convert_old_quants`` (old scaled-fp8 files -> the host's mixed-precision layout) or None
     on hosts that still read ``scaled_fp8`` themselves during model detection."""
@@ -91,39 +81,6 @@ def set_inference_dtype(model_config, dtype, manual_cast, device):
         model_config.set_inference_dtype(dtype, manual_cast, device=device)
     else:
         model_config.set_inference_dtype(dtype, manual_cast)
-
-
-def ram_cache_release():
-    """0.33's RAM-pressure cache entry point (``comfy.memory_management.extra_ram_release(target,
-    free_active=False)``), else None.  The host calls it before it pins or loads weights; while a prompt runs on
-    the RAM-pressure cache (``--cache-ram``, 0.33's default) it evicts cached node outputs until ``target`` bytes
-    of RAM are available (``comfy_execution.caching.RAMPressureCache.ram_release``; the executor runs the same
-    after every node with its ``--cache-ram`` thresholds).  There is no callback for a custom node to register:
-    what the cache frees is what its outputs keep alive, so memory a node holds follows its output
-    (``free_with_output``)."""
-    mmgmt = _import("comfy.memory_management")
-    fn = getattr(mmgmt, "extra_ram_release", None)
-    return fn if callable(fn) else None
-
-
-def free_hooks():
-    """Names of the host functions through which memory is freed, present on this host."""
-    import comfy.model_management as mm
-    out = [n for n in ("free_memory", "unload_all_models", "load_models_gpu", "cleanup_models", "soft_empty_cache")
-           if callable(getattr(mm, n, None))]
-    if isinstance(getattr(mm, "current_loaded_models", None), list):
-        out.append("current_loaded_models")
-    if ram_cache_release() is not None:
-        out.append("memory_management.extra_ram_release")
-    return out
-
-
-def capabilities():
-    """Everything above as a plain dict (for the load report, logs and tests)."""
-    pc = patcher_class()
-    return {"dynamic_vram": dynamic_vram(), "patcher_class": pc.__name__,
-            "load_weights_assign": load_weights_takes_assign(), "quant_style": quant_style(),
-            "convert_old_quants": convert_old_quants() is not None, "free_hooks": free_hooks()}
 
 
 # ---------------------------------------------------------------------- memory held outside torch models
@@ -269,10 +226,6 @@ def forget_freed(is_loaded=None):
         entry = _FOREIGN[key]
         if entry.model.freed or (is_loaded is not None and not is_loaded(key)):
             unregister_foreign(key)
-
-
-def foreign_keys():
-    return list(_FOREIGN)
 
 
 # ---------------------------------------------------------------------- memory that lives as long as a node output

@@ -105,10 +105,27 @@ def test_fp16_weights_sample_like_stock(comfy_sd15, stock_image):
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp8_e4m3fn"])
-def test_small_weight_dtypes_sample(comfy_sd15, dtype):
+def test_small_weight_dtypes_sample_like_stock_on_the_same_values(comfy_sd15, sd15_ckpt, stock_image, dtype):
+    """bf16 / fp8 weights from the fp16 file, computed in fp32 through ComfyUI's manual cast: the pixels equal
+    stock CheckpointLoaderSimple's on a file holding exactly those weight values (lean_testlib.sd15_variants: the
+    bf16 file; the fp8-rounded file, stored in fp16) for the MODEL and VAE, with the text encoder from the original
+    file (weight_dtype leaves it as the host picks it)."""
+    from lean_testlib import sd15_variants
+    variant = {"bf16": "bf16", "fp8_e4m3fn": "fp8_rounded"}[dtype]
+    ref_name = f"lean_sd15_{variant}.safetensors"
+    harness.link_model(comfy_sd15.base, "checkpoints", sd15_variants.sd15_variant(variant, sd15_ckpt), ref_name)
+    ref_graph = graphs.txt2img(ckpt=ref_name, prefix=f"ckpt_stock_{dtype}")
+    ref_graph["te"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "lean_sd15.safetensors"}}
+    ref_graph["2"]["inputs"]["clip"] = ref_graph["3"]["inputs"]["clip"] = ["te", 1]
+    comfy_sd15.free()
+    ref = image(comfy_sd15, comfy_sd15.run(ref_graph))
+    comfy_sd15.free()
     entry = comfy_sd15.run(lean_txt2img(f"ckpt_lean_{dtype}", weight_dtype=dtype))
     img = image(comfy_sd15, entry)
-    assert img.shape == (64, 64, 3) and img.std() > 0
+    assert img.shape == ref.shape == (64, 64, 3) and ref.std() > 0
+    assert np.array_equal(img, ref), f"weight_dtype={dtype}: pixels differ from stock on the same weight values"
+    if dtype == "fp8_e4m3fn":  # the rounding shows in the pixels: a loader that kept fp16 values would fail here
+        assert not np.array_equal(ref, stock_image)
     rep = report_of(entry)
     want = {"bf16": "bfloat16", "fp8_e4m3fn": "float8_e4m3fn"}[dtype]
     assert f"weights {want}" in rep, rep

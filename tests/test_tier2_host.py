@@ -57,13 +57,10 @@ def test_host_capabilities_match_the_release(probe_host):
     caps = host_caps_node.read(comfy.base)
     assert caps["dynamic_vram"] is False  # --cpu: comfy-aimdo is never initialised
     assert caps["patcher_class"] == "ModelPatcher"  # CoreModelPatcher is ModelPatcher until aimdo is on
-    assert {"free_memory", "unload_all_models", "current_loaded_models"} <= set(caps["free_hooks"])
     if version >= (0, 3, 76):
         assert caps["quant_style"] == "quant_config" and caps["convert_old_quants"] is True
     else:
         assert caps["quant_style"] == "scaled_fp8" and caps["convert_old_quants"] is False
-    assert caps["load_weights_assign"] is (version >= (0, 15, 0))
-    assert ("memory_management.extra_ram_release" in caps["free_hooks"]) is (version >= (0, 33, 0))
 
 
 def test_lazy_layers_lean_loader_gives_stock_pixels(probe_host):

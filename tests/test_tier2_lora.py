@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from lean_testlib import harness, lora as kohya, lora_extra
+from lean_testlib import harness, lbw_presets, lora as kohya, lora_extra, sd15_variants
 
 pytestmark = pytest.mark.tier2
 
@@ -22,6 +22,7 @@ STEPS = 1
 CFG = 1.0
 DENOISE = 0.2
 EFFECT = 10 * TOL
+BW_PRESETS = ("MIDD", "OUTS", "IND")
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +32,15 @@ def host(shared_hosts, sd15_ckpt):
     Correctness is checked in fp32 end to end."""
     def setup(base):
         harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
+        for variant in ("bf16", "fp8_rounded"):
+            harness.link_model(base, "checkpoints", sd15_variants.sd15_variant(variant, sd15_ckpt),
+                               f"lean_sd15_{variant}.safetensors")
         harness.link_model(base, "loras", kohya.sd15_lora(rank=32), LORA)
         harness.link_model(base, "loras", lora_extra.sdxl_style_lora(), "xl_style.safetensors")
         harness.link_model(base, "loras", lora_extra.loha_lora(), "lean_loha.safetensors")
-        midd = ("BASE", "IN05", "IN07", "IN08", "M00", "OUT03", "OUT04", "OUT05", "OUT06")
-        harness.link_model(base, "loras", lora_extra.filtered_lora(midd), "lean_lora_midd.safetensors")
+        for preset in BW_PRESETS:  # the published presets' blocks (lean_testlib.lbw_presets, from A1111's tables)
+            harness.link_model(base, "loras", lora_extra.filtered_lora(lbw_presets.blocks_on("sd15", preset)),
+                               f"lean_lora_{preset.lower()}.safetensors")
 
     with shared_hosts.use(["--fp32-text-enc"], setup=setup) as h:
         yield h
@@ -165,10 +170,12 @@ def test_flat_schedule_equals_constant(host):
     assert maxdiff(got, ref) <= TOL
 
 
-def test_block_weights_match_filtered_lora(host):
-    """lbw MIDD equals the stock loader with a file holding only the MIDD blocks' modules."""
-    ref = latent(host, graph([stock(0.9, 1.0, name="lean_lora_midd.safetensors")]))
-    got = latent(host, graph([lean(0.9, 1.0, bw="MIDD")]))
+@pytest.mark.parametrize("preset", BW_PRESETS)
+def test_block_weights_match_filtered_lora(host, preset):
+    """A published preset (A1111 LoRA Block Weight's table, written out in lean_testlib.lbw_presets) equals the stock
+    loader with a file holding only the modules of the blocks that preset keeps."""
+    ref = latent(host, graph([stock(0.9, 1.0, name=f"lean_lora_{preset.lower()}.safetensors")]))
+    got = latent(host, graph([lean(0.9, 1.0, bw=preset)]))
     full = latent(host, graph([stock(0.9, 1.0)]))
     assert maxdiff(full, ref) > EFFECT
     assert maxdiff(got, ref) <= TOL
@@ -307,20 +314,37 @@ def _lean_ckpt_graph(weight_dtype, lora_nodes):
     return g
 
 
-@pytest.mark.parametrize("weight_dtype", ["fp16", "bf16", "fp8_e4m3fn"])
-def test_branch_runs_on_low_precision_weights(host, weight_dtype):
-    """fp16/bf16/fp8-stored UNet weights (computed in fp32 through ComfyUI's manual cast): the branch runs in the
-    compute dtype.  fp16 weights of an fp16 file are exact, so the result equals the fp32 model's; bf16/fp8 round
-    the base weights, so there the LoRA's effect must be the fp32 model's effect, up to that rounding."""
-    ref_none = latent(host, _lean_ckpt_graph("auto", []))
-    ref_lora = latent(host, _lean_ckpt_graph("auto", [lean(1.0, 0.0)]))
-    none = latent(host, _lean_ckpt_graph(weight_dtype, []))
-    with_lora = latent(host, _lean_ckpt_graph(weight_dtype, [lean(1.0, 0.0)]))
-    effect, ref_effect = (with_lora - none).ravel(), (ref_lora - ref_none).ravel()
-    assert np.abs(ref_effect).max() > EFFECT
-    if weight_dtype == "fp16":
-        assert maxdiff(with_lora, ref_lora) <= TOL
+# the file whose stored values are the ones a model held in that dtype computes with (lean_testlib.sd15_variants)
+ROUNDED = {"fp16": None, "bf16": "bf16", "fp8_e4m3fn": "fp8_rounded"}
+
+
+def _stock_on_rounded_graph(variant, lora_nodes):
+    """Stock reference: CheckpointLoaderSimple on the file holding the rounded UNet weights (stored exactly, so the
+    stock fp32 model computes with the values the Lean model holds in bf16/fp8) for the MODEL; the text encoder
+    from the original file (weight_dtype leaves it as the host picks it); stock LoraLoader on both."""
+    g = graph([(ct, dict(inp)) for ct, inp in lora_nodes])
+    if variant is None:
+        return g
+    g["ckpt"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f"lean_sd15_{variant}.safetensors"}}
+    g["ckpt_te"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}}
+    if lora_nodes:
+        g["lora0"]["inputs"]["clip"] = ["ckpt_te", 1]
     else:
-        corr = float(np.corrcoef(effect, ref_effect)[0, 1])
-        scale = float(np.linalg.norm(effect) / np.linalg.norm(ref_effect))
-        assert corr > 0.9 and 0.7 < scale < 1.3, (corr, scale)
+        g["pos"]["inputs"]["clip"] = g["neg"]["inputs"]["clip"] = ["ckpt_te", 1]
+    return g
+
+
+@pytest.mark.parametrize("weight_dtype", list(ROUNDED))
+def test_branch_on_low_precision_weights_equals_stock_on_the_same_values(host, weight_dtype):
+    """fp16/bf16/fp8-held UNet weights (computed in fp32 through ComfyUI's manual cast) + LeanLoraLoader equal stock
+    LoraLoader on a stock-loaded model holding exactly those weight values (the fp8-/bf16-rounded weights stored in
+    fp16/bf16, lean_testlib.sd15_variants), within 1e-3: the branch adds the exact B·A·x at the set strength."""
+    variant = ROUNDED[weight_dtype]
+    ref_none = latent(host, _stock_on_rounded_graph(variant, []))
+    ref = latent(host, _stock_on_rounded_graph(variant, [stock(1.0, 1.0)]))
+    assert maxdiff(ref, ref_none) > EFFECT, "the LoRA has no visible effect: the comparison would be empty"
+    got = latent(host, _lean_ckpt_graph(weight_dtype, [lean(1.0, 1.0)]))
+    assert maxdiff(got, ref) <= TOL, maxdiff(got, ref)
+    if weight_dtype == "fp8_e4m3fn":  # the rounding matters: the unrounded model is farther away than the tolerance
+        assert maxdiff(latent(host, graph([stock(1.0, 1.0)])), ref) > TOL
+    host.free()

@@ -3,8 +3,9 @@ SDXL checkpoint fixture in a real ComfyUI (fp32 on the CPU, --fp32-text-enc as t
 
 - The fixtures are right: the host's own LoraLoader maps every key of the kohya and diffusers files.
 - LeanLoraLoader and LeanLoraTags equal stock LoraLoader within fp tolerance at constant strength.
-- SDXL block-weight presets (the 12-value layout BASE, IN04, IN05, IN07, IN08, M00, OUT00..OUT05) equal stock
-  LoraLoader on a file with the other blocks' modules removed.
+- SDXL block-weight presets as published (Inspire Pack's SDXL-INALL / SDXL-OUTALL on A1111's 12-value layout BASE,
+  IN04, IN05, IN07, IN08, M00, OUT00..OUT05; lean_testlib.lbw_presets) equal stock LoraLoader on a file with the
+  other blocks' modules removed.
 - PEFT (lora_A/lora_B under ``unet.``): the host maps only its text-encoder keys (both hosts); Lean maps the UNet
   keys too, and equals stock on the same factors in the attention-processor layout.
 
@@ -15,7 +16,7 @@ import re
 import numpy as np
 import pytest
 
-from lean_testlib import probe_node, sdxl_host, sdxl_loras
+from lean_testlib import lbw_presets, probe_node, sdxl_host, sdxl_loras
 
 pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_full]  # CI runs full-size SDXL on ComfyUI 0.33.0 only
 
@@ -23,8 +24,8 @@ CKPT = sdxl_host.CKPT
 POS = "a red cube on a table"
 TOL = 1e-3   # latents stay near 1 at cfg 1, denoise 0.2 (see tests/test_tier2_lora.py)
 EFFECT = 10 * TOL
-MIDD = ("BASE", "IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02")   # core/lora_tags.py _P12 "MIDD"
-OUTS = ("BASE", "OUT03", "OUT04", "OUT05")                          # "OUTS"
+# the published SDXL presets (lean_testlib.lbw_presets: Inspire Pack's SDXL-INALL / SDXL-OUTALL on A1111's 12 blocks)
+PUBLISHED = {p: lbw_presets.blocks_on("sdxl", p) for p in ("INALL", "OUTALL")}
 
 
 def _files():
@@ -36,8 +37,8 @@ def _files():
         "xl_kohya": sdxl_loras.sdxl_kohya_lora(te_attn_only=True, **small),
         # block weights: larger factors, so that what a preset removes changes the latent well beyond TOL
         "xl_kohya_bw": sdxl_loras.sdxl_kohya_lora(te_attn_only=True, up_std=0.05, **small),
-        "xl_kohya_midd": sdxl_loras.sdxl_kohya_lora(te_attn_only=True, blocks=MIDD, up_std=0.05, **small),
-        "xl_kohya_outs": sdxl_loras.sdxl_kohya_lora(te_attn_only=True, blocks=OUTS, up_std=0.05, **small),
+        **{f"xl_kohya_{p.lower()}": sdxl_loras.sdxl_kohya_lora(te_attn_only=True, blocks=b, up_std=0.05, **small)
+           for p, b in PUBLISHED.items()},
         "xl_attn": sdxl_loras.sdxl_diffusers_lora(form="attn_procs", **small),
         "xl_peft": sdxl_loras.sdxl_diffusers_lora(form="peft", **small),
     }
@@ -162,8 +163,10 @@ def test_lean_maps_peft_unet_keys_and_equals_stock_on_the_same_factors(host, bas
     assert maxdiff(got_tags, ref) <= TOL, maxdiff(got_tags, ref)
 
 
-@pytest.mark.parametrize("preset,blocks", [("MIDD", "xl_kohya_midd"), ("OUTS", "xl_kohya_outs")])
-def test_sdxl_block_weight_presets_equal_stock_on_the_filtered_file(host, preset, blocks):
+@pytest.mark.parametrize("preset", list(PUBLISHED))
+def test_sdxl_block_weight_presets_equal_stock_on_the_filtered_file(host, preset):
+    """Reference: stock LoraLoader on a file holding only the blocks the published preset keeps."""
+    blocks = f"xl_kohya_{preset.lower()}"
     ref = latent(host, stock(blocks, 0.9, 1.0))
     full = latent(host, stock("xl_kohya_bw", 0.9, 1.0))
     assert maxdiff(full, ref) > EFFECT, "the removed blocks change nothing: the comparison would be empty"
@@ -176,7 +179,8 @@ def test_sdxl_block_weight_presets_equal_stock_on_the_filtered_file(host, preset
 def test_the_filtered_files_hold_only_their_blocks():
     """The reference files are built from the block table here (sdxl_loras.BLOCK), independent of core/."""
     from safetensors import safe_open
-    for blocks, name in ((MIDD, "xl_kohya_midd"), (OUTS, "xl_kohya_outs")):
+    for preset, blocks in PUBLISHED.items():
+        name = f"xl_kohya_{preset.lower()}"
         with safe_open(str(_files()[name]), "pt") as f:
             mods = {k.split(".")[0] for k in f.keys()}
         seen = set()

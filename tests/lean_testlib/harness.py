@@ -227,6 +227,7 @@ class ComfyHost:
             e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WINDOWS_SITE), e.get("PYTHONPATH")]))
             e[windows_semantics.CODE_ENV] = os.pathsep.join(windows_semantics.default_prefixes(REPO))
             e[windows_semantics.ENV] = "1"
+            e[windows_semantics.MAPS_ENV] = windows_semantics.maps_dir()  # files mapped there are locked here too
         cmd = [python, "main.py", *(["--cpu"] if cpu else []), "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", str(base), "--disable-auto-launch", "--verbose", verbose, *extra_args]
         log = open(log_path, "ab")

@@ -10,13 +10,13 @@ import sys
 
 def _pack_host_module():
     for name, mod in list(sys.modules.items()):
-        if name.endswith(".nodes._host") and hasattr(mod, "capabilities"):
+        if name.endswith(".nodes._host") and hasattr(mod, "quant_style"):
             return mod
     raise RuntimeError("the Lean pack's nodes/_host.py is not imported in this host")
 
 
 class TestHostCaps_lean:
-    DESCRIPTION = "Test: saves nodes/_host.capabilities() under output/probe/."
+    DESCRIPTION = "Test: saves what nodes/_host.py detects (the functions the loaders call) under output/probe/."
     CATEGORY = "testing"
     FUNCTION = "probe"
     OUTPUT_NODE = True
@@ -33,7 +33,10 @@ class TestHostCaps_lean:
 
     def probe(self, name, model=None):
         import folder_paths
-        caps = _pack_host_module().capabilities()
+        h = _pack_host_module()
+        # the detections the loaders use (nodes/checkpoint.py, nodes/diffusion_model.py), called as they call them
+        caps = {"dynamic_vram": h.dynamic_vram(), "patcher_class": h.patcher_class().__name__,
+                "quant_style": h.quant_style(), "convert_old_quants": h.convert_old_quants() is not None}
         lazy = next((m for n, m in list(sys.modules.items()) if n.endswith("lean_test_lazy_layers")), None)
         caps["lazy"] = dict(lazy.COUNT) if lazy is not None else None
         out = os.path.join(folder_paths.get_output_directory(), "probe")

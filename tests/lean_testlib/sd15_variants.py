@@ -18,12 +18,18 @@
   also) list the layers in the ``_quantization_metadata`` header entry (QUANTIZATION.md); the host turns
   that into the same keys (``comfy.utils.convert_old_quants``), so this variant covers the keys themselves.
 
+* ``fp8_rounded``: the reference for a model held in fp8 (``weight_dtype`` fp8_e4m3fn): every floating tensor of
+  the diffusion model (``model.diffusion_model.*``) rounded to float8_e4m3fn (round to nearest even, as
+  ``Tensor.to`` and a parameter's ``copy_`` do) and stored back in the file's own dtype, which holds every fp8
+  value exactly (fp16 and bf16 both cover e4m3's range and its 3 mantissa bits).  A stock loader on this file
+  computes with exactly the values an fp8-held model computes with; text encoder and VAE are unchanged.
+
 Deterministic (no randomness beyond the source fixture); written to a ``.part`` file and renamed.
 """
 from . import cache_dir
 
 VARIANT_VERSION = 1
-VARIANTS = ("fp32", "bf16", "scaled_fp8", "comfy_quant")
+VARIANTS = ("fp32", "bf16", "scaled_fp8", "comfy_quant", "fp8_rounded")
 FP8_CONF = {"format": "float8_e4m3fn"}
 UNET = "model.diffusion_model."
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
@@ -43,6 +49,8 @@ def convert(sd, variant):
         for k, t in sd.items():
             out[k] = t.to(dt) if t.is_floating_point() else t
         return out
+    if variant == "fp8_rounded":
+        return round_through_fp8(sd, UNET)
     if variant not in ("scaled_fp8", "comfy_quant"):
         raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
     import json
@@ -63,6 +71,40 @@ def convert(sd, variant):
             out[k] = t
     if variant == "scaled_fp8":
         out[UNET + "scaled_fp8"] = torch.tensor([], dtype=f8)
+    return out
+
+
+def round_through_fp8(sd, prefix=""):
+    """``sd`` with every floating tensor whose key starts with ``prefix`` rounded to float8_e4m3fn and back to its
+    own dtype (exact: see ``fp8_rounded`` above); a new dict.  A value beyond e4m3's range would become NaN:
+    refused, so a fixture never hides one."""
+    import torch
+    out = {}
+    for k, t in sd.items():
+        if k.startswith(prefix) and t.is_floating_point():
+            if t.numel() and float(t.float().abs().max()) > FP8_MAX:
+                raise ValueError(f"{k}: values beyond float8_e4m3fn's range")
+            r = t.to(torch.float8_e4m3fn).to(t.dtype)
+            assert torch.equal(r.to(torch.float8_e4m3fn).to(t.dtype), r)  # stored exactly
+            out[k] = r
+        else:
+            out[k] = t
+    return out
+
+
+def fp8_rounded_file(source, prefix=""):
+    """Path of the cached copy of the safetensors file ``source`` with ``round_through_fp8(sd, prefix)`` applied
+    (for diffusion-model-only files such as lean_testlib.flux_tiny, ``prefix`` "")."""
+    import os
+    import pathlib
+    from safetensors.torch import load_file, save_file
+    out = cache_dir() / "fixtures" / f"{pathlib.Path(source).stem}_fp8_rounded_v{VARIANT_VERSION}.safetensors"
+    if out.exists():
+        return out
+    sd = round_through_fp8(load_file(str(source)), prefix)
+    tmp = out.with_suffix(f".part{os.getpid()}")
+    save_file(sd, str(tmp), metadata={"lean_fixture": f"fp8_rounded v{VARIANT_VERSION}"})
+    os.replace(tmp, out)
     return out
 
 

@@ -48,16 +48,23 @@ def run():
     (cond_each, info_each) = PB.encode_each(clip, PROMPTS)[0][0]
     enc = nodes.CLIPTextEncode()
     empty = enc.encode(clip, "")[0][0][0]
-    res = {"shape": list(cond.shape), "pooled_shape": list(info["pooled_output"].shape), "stats": stats,
-           "prompts": [], "each_vs_batch": (cond_each - cond).abs().max().item(),
-           "each_pooled_vs_batch": (info_each["pooled_output"] - info["pooled_output"]).abs().max().item()}
-    for i, p in enumerate(PROMPTS):
-        c, d = enc.encode(clip, p)[0][0]
+    res = {"shape": list(cond.shape), "each_shape": list(cond_each.shape),
+           "pooled_shape": list(info["pooled_output"].shape), "stats": stats, "prompts": []}
+
+    def errors(batch, pooled, i, c, d):
+        """One entry of a batch against stock CLIPTextEncode of its prompt: its tokens, then encoded-empty padding."""
         t = c.shape[1]
-        pads = [(cond[i:i + 1, s:s + 77] - empty).abs().max().item() for s in range(t, cond.shape[1], 77)]
-        res["prompts"].append({"tokens": t, "cond_err": (cond[i:i + 1, :t] - c).abs().max().item(),
-                               "pooled_err": (info["pooled_output"][i:i + 1] - d["pooled_output"]).abs().max().item(),
-                               "pad_err": max(pads) if pads else 0.0, "scale": c.abs().max().item()})
+        pads = [(batch[i:i + 1, s:s + 77] - empty).abs().max().item() for s in range(t, batch.shape[1], 77)]
+        return {"cond_err": (batch[i:i + 1, :t] - c).abs().max().item(),
+                "pooled_err": (pooled[i:i + 1] - d["pooled_output"]).abs().max().item(),
+                "pad_err": max(pads) if pads else 0.0}
+
+    for i, p in enumerate(PROMPTS):
+        c, d = enc.encode(clip, p)[0][0]  # the stock path, per prompt
+        row = {"tokens": c.shape[1], "scale": c.abs().max().item(),
+               **errors(cond, info["pooled_output"], i, c, d)}
+        row["each"] = errors(cond_each, info_each["pooled_output"], i, c, d)  # the one-by-one fallback path
+        res["prompts"].append(row)
     res["distinct_0_1"] = (cond[0] - cond[1]).abs().max().item()
     return res
 

@@ -8,7 +8,15 @@
 * ``os`` has no ``pread``/``preadv``/``pwrite``/``pwritev``/``fork``/... (POSIX-only functions), ``signal`` only
   Windows' signals (no ``SIGKILL``, ``SIGBUS``, ``SIGHUP``, ``alarm`` ...);
 * ``import resource``/``fcntl``/``termios``/``pwd``/``grp``/``pty``/``tty``/``posix`` fails;
-* ``open("/proc/...")`` and ``os.open("/proc/...")`` raise FileNotFoundError.
+* ``open("/proc/...")`` and ``os.open("/proc/...")`` raise FileNotFoundError;
+* a file the pack's code has mapped (``mmap.mmap`` on a file, in any process running in this mode) stays locked
+  the way Windows locks a file with a mapped section while the mapping lives -- for EVERY caller, in every process
+  of the mode (the test process plays the user's file manager or downloader): truncating it (``os.truncate``,
+  ``os.ftruncate``, ``open(..., "w")``, ``os.open(..., O_TRUNC)``) raises PermissionError [WinError 1224],
+  deleting or renaming it [WinError 32], replacing it by a rename onto its name [WinError 5].  Writing into it
+  without truncating (``"r+b"``) stays allowed, as on Windows.  Mappings are listed in the folder
+  ``$LEAN_WINDOWS_SEMANTICS_MAPS`` (one small file per mapping, removed when the mapping is closed or collected;
+  entries of dead processes are ignored), which the harness hands to the hosts it starts.
 
 Which code: a frame whose file starts with one of ``code_prefixes`` (or contains one, for the
 ``/custom_nodes/comfyui-lean/`` form the host loads the pack under) and is not under ``tests/``.  Everything
@@ -26,11 +34,18 @@ Enabled by ``LEAN_WINDOWS_SEMANTICS=1``: tests/conftest.py installs it in the te
 puts ``tests/lean_testlib/windows_site`` (a ``sitecustomize``) first on the host's PYTHONPATH.
 """
 import builtins
+import errno
+import io
+import itertools
+import json
 import os
 import sys
+import tempfile
+import weakref
 
 ENV = "LEAN_WINDOWS_SEMANTICS"
 CODE_ENV = "LEAN_WINDOWS_SEMANTICS_CODE"
+MAPS_ENV = "LEAN_WINDOWS_SEMANTICS_MAPS"
 HOST_DIR_FORM = os.sep + os.path.join("custom_nodes", "comfyui-lean") + os.sep
 
 # Windows' signal module has only these signals (CPython on win32); the rest, and alarm/setitimer/pthread_*, are
@@ -125,7 +140,17 @@ def _install_mmap():
         def __new__(cls, fileno, length, tagname=None, access=mmap.ACCESS_DEFAULT, offset=0):
             if tagname is not None and not isinstance(tagname, str):
                 raise TypeError("tagname must be a str or None")
-            return real.__new__(cls, fileno, length, access=access, offset=offset)
+            obj = real.__new__(cls, fileno, length, access=access, offset=offset)
+            if fileno != -1:  # a file's mapped section: Windows locks the file while it lives
+                token = _register_mapping(os.fstat(fileno))
+                obj._lean_unlock = weakref.finalize(obj, _unregister_mapping, token)
+            return obj
+
+        def close(self):
+            super().close()
+            unlock = getattr(self, "_lean_unlock", None)
+            if unlock is not None:
+                unlock()
 
         madvise = _NoAttr("madvise")
 
@@ -176,6 +201,158 @@ def _install_imports_and_proc():
     os.open = win_os_open
 
 
+# ------------------------------------------------------------------ files locked by a mapped section
+
+_COUNTER = itertools.count()
+WIN_MESSAGES = {
+    5: "Access is denied",
+    32: "The process cannot access the file because it is being used by another process",
+    1224: "The requested operation cannot be performed on a file with a user-mapped section open",
+}
+
+
+def maps_dir():
+    """The folder listing live mappings (created on first use; handed to child processes through the env)."""
+    d = os.environ.get(MAPS_ENV)
+    if not d:
+        d = tempfile.mkdtemp(prefix="lean_win_maps_")
+        os.environ[MAPS_ENV] = d
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def _register_mapping(st):
+    path = os.path.join(maps_dir(), f"{os.getpid()}-{next(_COUNTER)}.json")
+    with _REAL["open"](path, "w") as f:
+        json.dump({"pid": os.getpid(), "dev": st.st_dev, "ino": st.st_ino}, f)
+    return path
+
+
+def _unregister_mapping(token):
+    try:
+        _REAL["unlink"](token)
+    except FileNotFoundError:
+        pass
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mapped_ids():
+    """(dev, inode) of every file with a live mapping made by the pack's code, in any process of the mode."""
+    d = os.environ.get(MAPS_ENV)
+    out = set()
+    if not d or not os.path.isdir(d):
+        return out
+    for name in os.listdir(d):
+        try:
+            with _REAL["open"](os.path.join(d, name)) as f:
+                e = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if _alive(e["pid"]):
+            out.add((e["dev"], e["ino"]))
+    return out
+
+
+def is_mapped(path, follow_symlinks=True):
+    try:
+        st = os.stat(path, follow_symlinks=follow_symlinks) if not isinstance(path, int) else os.fstat(path)
+    except (OSError, TypeError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) in mapped_ids()
+
+
+class WindowsPermissionError(PermissionError):
+    """PermissionError as Windows' Python raises and prints it: errno EACCES, ``.winerror``, and
+    ``[WinError n] message: 'file'`` (``-> 'file2'``) as its text."""
+
+    def __str__(self):
+        text = f"[WinError {self.winerror}] {self.strerror}"
+        if self.filename is not None:
+            text += f": {self.filename!r}"
+        if self.filename2 is not None:
+            text += f" -> {self.filename2!r}"
+        return text
+
+
+def windows_error(winerror, path, path2=None):
+    e = WindowsPermissionError(errno.EACCES, WIN_MESSAGES[winerror],
+                               path if isinstance(path, int) else os.fsdecode(path), None,
+                               None if path2 is None else os.fsdecode(path2))
+    e.winerror = winerror
+    return e
+
+
+_REAL = {"open": builtins.open, "unlink": os.unlink}
+
+
+def _truncating_mode(mode):
+    return isinstance(mode, str) and "w" in mode
+
+
+def _install_mapped_file_locks():
+    real = {n: getattr(os, n) for n in ("truncate", "ftruncate", "remove", "unlink", "rename", "replace", "open")}
+    real_io_open = io.open
+    real_builtin_open = builtins.open  # may already be the /proc guard
+
+    def truncate(path, length):
+        if is_mapped(path):
+            raise windows_error(1224, path)
+        return real["truncate"](path, length)
+
+    def ftruncate(fd, length):
+        if is_mapped(fd):
+            raise windows_error(1224, fd)
+        return real["ftruncate"](fd, length)
+
+    def _deleter(name):
+        def delete(path, *, dir_fd=None):
+            if dir_fd is None and is_mapped(path, follow_symlinks=False):
+                raise windows_error(32, path)
+            return real[name](path, dir_fd=dir_fd)
+        delete.__name__ = name
+        return delete
+
+    def _mover(name):
+        def move(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+            if src_dir_fd is None and is_mapped(src, follow_symlinks=False):
+                raise windows_error(32, src, dst)
+            if dst_dir_fd is None and is_mapped(dst, follow_symlinks=False):
+                raise windows_error(5, src, dst)
+            return real[name](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        move.__name__ = name
+        return move
+
+    def os_open(path, flags, mode=0o777, *, dir_fd=None):
+        if flags & os.O_TRUNC and dir_fd is None and is_mapped(path):
+            raise windows_error(1224, path)
+        return real["open"](path, flags, mode, dir_fd=dir_fd)
+
+    def _opener(inner):
+        def open_(file, mode="r", *a, **kw):
+            if _truncating_mode(mode) and not isinstance(file, int) and is_mapped(file):
+                raise windows_error(1224, file)
+            return inner(file, mode, *a, **kw)
+        return open_
+
+    os.truncate, os.ftruncate = truncate, ftruncate
+    os.remove, os.unlink = _deleter("remove"), _deleter("unlink")
+    os.rename, os.replace = _mover("rename"), _mover("replace")
+    os.open = os_open
+    io.open = _opener(real_io_open)
+    builtins.open = _opener(real_builtin_open)
+
+
 def install(code_prefixes):
     """Install once; ``code_prefixes``: file path prefixes of the pack's code (see is_pack_file)."""
     _STATE["prefixes"] = tuple(code_prefixes)
@@ -184,6 +361,8 @@ def install(code_prefixes):
     _STATE["installed"] = True
     _install_mmap()
     _install_os_signal()
+    maps_dir()  # before any host starts: the hosts inherit the folder
+    _install_mapped_file_locks()  # first: the /proc guard below must see its real caller's frame
     _install_imports_and_proc()
 
 
