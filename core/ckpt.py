@@ -1,15 +1,16 @@
 """Format-independent checkpoint access: open, list keys/shapes, read a subset, report.
 
-Three ways to get at the tensors of a file (``mode``):
+Two ways to get at the tensors of a file (``mode``):
 
 * ``mmap``   -- the file is mapped once (private, copy-on-write: the file is never written) and
   tensors are zero-copy views into the mapping.  Nothing is read from disk until a tensor's bytes
   are used; a part of the file nobody touches is never read.
 * ``read``   -- the byte ranges of the wanted tensors are read with a few large sequential reads
   (good for network drives, where page faults are slow), then viewed.
-* ``direct`` -- each tensor is read straight into its own buffer (``os.preadv`` where the OS has it, else a
-  seek + ``readinto`` under a lock: Windows) and moved to the target device, so no whole-file buffer ever
-  exists.
+
+``direct`` (each tensor pread into a buffer of its own) is retired: its name promised loading straight to the
+GPU, which the host's loading does not offer (ComfyUI's memory manager places every model, partially on small
+VRAM).  Saved workflows holding it load as ``mmap``, the nearest mode (see ``resolve_load_mode``).
 
 ``CheckpointFile.release(key)`` (mmap mode) drops a tensor's file pages from this process's
 resident set once a converted copy of it exists (``madvise(MADV_DONTNEED)``; the page cache keeps
@@ -31,20 +32,36 @@ import json
 import mmap
 import os
 import struct
-import threading
 import time
 
 from .memory import OWN_MAPPING_MIN, empty_own_mapping
 
 SAFETENSORS_EXT = (".safetensors", ".sft")
 TORCH_EXT = (".ckpt", ".pt", ".pth", ".bin")
-MODES = ("mmap", "read", "direct")
+MODES = ("mmap", "read")
+# Retired load_mode values a saved workflow may still hold -> (the mode used instead, why).
+RETIRED_MODES = {
+    "direct": ("mmap", "load_mode 'direct' is retired: it promised loading straight to the GPU, which ComfyUI's "
+                       "loading does not offer (its memory manager places every model, partially on small VRAM); "
+                       "loaded as mmap, which also reads only the used tensors, one at a time, without a second "
+                       "copy. Pick mmap in the node to drop this note"),
+}
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors reference implementation's limit
 PAGE = mmap.PAGESIZE
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and what to do."""
+
+
+def resolve_load_mode(mode):
+    """(mode to load with, note or None) for a node's ``load_mode`` value: a retired value (a saved workflow may
+    hold one) gets the nearest mode and a note for the load report; an unknown value is an error naming them."""
+    if mode in MODES:
+        return mode, None
+    if mode in RETIRED_MODES:
+        return RETIRED_MODES[mode]
+    raise ValueError(f"load_mode must be one of {MODES}, got {mode!r}")
 
 
 def _st_dtypes():
@@ -148,8 +165,6 @@ class CheckpointFile:
         self._mm = None
         self._mm_base = 0
         self._mm_len = 0
-        self._fd = None  # direct mode: an unbuffered binary file object
-        self._fd_lock = threading.Lock()
         self._buffers = {}  # read mode: key -> uint8 tensor holding its bytes
         self._torch_sd = None
         self._ptr_key = {}  # data_ptr of a handed-out view -> key
@@ -180,8 +195,6 @@ class CheckpointFile:
         probe = torch.frombuffer(self._mm, dtype=torch.uint8, count=1)
         self._mm_base = probe.data_ptr()
         del probe
-        if self.mode == "direct":
-            self._fd = open(self.path, "rb", buffering=0)
 
     def _open_torch(self):
         import pickle
@@ -265,24 +278,6 @@ class CheckpointFile:
                 self._ptr_key.setdefault(t.data_ptr(), k)
         return out
 
-    def _pread_into(self, info, out):
-        """Read info's bytes into the (contiguous CPU) tensor ``out``, all of it: ``os.preadv`` (POSIX: no
-        shared file position), else seek + ``readinto`` under a lock (Windows has no pread*)."""
-        import torch
-        buf = memoryview(out.reshape(-1).view(torch.uint8).numpy())
-        done = 0
-        preadv = os.preadv if hasattr(os, "preadv") else None
-        while done < info.nbytes:
-            if preadv is not None:
-                n = preadv(self._fd.fileno(), [buf[done:]], info.start + done)
-            else:
-                with self._fd_lock:
-                    self._fd.seek(info.start + done)
-                    n = self._fd.readinto(buf[done:])
-            if not n or n <= 0:
-                raise CheckpointError(f"{self.name}: file ended while reading {info.key!r}; it is truncated")
-            done += n
-
     def read_subset(self, keys):
         """Read mode: fetch the byte ranges of ``keys`` with large sequential reads (neighbouring
         tensors merged into one read).  Returns key -> tensor.  Other modes: same result, each in
@@ -315,8 +310,8 @@ class CheckpointFile:
         return {k: self.tensor(k) for k in keys}
 
     def tensor(self, key):
-        """The tensor for ``key`` in the file's own dtype, on the CPU, making no copy where the mode
-        allows (mmap/read), one (pread) in direct mode."""
+        """The tensor for ``key`` in the file's own dtype, on the CPU, making no copy (mmap: a view of the
+        mapping; read: a view of the read buffer)."""
         import torch
         info = self.infos.get(key)
         if info is None:
@@ -326,19 +321,14 @@ class CheckpointFile:
             return self._torch_sd[key]
         if self.mode == "mmap":
             return self._view(key)
-        if self.mode == "read":
-            if key not in self._buffers:
-                self.read_subset([key])
-            raw = self._buffers[key]
-            if raw.numel() == 0:
-                return torch.empty(info.shape, dtype=info.dtype)
-            if raw.storage_offset() % info.dtype.itemsize:
-                raw = raw.clone()
-            return raw.view(info.dtype).reshape(info.shape)
-        out = torch.empty(info.shape, dtype=info.dtype)
-        if info.nbytes:
-            self._pread_into(info, out)
-        return out
+        if key not in self._buffers:  # read mode
+            self.read_subset([key])
+        raw = self._buffers[key]
+        if raw.numel() == 0:
+            return torch.empty(info.shape, dtype=info.dtype)
+        if raw.storage_offset() % info.dtype.itemsize:
+            raw = raw.clone()
+        return raw.view(info.dtype).reshape(info.shape)
 
     def release(self, key):
         """Drop the pages of ``key`` from the resident set (mmap mode; private read-only use, so the
@@ -394,9 +384,6 @@ class CheckpointFile:
         self._buffers = {}
         self._torch_sd = None
         self._mm = None
-        if self._fd is not None:
-            self._fd.close()
-            self._fd = None
 
     def __enter__(self):
         return self
@@ -518,6 +505,8 @@ def format_report(r):
              f"({r['keys_read']} of {r['keys_total']} tensors); from disk (not page cache): {gib(r['disk_read_bytes'])}",
              f"peak RSS {'during load' if r.get('peak_is_for_this_load') else 'of the process'}: "
              f"{gib(r['peak_rss_bytes'])} (RSS {gib(r['rss_before_bytes'])} -> {gib(r['rss_after_bytes'])})"]
+    if r.get("mode_note"):
+        lines.append(f"note: {r['mode_note']}")
     for part in ("model", "clip", "vae"):
         p = r["parts"].get(part)
         if p is None:

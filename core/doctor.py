@@ -19,7 +19,7 @@ import shutil
 import struct
 import sys
 
-from . import llm_gguf
+from . import llm_gguf, workflow
 
 GiB = 1 << 30
 FIT_FOLDERS = ("checkpoints", "diffusion_models", "loras", "llm")
@@ -536,7 +536,7 @@ def build_report(facts):
 
 # ------------------------------------------------------------------------------------ workflow check
 
-VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+VIRTUAL_NODES = workflow.VIRTUAL_NODES  # node types that only live in the editor (one list, core/workflow.py)
 
 
 def workflow_nodes(data):

@@ -268,3 +268,152 @@ def _untie(key, release):
 def tied_keys():
     with _TIED_LOCK:
         return list(_TIED_COUNT)
+
+
+# ---------------------------------------------------------------------- one house: host knowledge the node modules use
+# Everything below reads or drives a part of the host that its public node API does not cover; the node modules
+# ask here (tests/test_one_house.py keeps them from probing the host themselves).
+
+def dynamic_vram_state():
+    """DynamicVRAM as the System Check reports it: 'on', 'off' or 'not in this ComfyUI version' (the host has no
+    ``comfy.memory_management.aimdo_enabled``).  Same source as ``dynamic_vram()``."""
+    mmgmt = _import("comfy.memory_management")
+    if mmgmt is None or not hasattr(mmgmt, "aimdo_enabled"):
+        return "not in this ComfyUI version"
+    return "on" if mmgmt.aimdo_enabled else "off"
+
+
+def comfyui_version():
+    """The host's version string (``comfyui_version.__version__``), for reports only; None where it has none.
+    Nothing in the pack branches on it: features are detected."""
+    mod = _import("comfyui_version")
+    version = getattr(mod, "__version__", None)
+    return str(version) if version is not None else None
+
+
+def model_detection_error_hint(path, state_dict):
+    """The host's own hint for a file no architecture matched (``comfy.sd.model_detection_error_hint``: e.g.
+    "this is a LoRA"), as a suffix of an error message; '' on hosts without it or when it has nothing to say."""
+    import comfy.sd
+    fn = getattr(comfy.sd, "model_detection_error_hint", None)
+    if not callable(fn):
+        return ""
+    try:
+        return fn(path, state_dict) or ""
+    except Exception:  # a hint must never hide the error it decorates
+        return ""
+
+
+def interrupted(exc):
+    """True when ``exc`` is the host's "the user pressed Cancel" exception."""
+    cls = getattr(_import("comfy.model_management"), "InterruptProcessingException", None)
+    return isinstance(cls, type) and isinstance(exc, cls)
+
+
+# --- text encoders (Prompt Batch)
+
+def clip_hooks_scheduled(clip):
+    """True when ``clip.encode_from_tokens_scheduled`` would encode once per hook keyframe instead of once (the host
+    does so when the CLIP carries forced hooks and ``use_clip_schedule`` is on).  The batched encode has no
+    schedule, so it must then leave the encode to the host."""
+    patcher = getattr(clip, "patcher", None)
+    return bool(getattr(clip, "use_clip_schedule", False)) and getattr(patcher, "forced_hooks", None) is not None
+
+
+def chunk_encoders(clip):
+    """The host's chunked CLIP encoders (``comfy.sd1_clip.SDClipModel``) inside ``clip``: the encoders whose input is
+    a list of fixed-length token chunks (SD1.5's CLIP-L, SDXL's CLIP-L and CLIP-G, Flux's CLIP-L, ...)."""
+    import comfy.sd1_clip
+    model = getattr(clip, "cond_stage_model", None)
+    if model is None:
+        return []
+    return [m for m in model.modules() if isinstance(m, comfy.sd1_clip.SDClipModel)]
+
+
+def flux_clip_model(clip):
+    """The host's ``FluxClipModel`` (T5-XXL + CLIP-L, ``.t5xxl`` and ``.clip_l``) behind ``clip``, or None (not
+    Flux, or a host without Flux)."""
+    flux = _import("comfy.text_encoders.flux")
+    cls = getattr(flux, "FluxClipModel", None)
+    model = getattr(clip, "cond_stage_model", None)
+    return model if isinstance(cls, type) and isinstance(model, cls) else None
+
+
+class pooled_per_row:
+    """While active, records each chunk encoder's pooled output for every row it encodes: ``.got[id(encoder)]``
+    (a tensor [rows, C], or None when the encoder has no pooled output).
+
+    Why here and not through an entry point: the host's encode (``CLIP.encode_from_tokens`` ->
+    ``ClipTokenWeightEncoder.encode_token_weights``) keeps only the first row's pooled output (``pooled[0:1]``), and
+    neither ``encode_from_tokens(..., return_dict=True)``, ``encode_from_tokens_scheduled`` nor a tokenizer option
+    returns the others (read in 0.3.64 and 0.33.0).  A batch of prompts needs each prompt's own.  The encoder's
+    forward (``SDClipModel.forward``, which ``encode`` calls) returns ``(z, pooled, ...)`` for all rows, so a torch
+    forward hook on the encoder reads them; nothing of the host is replaced, and the hooks are removed on exit."""
+
+    def __init__(self, encoders):
+        self.encoders = list(encoders)
+        self.got = {}
+        self._handles = []
+
+    def __enter__(self):
+        for e in self.encoders:
+            def hook(module, args, output, _key=id(e)):
+                if isinstance(output, (tuple, list)):
+                    self.got[_key] = output[1] if len(output) > 1 else None
+            self._handles.append(e.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        return False
+
+
+# --- LoRA adapters (the dynamic LoRA branch)
+
+def lora_adapter_weights(adapter):
+    """``(up, down, alpha, mid, dora_scale, reshape)`` of a plain LoRA/LoCon weight adapter of the host
+    (``comfy.weight_adapter.LoRAAdapter``; its ``weights`` is that 6-tuple in 0.3.64 and 0.33.0), else
+    ``(None, why)``: ``why`` names what the adapter is (a ("diff", ...) patch, LoHa, LoKr, OFT, ...), for the
+    report of modules left to the host's patching."""
+    if isinstance(adapter, tuple):  # ("diff", ...), ("set", ...) patches
+        return None, str(adapter[0])
+    wa = _import("comfy.weight_adapter")
+    cls = getattr(wa, "LoRAAdapter", None)
+    if not isinstance(cls, type) or type(adapter) is not cls:  # a subclass may hold other weights
+        return None, getattr(adapter, "name", type(adapter).__name__)
+    weights = getattr(adapter, "weights", None)
+    if not isinstance(weights, (tuple, list)) or len(weights) != 6:
+        return None, "LoRA adapter of an unknown layout"
+    return tuple(weights), None
+
+
+# --- VAE (the checkpoint loader)
+
+def vae_compute_dtype(vae):
+    """The dtype the host computes the VAE in (``VAE.vae_dtype``: it casts latents/pixels to it and sizes its
+    memory estimates with it); the weights may be held smaller (``keep_vae_weights_in``)."""
+    return getattr(vae, "vae_dtype", None)
+
+
+def keep_vae_weights_in(vae, dtype):
+    """Hold a VAE the host computes in fp32 (its pick on the CPU) in ``dtype`` (fp16/bf16) instead, computed in fp32
+    through the host's own per-layer cast (the ``comfy_cast_weights`` switch of its ops, which its memory manager
+    also uses for partly loaded models: it sets it on and restores it, never off).  ``vae_dtype`` stays fp32, and
+    that is right: it is the compute dtype, what inputs are cast to and memory is estimated with.  An fp16/bf16
+    file's values are exact in fp32, so results are unchanged; only the held copy halves.  True when done; False
+    (nothing changed) when the VAE is not computed in fp32 or a weight sits in a module the host cannot cast."""
+    import torch
+    if dtype not in (torch.float16, torch.bfloat16) or vae_compute_dtype(vae) != torch.float32:
+        return False
+    model = vae.first_stage_model
+    casts = [m for m in model.modules() if hasattr(m, "comfy_cast_weights")]
+    owners = {id(m) for m in casts}
+    for m in model.modules():  # every weight must sit in a module that can cast it
+        if id(m) not in owners and any(True for _ in m.parameters(recurse=False)):
+            return False
+    model.to(dtype)
+    for m in casts:
+        m.comfy_cast_weights = True
+    return True

@@ -26,6 +26,7 @@ import comfy.patcher_extension
 import comfy.utils
 
 from ..core import lora_tags, memory
+from . import _host
 
 log = logging.getLogger("lean.lora")
 
@@ -127,11 +128,10 @@ def branch_factors(adapter, module, out_slice=None):
     """Factors for a LoRAAdapter on `module`, or (None, why) when it has no cheap exact branch.
     `out_slice` (offset, size): the adapter covers only those output rows of a Linear (diffusers Flux LoRAs:
     to_q/to_k/to_v are slices of the fused qkv / linear1 weight); `up` is then zero-padded to the full output."""
-    if isinstance(adapter, tuple):  # ("diff", ...), ("set", ...) patches
-        return None, str(adapter[0])
-    if type(adapter).__name__ != "LoRAAdapter":
-        return None, getattr(adapter, "name", type(adapter).__name__)
-    up, down, alpha, mid, dora, reshape = adapter.weights
+    weights, why = _host.lora_adapter_weights(adapter)
+    if weights is None:
+        return None, why
+    up, down, alpha, mid, dora, reshape = weights
     if dora is not None:
         return None, "DoRA"
     if reshape is not None:

@@ -29,6 +29,13 @@ from . import _host
 log = logging.getLogger("lean")
 
 DISPLAY = "Load Checkpoint (mmap)"
+# load_mode of both Lean loaders (this one and Load Diffusion Model (mmap)), one spec: the modes, then the retired
+# values a saved workflow may hold (still accepted: they load with the nearest mode and a note in the report).
+LOAD_MODES = list(core.MODES) + list(core.RETIRED_MODES)
+LOAD_MODE_TOOLTIP = ("mmap: zero-copy views of the file, only used tensors are read. read: read the needed parts "
+                     "with large sequential reads first (network drives). In both, ComfyUI's memory manager then "
+                     "moves the model to the GPU, partially if VRAM is small. direct: retired (kept so saved "
+                     "workflows load): loads as mmap, and the report says so.")
 WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                  "fp8_e4m3fn": getattr(torch, "float8_e4m3fn", None)}
 
@@ -177,9 +184,6 @@ def _load_diffusion_model(ck, sd, prefix, model_config, weight_dtype, load_mode)
     dm = model.diffusion_model
     if load_mode == "read":  # large sequential reads up front
         ck.read_subset([k for k in sd if k.startswith(prefix) and ck.key_of_view(sd[k]) is not None])
-    elif load_mode == "direct":
-        log.info("[Lean Checkpoint] %s: load_mode direct: each tensor is read on its own; the model is placed by "
-                 "ComfyUI's memory manager (partial loading kept), not built on the GPU", ck.name)
     unet = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     unet = model_config.process_unet_state_dict(unet)
     zero_copy, converted, missing, unexpected = set(), 0, [], []
@@ -194,7 +198,7 @@ def _load_diffusion_model(ck, sd, prefix, model_config, weight_dtype, load_mode)
             fk = ck.key_of_view(v) if isinstance(v, torch.Tensor) else None
             if fk is not None:
                 del v
-                v = ck.tensor(fk)  # counted as read; read mode: from the buffer, direct: pread
+                v = ck.tensor(fk)  # counted as read; read mode: from the buffer
                 file_keys[k] = (fk, v.data_ptr() if v.numel() else None)
             part[k[cut:]] = v
         if group:
@@ -231,8 +235,9 @@ def _load_diffusion_model(ck, sd, prefix, model_config, weight_dtype, load_mode)
     return patcher, zero_copy, desc
 
 
-def _describe(obj, attr):
-    """Class, the dtype holding most of the weight bytes, and the device of a loaded part."""
+def _describe(obj, attr, compute=None):
+    """Class, the dtype holding most of the weight bytes (and the dtype it is computed in, where that differs),
+    and the device of a loaded part."""
     if obj is None:
         return "none in this file"
     try:
@@ -242,7 +247,8 @@ def _describe(obj, attr):
             size[p.dtype] = size.get(p.dtype, 0) + p.numel() * p.element_size()
             dev = dev or p.device
         main = max(size, key=size.get)
-        return f"{type(m).__name__}, weights {_dtype_name(main)} on {dev}, {sum(size.values()) / 2**30:.2f} GiB"
+        cast = "" if compute is None or compute == main else f", computed in {_dtype_name(compute)} (per-layer cast)"
+        return f"{type(m).__name__}, weights {_dtype_name(main)}{cast} on {dev}, {sum(size.values()) / 2**30:.2f} GiB"
     except Exception:
         return type(obj).__name__
 
@@ -251,26 +257,9 @@ def _prefixed(keys, prefixes):
     return [k for k in keys if any(k.startswith(p) for p in prefixes)]
 
 
-def _store_vae_small(vae, dtype):
-    """Keep a VAE that ComfyUI would hold in fp32 (its pick on CPU) in the user's fp16/bf16 instead, computed in
-    fp32 with a per-layer cast.  An fp16/bf16 file's values are exact in fp32, so every result is unchanged;
-    only the held copy halves."""
-    if dtype not in (torch.float16, torch.bfloat16) or vae.vae_dtype != torch.float32:
-        return False
-    casts = [m for m in vae.first_stage_model.modules() if hasattr(m, "comfy_cast_weights")]
-    owners = {id(m) for m in casts}
-    for m in vae.first_stage_model.modules():  # every weight must sit in a module that can cast it
-        if id(m) not in owners and any(True for _ in m.parameters(recurse=False)):
-            return False
-    vae.first_stage_model.to(dtype)
-    for m in casts:
-        m.comfy_cast_weights = True
-    return True
-
-
 def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_directory, dtype=None):
     """CLIP and VAE through the host's own classes and the detected model config's key processing, from
-    the mapping (or the read/direct buffers); only the switched-on part's tensors are read.  Their file
+    the mapping (or the read buffers); only the switched-on part's tensors are read.  Their file
     pages leave the resident set before the diffusion model is built."""
     wanted = set()
     # The part's file keys are those the host's own key processing hands its loader: a model config's
@@ -295,7 +284,7 @@ def _load_clip_vae(ck, views, model_config, load_clip, load_vae, embedding_direc
         if vae_sd:
             with _own_mappings():
                 vae = comfy.sd.VAE(sd=vae_sd, metadata=ck.metadata)
-            if _store_vae_small(vae, dtype):
+            if _host.keep_vae_weights_in(vae, dtype):
                 log.info("[Lean Checkpoint] %s: VAE weights kept in %s, computed in fp32", ck.name, dtype)
         del vae_sd
     if load_clip:
@@ -323,6 +312,7 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
     dtype = WEIGHT_DTYPES[weight_dtype]
     if weight_dtype != "auto" and dtype is None:
         raise ValueError(f"weight_dtype {weight_dtype} needs a newer torch than {torch.__version__}")
+    load_mode, mode_note = core.resolve_load_mode(load_mode)
     meter = core.LoadMeter()
     memory.release_freed_memory()  # pages freed since the last load (e.g. the model it replaced) go back first
     ck = core.open_checkpoint(path, load_mode)
@@ -342,7 +332,7 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
             raise core.CheckpointError(
                 f"{ck.name}: no diffusion model architecture this ComfyUI knows was found (keys start like: {sample}). "
                 f"It is not a full checkpoint: load a bare diffusion model with 'Load Diffusion Model', a LoRA with a "
-                f"LoRA loader, a VAE/text encoder with their loaders.{comfy.sd.model_detection_error_hint(path, views)}")
+                f"LoRA loader, a VAE/text encoder with their loaders.{_host.model_detection_error_hint(path, views)}")
         parts = {}
         # CLIP and VAE first, by the host's own code, from the mapping: their file pages are dropped from
         # the resident set before the (much larger) diffusion model is built, so the two never add up.
@@ -354,7 +344,8 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
                 parts["clip"] = _describe(c, "cond_stage_model")
             if load_vae:
                 vae = v if v is not None else NotLoaded("VAE", "load_vae", name, "the file has no VAE")
-                parts["vae"] = _describe(v, "first_stage_model")
+                compute = _host.vae_compute_dtype(v) if v is not None else None
+                parts["vae"] = _describe(v, "first_stage_model", compute)
         model, zero_copy, parts["model"] = _load_diffusion_model(ck, views, prefix, model_config, dtype, load_mode)
         # Whatever else was read but is not the model's own weight (used as read) leaves the resident set;
         # the mapping itself goes once no tensor points into it.
@@ -363,7 +354,8 @@ def load_checkpoint(path, load_mode="mmap", weight_dtype="auto", load_clip=True,
         del views
         report = {"file": name, "format": ck.format, "mode": load_mode, "file_bytes": ck.nbytes(),
                   "bytes_read": ck.bytes_read, "keys_read": len(ck.keys_read), "keys_total": len(ck),
-                  "keys_read_list": sorted(ck.keys_read), "parts": parts, "weight_dtype": weight_dtype}
+                  "keys_read_list": sorted(ck.keys_read), "parts": parts, "weight_dtype": weight_dtype,
+                  "mode_note": mode_note}
     finally:
         ck.close()
         memory.release_freed_memory()
@@ -392,12 +384,7 @@ class LeanCheckpointLoader:
             "ckpt_name": (folder_paths.get_filename_list("checkpoints"),
                           {"tooltip": "The checkpoint in models/checkpoints (.safetensors/.sft, or .ckpt/.pt/.pth/.bin "
                                       "loaded weights-only)."}),
-            "load_mode": (["mmap", "read", "direct"],
-                          {"default": "mmap", "advanced": True,
-                           "tooltip": "mmap: zero-copy views of the file, only used tensors are read. read: read the "
-                                      "needed parts with large sequential reads first (network drives). direct: each "
-                                      "tensor read on its own (no mapping of the file); like every mode, ComfyUI's "
-                                      "memory manager then moves the model to the GPU, partially if VRAM is small."}),
+            "load_mode": (LOAD_MODES, {"default": "mmap", "advanced": True, "tooltip": LOAD_MODE_TOOLTIP}),
             "weight_dtype": (list(WEIGHT_DTYPES),
                              {"default": "auto",
                               "tooltip": "dtype the diffusion model's weights are kept in. auto: what ComfyUI would "
@@ -437,4 +424,4 @@ class LeanCheckpointLoader:
 
 
 NODE_CLASS_MAPPINGS = {"LeanCheckpointLoader": LeanCheckpointLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"LeanCheckpointLoader": "Load Checkpoint (mmap)"}
+NODE_DISPLAY_NAME_MAPPINGS = {"LeanCheckpointLoader": DISPLAY}

@@ -14,7 +14,6 @@ import logging
 import torch
 
 import comfy.model_detection
-import comfy.sd
 import comfy.utils
 import folder_paths
 
@@ -63,6 +62,7 @@ def load_diffusion_model(path, weight_dtype="default", load_mode="mmap", name=No
     dtype, fp8_fast = WEIGHT_DTYPES[weight_dtype]
     if weight_dtype != "default" and dtype is None:
         raise ValueError(f"weight_dtype {weight_dtype} needs a newer torch than {torch.__version__}")
+    load_mode, mode_note = core.resolve_load_mode(load_mode)
     meter = core.LoadMeter()
     memory.release_freed_memory()
     ck = core.open_checkpoint(path, load_mode)
@@ -78,11 +78,10 @@ def load_diffusion_model(path, weight_dtype="default", load_mode="mmap", name=No
         model_config, sd, prefix = _config_and_state_dict(views, metadata)
         if model_config is None:
             sample = ", ".join(list(views)[:3])
-            hint = comfy.sd.model_detection_error_hint(path, views) if hasattr(comfy.sd, "model_detection_error_hint") else ""
             raise core.CheckpointError(
                 f"{ck.name}: no diffusion model architecture this ComfyUI knows was found (keys start like: {sample}). "
                 f"A LoRA goes in a LoRA loader, a VAE/text encoder in their loaders; a newer ComfyUI may know this "
-                f"model.{hint}")
+                f"model.{_ckpt._host.model_detection_error_hint(path, views)}")
         if fp8_fast:
             model_config.optimizations["fp8"] = True
         model, zero_copy, desc = _ckpt._load_diffusion_model(ck, sd, prefix, model_config, dtype, load_mode)
@@ -91,7 +90,8 @@ def load_diffusion_model(path, weight_dtype="default", load_mode="mmap", name=No
         del views, sd
         report = {"file": name, "format": ck.format, "mode": load_mode, "file_bytes": ck.nbytes(),
                   "bytes_read": ck.bytes_read, "keys_read": len(ck.keys_read), "keys_total": len(ck),
-                  "keys_read_list": sorted(ck.keys_read), "parts": {"model": desc}, "weight_dtype": weight_dtype}
+                  "keys_read_list": sorted(ck.keys_read), "parts": {"model": desc}, "weight_dtype": weight_dtype,
+                  "mode_note": mode_note}
     finally:
         ck.close()
         memory.release_freed_memory()
@@ -125,12 +125,7 @@ class LeanDiffusionModelLoader:
                                          "supports it (what ComfyUI would pick). fp8_e4m3fn/fp8_e5m2: keep weights in "
                                          "fp8 (half of fp16), computed with a per-layer cast. fp8_e4m3fn_fast: also "
                                          "compute in fp8 on GPUs that can (RTX 40xx and newer)."}),
-            "load_mode": (["mmap", "read", "direct"],
-                          {"default": "mmap", "advanced": True,
-                           "tooltip": "mmap: zero-copy views of the file, only used tensors are read. read: read the "
-                                      "needed parts with large sequential reads first (network drives). direct: each "
-                                      "tensor read on its own (no mapping of the file); like every mode, ComfyUI's "
-                                      "memory manager then moves the model to the GPU, partially if VRAM is small."}),
+            "load_mode": (_ckpt.LOAD_MODES, {"default": "mmap", "advanced": True, "tooltip": _ckpt.LOAD_MODE_TOOLTIP}),
         }}
 
     def load(self, unet_name, weight_dtype="default", load_mode="mmap"):
@@ -148,4 +143,4 @@ class LeanDiffusionModelLoader:
 
 
 NODE_CLASS_MAPPINGS = {"LeanDiffusionModelLoader": LeanDiffusionModelLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"LeanDiffusionModelLoader": "Load Diffusion Model (mmap)"}
+NODE_DISPLAY_NAME_MAPPINGS = {"LeanDiffusionModelLoader": DISPLAY}

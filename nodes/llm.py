@@ -266,7 +266,8 @@ class LeanLLMPrompt:
                                            on_text=streamer, keep_loaded=keep_loaded)
             status = result.message(max_tokens)
         except BaseException as e:
-            if type(e).__name__ == "InterruptProcessingException":
+            from . import _host
+            if _host.interrupted(e):
                 status = f"cancelled after {streamer.n} token{'s' if streamer.n != 1 else ''}"
                 log.info("[Lean LLM] %s", status)
             else:

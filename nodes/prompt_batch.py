@@ -6,6 +6,7 @@ import os
 import folder_paths
 
 from ..core import cond_batch, prompts as P
+from . import _host
 
 _log = logging.getLogger("lean")
 
@@ -77,11 +78,6 @@ class _Unsupported(Exception):
     """This text encoder does not fit the batched path; fall back to one encode per prompt."""
 
 
-def _chunk_encoders(clip):
-    import comfy.sd1_clip
-    return [m for m in clip.cond_stage_model.modules() if isinstance(m, comfy.sd1_clip.SDClipModel)]
-
-
 def _check_tokens(all_tokens):
     """(keys, chunk length, chunks per prompt) if every prompt is a dict of equal-length chunk lists."""
     keys = None
@@ -118,19 +114,9 @@ def _free_memory(clip):
 def _encode_capturing(clip, merged, encoders, rows, length):
     """clip.encode_from_tokens of the merged rows with each encoder's per-row pooled output captured:
     (cond [1, rows*length, C], pooled_output or None, {id(encoder): per-row pooled or None}, extra outputs)."""
-    captured = {}
-    for e in encoders:
-        def capture(tokens, _orig=e.encode, _key=id(e)):
-            o = _orig(tokens)
-            captured[_key] = o[1] if len(o) > 1 else None
-            return o
-        e.encode = capture
-    try:
+    with _host.pooled_per_row(encoders) as rows_pooled:  # the host's encode keeps only the first row's
         out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
-    finally:
-        for e in encoders:
-            if "encode" in e.__dict__:
-                del e.encode
+    captured = rows_pooled.got
     cond = out.pop("cond")
     top = out.pop("pooled_output", None)
     unexpected = [k for k in out if k != "hooks"]
@@ -148,9 +134,9 @@ def encode_batched(clip, texts):
     import torch
     from comfy.utils import ProgressBar
 
-    if clip.use_clip_schedule and clip.patcher.forced_hooks is not None:
+    if _host.clip_hooks_scheduled(clip):
         raise _Unsupported("scheduled CLIP hooks")
-    encoders = _chunk_encoders(clip)
+    encoders = _host.chunk_encoders(clip)
     if not encoders:
         raise _Unsupported("no chunked CLIP encoder")
     all_tokens = [clip.tokenize(t) for t in texts] + [clip.tokenize("")]
@@ -203,16 +189,6 @@ def encode_batched(clip, texts):
     return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[:n]}
 
 
-def _flux_model(clip):
-    """The host's FluxClipModel (T5-XXL + CLIP-L) behind this CLIP, or None."""
-    try:
-        import comfy.text_encoders.flux as flux
-    except Exception:  # a host without Flux
-        return None
-    model = getattr(clip, "cond_stage_model", None)
-    return model if isinstance(model, flux.FluxClipModel) else None
-
-
 def encode_batched_flux(clip, texts):
     """Flux (T5-XXL + CLIP-L): the conditioning is T5's output, one sequence per prompt of its own length
     (at least 256 tokens, longer for long prompts, never cut), and the pooled output is CLIP-L's of the
@@ -223,10 +199,10 @@ def encode_batched_flux(clip, texts):
     import torch
     from comfy.utils import ProgressBar
 
-    model = _flux_model(clip)
+    model = _host.flux_clip_model(clip)
     if model is None:
         raise _Unsupported("not a Flux text encoder")
-    if clip.use_clip_schedule and clip.patcher.forced_hooks is not None:
+    if _host.clip_hooks_scheduled(clip):
         raise _Unsupported("scheduled CLIP hooks")
     all_tokens = [clip.tokenize(t) for t in texts] + [clip.tokenize("")]
     for toks in all_tokens:
@@ -297,7 +273,7 @@ def encode_each(clip, texts):
 
 def encode_prompts(clip, texts):
     try:
-        if _flux_model(clip) is not None:
+        if _host.flux_clip_model(clip) is not None:
             return encode_batched_flux(clip, texts)
         return encode_batched(clip, texts)
     except _Unsupported as why:
@@ -376,7 +352,7 @@ class LeanPromptBatch:
                              "load one with a CLIP loader and connect its CLIP output")
         texts = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
         conditioning, stats = encode_prompts(clip, texts)
-        if _flux_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
+        if _host.flux_clip_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
             conditioning = [[c, {**info, "guidance": float(guidance)}] for c, info in conditioning]
         _log.info("[Lean Nodes] LeanPromptBatch: %d prompts, %s text-encoder pass(es), %s distinct chunks",
                   len(texts), stats["passes"], stats["rows"])

@@ -6,6 +6,7 @@ import time
 import folder_paths
 
 from ..core import doctor
+from . import _host
 
 log = logging.getLogger("lean")
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,27 +22,9 @@ def _folders():
     return out
 
 
-def _comfyui_version():
-    try:
-        import comfyui_version
-        return comfyui_version.__version__
-    except Exception:
-        return None
-
-
-def _dynamic_vram():
-    try:
-        import comfy.memory_management as cmm
-    except Exception:
-        return "not in this ComfyUI version"
-    if not hasattr(cmm, "aimdo_enabled"):
-        return "not in this ComfyUI version"
-    return "on" if cmm.aimdo_enabled else "off"
-
-
 def _host_device():
+    import comfy.model_management as mm
     try:
-        import comfy.model_management as mm
         dev = mm.get_torch_device()
         out = {"device": str(dev)}
         if getattr(dev, "type", "cpu") != "cpu":
@@ -53,7 +36,7 @@ def _host_device():
 
 
 def system_report():
-    facts = doctor.gather(_folders(), comfyui_version=_comfyui_version(), dynamic_vram=_dynamic_vram(),
+    facts = doctor.gather(_folders(), comfyui_version=_host.comfyui_version(), dynamic_vram=_host.dynamic_vram_state(),
                           host_device=_host_device(), pack_root=PACK_ROOT)
     return doctor.build_report(facts)
 

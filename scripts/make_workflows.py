@@ -19,23 +19,13 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from lean import _get, _free_port, answering, start_host, _load_workflow_module  # noqa: E402
 from workflow_builder import Graph  # noqa: E402
+from workflow_models import (CKPT, CONTROLNET, FLUX_CLIP_L, FLUX_LORA, FLUX_T5, FLUX_UNET, FLUX_VAE, IMAGE,  # noqa: E402
+                             LLM, LORA, SDXL_CKPT, SDXL_LORA)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"
 API_DIR = REPO / "tests" / "workflows_api"
 
-CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
-CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
-LORA = "add_detail.safetensors"
-SDXL_CKPT = "sd_xl_base_1.0.safetensors"
-SDXL_LORA = "sdxl_lora.safetensors"
-LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"
-IMAGE = "example.png"
-FLUX_UNET = "flux1-dev.safetensors"
-FLUX_T5 = "t5xxl_fp16.safetensors"
-FLUX_CLIP_L = "clip_l.safetensors"
-FLUX_VAE = "ae.safetensors"
-FLUX_LORA = "flux_lora.safetensors"
 NEGATIVE = "blurry, low quality, watermark, text, deformed"
 
 NODE_W = 340
@@ -160,8 +150,8 @@ def wf_checkpoint(info):
     g = L.g
     c = L.column("1. Load the checkpoint (mmap)", (
         "## 1. Load the checkpoint, one copy in memory\n**Load Checkpoint (mmap)** maps the file instead of "
-        "reading it twice: peak RAM stays near the model's own size. `load_mode` mmap (default), read (network "
-        "drives) or direct; `weight_dtype` fp16/bf16/fp8 keeps weights small on 16 GB machines. The load report "
+        "reading it twice: peak RAM stays near the model's own size. `load_mode` mmap (default) or read (network "
+        "drives); `weight_dtype` fp16/bf16/fp8 keeps weights small on 16 GB machines. The load report "
         "appears on the node after a run."), "load")
     ck = c.add("LeanCheckpointLoader", ckpt_name=CKPT, load_mode="mmap", weight_dtype="auto",
                load_clip=True, load_vae=True)

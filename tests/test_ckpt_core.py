@@ -9,7 +9,7 @@ import torch
 from lean_nodes.core import ckpt as core
 from lean_testlib import cache_dir, pagecache, windows_semantics
 
-MODES = ("mmap", "read", "direct")
+MODES = ("mmap", "read")
 
 
 def _tensors():
@@ -335,3 +335,20 @@ def test_slabs_pack_small_tensors_into_mappings_freed_together():
     del outs, o
     sl._cur = None                                               # the allocator's hold on its current slab
     assert not (slab_ptrs & _mapping_starts())                   # every slab unmapped with its last tensor
+
+
+def test_retired_direct_mode_resolves_to_mmap_with_a_note():
+    """load_mode=direct (saved workflows may hold it) is retired: it loads as mmap and the report says why; an
+    unknown value is an error naming the modes.  CheckpointFile itself only knows the live modes."""
+    assert core.resolve_load_mode("mmap") == ("mmap", None)
+    assert core.resolve_load_mode("read") == ("read", None)
+    mode, note = core.resolve_load_mode("direct")
+    assert mode == "mmap" and "direct" in note and "retired" in note and "GPU" in note
+    with pytest.raises(ValueError, match="mmap"):
+        core.resolve_load_mode("gpu")
+    r = {"file": "f", "format": "safetensors", "file_bytes": 1, "seconds": 0.1, "mode": mode, "bytes_read": 1,
+         "keys_read": 1, "keys_total": 1, "disk_read_bytes": 0, "peak_rss_bytes": 1, "rss_before_bytes": 1,
+         "rss_after_bytes": 1, "parts": {"model": "m"}, "mode_note": note}
+    text = core.format_report(r)
+    assert "mode mmap" in text and f"note: {note}" in text.splitlines()
+    assert "note:" not in core.format_report({**r, "mode_note": None})

@@ -78,7 +78,7 @@ def test_node_contract(comfy):
     assert dts[0] == ["auto", "fp16", "bf16", "fp32", "fp8_e4m3fn"] and dts[1]["default"] == "auto"
 
 
-@pytest.mark.parametrize("mode", ["mmap", "read", "direct"])
+@pytest.mark.parametrize("mode", ["mmap", "read"])
 def test_samples_identical_to_stock_loader(comfy_sd15, stock_image, mode):
     entry = comfy_sd15.run(lean_txt2img(f"ckpt_lean_{mode}", load_mode=mode))
     img = image(comfy_sd15, entry)
@@ -91,6 +91,37 @@ def test_samples_identical_to_stock_loader(comfy_sd15, stock_image, mode):
     comfy_sd15.free()
 
 
+def test_saved_workflow_with_retired_direct_mode_loads_as_mmap(comfy_sd15, sd15_ckpt):
+    """A saved UI workflow whose Load Checkpoint (mmap) holds load_mode=direct (retired) still converts, validates
+    and runs: widget positions unchanged, the value accepted, the model loaded as mmap, and the report says so.
+    Reference: the same workflow with the stock CheckpointLoaderSimple in the loader's place."""
+    from lean_nodes.core import workflow
+    from lean_testlib import shipped
+    harness.link_model(comfy_sd15.base, "checkpoints", sd15_ckpt, shipped.CKPT)
+    ui = shipped.load(shipped.WORKFLOWS / "lean_checkpoint_mmap.json")
+    loader = next(n for n in ui["nodes"] if n["type"] == NODE)
+    assert loader["widgets_values"][INPUTS.index("load_mode")] == "mmap"  # the saved position of load_mode
+    loader["widgets_values"][INPUTS.index("load_mode")] = "direct"
+    prompt = shipped.small(workflow.ui_to_api(ui, comfy_sd15.object_info()))
+    nid = next(k for k, n in prompt.items() if n["class_type"] == NODE)
+    assert prompt[nid]["inputs"]["load_mode"] == "direct"
+    stock = json.loads(json.dumps(prompt))
+    stock[nid] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": shipped.CKPT}}
+    for p, tag in ((prompt, "lean"), (stock, "stock")):
+        for n in p.values():
+            if n["class_type"] == "SaveImage":
+                n["inputs"]["filename_prefix"] = f"ckpt_direct_{tag}"
+    comfy_sd15.free()
+    ref = image(comfy_sd15, comfy_sd15.run(stock))
+    comfy_sd15.free()
+    entry = comfy_sd15.run(prompt)
+    assert np.array_equal(image(comfy_sd15, entry), ref), "load_mode=direct: image differs from stock"
+    rep = entry["outputs"][nid]["text"][0]
+    assert "mode mmap" in rep and "mode direct" not in rep, rep
+    assert "note: load_mode 'direct' is retired" in rep and "loaded as mmap" in rep, rep
+    comfy_sd15.free()
+
+
 def test_fp16_weights_sample_like_stock(comfy_sd15, stock_image):
     """fp16 weights, computed in fp32 through ComfyUI's manual cast: the file is fp16, so the result
     is the stock (fp32 weights) result exactly."""
@@ -100,7 +131,7 @@ def test_fp16_weights_sample_like_stock(comfy_sd15, stock_image):
     assert "weights float16" in rep and "compute float32" in rep, rep
     # the VAE (fp32 in ComfyUI's CPU pick) is held in fp16 too, and decodes the same pixels
     vae_line = next(line for line in rep.splitlines() if line.startswith("vae:"))
-    assert "weights float16" in vae_line, rep
+    assert "weights float16, computed in float32" in vae_line, rep
     comfy_sd15.free()
 
 

@@ -21,10 +21,8 @@ import struct
 import zipfile
 
 from . import images, lora, tiny_gguf
+from .workloads import LORA, SD15, TINY  # the fixture names the host is given, defined once
 
-SD15 = "lean_sd15.safetensors"
-LORA = "lean_lora.safetensors"
-TINY = "tiny.gguf"
 PHOTO = "lean_bad_inputs_photo.png"
 LONG = "x" * 5000
 

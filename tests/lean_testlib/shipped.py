@@ -11,18 +11,23 @@ from . import REPO, declared_nodes  # noqa: F401  (re-exported for the tests)
 WORKFLOWS = REPO / "example_workflows"
 API_DIR = REPO / "tests" / "workflows_api"
 
-CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
-CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
-LORA = "add_detail.safetensors"
-LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"
-IMAGE = "example.png"
-SDXL_CKPT = "sd_xl_base_1.0.safetensors"
-SDXL_LORA = "sdxl_lora.safetensors"
-FLUX_UNET = "flux1-dev.safetensors"
-FLUX_T5 = "t5xxl_fp16.safetensors"
-FLUX_CLIP_L = "clip_l.safetensors"
-FLUX_VAE = "ae.safetensors"
-FLUX_LORA = "flux_lora.safetensors"
+
+
+def _workflow_models():
+    """scripts/workflow_models.py: the public model names the workflows use, defined once for the script that
+    writes the workflows and for these tests."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lean_workflow_models", REPO / "scripts" / "workflow_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_M = _workflow_models()
+CKPT, CONTROLNET, LORA, LLM, IMAGE = _M.CKPT, _M.CONTROLNET, _M.LORA, _M.LLM, _M.IMAGE
+SDXL_CKPT, SDXL_LORA = _M.SDXL_CKPT, _M.SDXL_LORA
+FLUX_UNET, FLUX_T5, FLUX_CLIP_L = _M.FLUX_UNET, _M.FLUX_T5, _M.FLUX_CLIP_L
+FLUX_VAE, FLUX_LORA = _M.FLUX_VAE, _M.FLUX_LORA
 OWN_HOST = {"lean_flux_lora_prompt_batch"}  # workflows that run in a host of their own (test-only hooks)
 
 
