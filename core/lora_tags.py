@@ -604,24 +604,3 @@ def trigger_words(metadata: dict, limit: int = 20):
                         except (TypeError, ValueError):
                             continue
     return [t for t, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
-
-
-# ------------------------------------------------------------------ what kind of weight a module holds
-
-def weight_kind(module) -> str:
-    """How `module` stores its weight, for the report: 'gguf Q4_K' for ComfyUI-GGUF's quantized layers
-    (its GGMLTensor weights / GGMLLayer ops, recognised by class name, never imported), 'fp8_e4m3fn' /
-    'fp8_e5m2' for float8 storage, else the dtype name ('bf16', 'fp16', 'fp32', ...)."""
-    w = getattr(module, "weight", None)
-    names = {c.__name__ for c in type(module).__mro__}
-    if w is not None and "GGMLTensor" in {c.__name__ for c in type(w).__mro__}:
-        qt = getattr(w, "tensor_type", None)
-        qname = getattr(qt, "name", None) or (str(qt) if qt is not None else "")
-        return f"gguf {qname}".strip()
-    if "GGMLLayer" in names:
-        return "gguf"
-    if w is None:
-        return "no weight"
-    d = str(getattr(w, "dtype", "")).replace("torch.", "")
-    return {"float8_e4m3fn": "fp8_e4m3fn", "float8_e5m2": "fp8_e5m2", "bfloat16": "bf16", "float16": "fp16",
-            "float32": "fp32"}.get(d, d or "unknown")

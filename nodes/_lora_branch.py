@@ -27,6 +27,7 @@ import comfy.utils
 
 from ..core import lora_tags, memory
 from . import _host
+from ._peers import weight_kind, weight_shape
 
 log = logging.getLogger("lean.lora")
 
@@ -158,10 +159,10 @@ def branch_factors(adapter, module, out_slice=None):
     if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
         if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
             return None, "conv options"
-        w = module.weight
-        k = tuple(w.shape[2:])
+        shape = weight_shape(module.weight)  # logical: a ComfyUI-GGUF weight's dim() is its packed data's
+        k = tuple(shape[2:])
         ones = (1,) * len(k)
-        out_c, in_c = w.shape[0], w.shape[1]
+        out_c, in_c = shape[0], shape[1]
         if up.numel() != out_c * rank:
             return None, "shape"
         up4 = up.reshape(out_c, rank, *ones)
@@ -169,7 +170,7 @@ def branch_factors(adapter, module, out_slice=None):
             if tuple(mid.shape[2:]) != k or down.numel() != rank * in_c:
                 return None, "shape"
             return Factors(down.reshape(rank, in_c, *ones), up4, mid, a, "tucker"), None
-        if down.dim() == w.dim() and tuple(down.shape[2:]) == k and down.shape[1] == in_c:
+        if down.dim() == len(shape) and tuple(down.shape[2:]) == k and down.shape[1] == in_c:
             return Factors(down, up4, None, a, "conv"), None
         if k == ones and down.numel() == rank * in_c:
             return Factors(down.reshape(rank, in_c, *ones), up4, None, a, "conv"), None
@@ -193,7 +194,7 @@ class _Hook:
         if f.kind == "linear":
             h = F.linear(x, down)
             return output + F.linear(h * s, up).to(output.dtype)
-        conv = _conv_fn(module.weight.dim())
+        conv = _conv_fn(len(weight_shape(module.weight)))
         if f.kind == "tucker":
             h = conv(x, down)
             h = conv(h, mid, None, module.stride, module.padding, module.dilation)
@@ -301,7 +302,7 @@ def map_lora(lf: LoraFile, model, clip):
                 module = None
             if module is not None:
                 fac, why = branch_factors(patch, module, out_slice)
-        kind = lora_tags.weight_kind(module) if module is not None else "?"
+        kind = weight_kind(module) if module is not None else "?"
         side = m.kinds.setdefault("branch" if fac is not None else "host", {})
         side[kind] = side.get(kind, 0) + 1
         if fac is not None and out_slice is not None:

@@ -184,6 +184,51 @@ class HostPool:
         self.hosts.clear()
 
 
+# Peer custom-node packs (../shared/peers/README.md): archive name -> sha256 of the .tar.gz, as published there.
+PEERS = {
+    "comfyui-gguf-795e451.tar.gz": "8eadfbaaacebe7e01aaed8dca131bb598952e3dabfacb0ab7197772c849cf9b3",
+    "comfyui-distributed-a91f9fb.tar.gz": "b12a3b39e88ac94ee0aced8fbcea694713bfc7b020ccc4f51a23a7b873a3b8fd",
+}
+
+
+def peers_dir():
+    """Where the peer archives are: $LEAN_PEERS_DIR, else the first shared/peers beside this checkout or one of
+    its parents (a worktree under /work/wt/NAME finds /work/shared/peers)."""
+    env = os.environ.get("LEAN_PEERS_DIR")
+    if env:
+        return pathlib.Path(env)
+    for p in REPO.resolve().parents:
+        if (p / "shared" / "peers").is_dir():
+            return p / "shared" / "peers"
+    return REPO.parent / "shared" / "peers"
+
+
+def install_peer(base, archive):
+    """Unpack the peer pack `archive` (a key of PEERS) into <base>/custom_nodes/ before the host starts, after
+    checking its sha256; returns the pack's folder.  Raises FileNotFoundError when the archive is not there
+    (callers skip with lean_testlib.prereq) and ValueError when its bytes are not the published ones."""
+    import hashlib
+    import tarfile
+    src = peers_dir() / archive
+    if not src.is_file():
+        raise FileNotFoundError(f"peer archive {archive} not found in {peers_dir()} (set LEAN_PEERS_DIR)")
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != PEERS[archive]:
+        raise ValueError(f"peer archive {src}: sha256 {h.hexdigest()} is not the published {PEERS[archive]}")
+    dst = make_base_dir(base, link_pack=False) / "custom_nodes"
+    with tarfile.open(src, "r:gz") as tf:
+        members = tf.getmembers()
+        tops = {m.name.split("/", 1)[0] for m in members}
+        if len(tops) != 1 or any(m.name.startswith("/") or ".." in m.name.split("/") or m.issym() or m.islnk()
+                                 for m in members):
+            raise ValueError(f"peer archive {src}: not one plain folder")
+        tf.extractall(dst, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return dst / tops.pop()
+
+
 class PromptFailed(RuntimeError):
     def __init__(self, message, entry=None, node_errors=None):
         super().__init__(message)
