@@ -27,7 +27,6 @@ import comfy.utils
 
 from ..core import lora_tags, memory
 from . import _host
-from ._peers import weight_kind, weight_shape
 
 log = logging.getLogger("lean.lora")
 
@@ -159,7 +158,7 @@ def branch_factors(adapter, module, out_slice=None):
     if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
         if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
             return None, "conv options"
-        shape = weight_shape(module.weight)  # logical: a ComfyUI-GGUF weight's dim() is its packed data's
+        shape = _host.weight_shape(module.weight)  # logical: a ComfyUI-GGUF weight's dim() is its packed data's
         k = tuple(shape[2:])
         ones = (1,) * len(k)
         out_c, in_c = shape[0], shape[1]
@@ -194,7 +193,7 @@ class _Hook:
         if f.kind == "linear":
             h = F.linear(x, down)
             return output + F.linear(h * s, up).to(output.dtype)
-        conv = _conv_fn(len(weight_shape(module.weight)))
+        conv = _conv_fn(len(_host.weight_shape(module.weight)))
         if f.kind == "tucker":
             h = conv(x, down)
             h = conv(h, mid, None, module.stride, module.padding, module.dilation)
@@ -302,7 +301,7 @@ def map_lora(lf: LoraFile, model, clip):
                 module = None
             if module is not None:
                 fac, why = branch_factors(patch, module, out_slice)
-        kind = weight_kind(module) if module is not None else "?"
+        kind = _host.weight_kind(module) if module is not None else "?"
         side = m.kinds.setdefault("branch" if fac is not None else "host", {})
         side[kind] = side.get(kind, 0) + 1
         if fac is not None and out_slice is not None:

@@ -60,8 +60,6 @@ HOST_METHODS = {"encode", "encode_token_weights", "encode_from_tokens", "encode_
                 "decode", "load_state_dict", "load_sd"}
 
 NO_SERVER = "whether a server runs at all (the pack imported by tests or scripts has none), not a host feature"
-PENDING = ("PENDING: weight_kind moves out of core in the parallel lora_tags split (issue 24); delete this entry "
-           "then")
 
 # (file, rule, name) -> why it stays there
 ALLOW = {
@@ -69,10 +67,6 @@ ALLOW = {
     ("nodes/lora.py", "try-import", "server"): NO_SERVER,
     ("nodes/prompt_batch.py", "try-import", "server"): NO_SERVER,
     ("nodes/prompt_batch.py", "probe", "PromptServer.instance"): NO_SERVER,
-    ("core/lora_tags.py", "name", "GGMLTensor"): PENDING,
-    ("core/lora_tags.py", "name", "GGMLLayer"): PENDING,
-    ("core/lora_tags.py", "name", "tensor_type"): PENDING,
-    ("core/lora_tags.py", "by-class-name", "GGMLTensor"): PENDING,
 }
 
 

@@ -1,10 +1,10 @@
-"""Tier 1: what nodes/_peers.py knows about ComfyUI-GGUF's classes (recognised by class name, never imported).
+"""Tier 1: what nodes/_host.py knows about ComfyUI-GGUF's classes (recognised by class name, never imported).
 The real classes are exercised in tests/test_tier2_gguf_lora.py with ComfyUI-GGUF installed in a host."""
 import enum
 
 import torch
 
-from lean_nodes.nodes import _peers
+from lean_nodes.nodes import _host as _peers
 
 
 def test_weight_kind_fp8_and_plain():
