@@ -33,7 +33,7 @@ def host_import_line(host_path, pack_dir_name, setup):
     setup(base / "custom_nodes" / pack_dir_name)
     h = harness.ComfyHost.start(host_path, base, verbose="INFO")
     try:
-        log = h.log()
+        log = re.sub(r"\x1b\[[0-9;]*m", "", h.log())  # 0.33.0 colours its log lines
     finally:
         h.stop()
         shutil.rmtree(base, ignore_errors=True)
