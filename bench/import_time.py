@@ -33,11 +33,11 @@ def host_import_line(host_path, pack_dir_name, setup):
     setup(base / "custom_nodes" / pack_dir_name)
     h = harness.ComfyHost.start(host_path, base, verbose="INFO")
     try:
-        log = re.sub(r"\x1b\[[0-9;]*m", "", h.log())  # 0.33.0 colours its log lines
+        log = re.sub(r"\x1b\[[0-9;]*m", "", h.log())  # 0.33.0 colours its log lines and prefixes "[INFO]"
     finally:
         h.stop()
         shutil.rmtree(base, ignore_errors=True)
-    m = re.search(r"^\s*([\d.]+) seconds(?: \(IMPORT FAILED\))?: .*/" + re.escape(pack_dir_name) + r"\s*$", log, re.M)
+    m = re.search(r"^(?:\[\w+\])?\s*([\d.]+) seconds(?: \(IMPORT FAILED\))?: .*/" + re.escape(pack_dir_name) + r"\s*$", log, re.M)
     if not m:
         raise SystemExit(f"the host printed no import time for {pack_dir_name}:\n{log[-3000:]}")
     if "IMPORT FAILED" in m.group(0):
