@@ -34,7 +34,6 @@ round, the LLM with n_gpu_layers=0; the same graphs, comparisons and RESULT keys
 """
 import argparse
 import json
-import os
 import pathlib
 import statistics
 import subprocess

@@ -6,7 +6,6 @@ it promises.  Targets are not checked here (the figures of a smoke run mean noth
 by running the benchmarks in their normal mode); this only makes a benchmark that no longer runs fail CI.
 """
 import os
-import pathlib
 import re
 import subprocess
 import sys
