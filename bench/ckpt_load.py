@@ -1,17 +1,22 @@
 """Benchmark: stock CheckpointLoaderSimple vs LeanCheckpointLoader on the SD1.5-layout fp16 fixture
 (``--model sdxl``: the SDXL-base-layout fp16 fixture, 6.5 GiB; ~14 GiB per process as fp32, one at a time).
 
-Each load runs in a fresh subprocess (ComfyUI's modules imported in-process with --cpu), alternating
-stock / Lean for --pairs pairs, warm page cache.  Each worker records the load's wall time, runs one
+Each load runs in a fresh subprocess (ComfyUI's modules imported in-process with --cpu), alternating the
+order (stock first in even pairs, Lean first in odd ones) for --pairs pairs (default 3), warm page cache;
+every figure is the median over the pairs, with its spread (min-max) printed.  Each worker records the load's wall time, runs one
 KSampler step at 64x64 with a fixed seed and saves the latent.  Peak RSS is VmHWM right after the load
 with every weight page touched once (weights a loader leaves mapped-but-untouched count as the sampler
 would make them resident); the peak over load + that step is printed too; the stock and Lean (weight_dtype=auto) latents must be identical.  Finally Lean
 once more with weight_dtype=fp16.
 
-    flock /tmp/lean-heavy.lock python bench/ckpt_load.py [--host VERSION] [--pairs 3] [--model sd15|sdxl] [--ckpt PATH]
+    flock /tmp/lean-heavy.lock python bench/ckpt_load.py [--host VERSION|PATH] [--pairs 3] [--model sd15|sdxl]
+        [--ckpt PATH] [--smoke]
 
-Ends with: RESULT peak_rss_ratio=.. peak_rss_fp16_ratio=.. wall_ratio=.. identical=0|1 cpu_ratio=.. model=sd15|sdxl
-(cpu_ratio: the load's user+sys CPU seconds, Lean auto / stock; with every core busy the wall ratio follows it)
+Ends with: RESULT peak_rss_ratio=.. peak_rss_fp16_ratio=.. wall_ratio=.. wall_ratio_min=.. wall_ratio_max=..
+identical=0|1 cpu_ratio=.. pairs=N model=sd15|sdxl
+(medians over the pairs; wall_ratio_min/max: the spread of the per-pair Lean/stock wall ratios; cpu_ratio: the
+load's user+sys CPU seconds, Lean auto / stock; with every core busy the wall ratio follows it).
+--smoke: one pair (checks that the benchmark still runs; the figures mean nothing).
 """
 import argparse
 import json
@@ -122,7 +127,12 @@ def main():
     ap.add_argument("--worker", choices=["stock", "lean"])
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out")
+    ap.add_argument("--smoke", action="store_true", help="one pair: does the benchmark still run")
     a = ap.parse_args()
+    if a.smoke:
+        a.pairs = 1
+    if a.pairs < 1:
+        ap.error("--pairs must be >= 1")
     if a.worker:
         return worker(a.worker, a.ckpt, a.dtype, a.out)
 
@@ -140,9 +150,9 @@ def main():
             pass
     tmp = tempfile.mkdtemp(prefix="lean-bench-ckpt-")
     stock, lean = [], []
-    for i in range(a.pairs):
-        stock.append(run_one("stock", ckpt, "auto", tmp, i))
-        lean.append(run_one("lean", ckpt, "auto", tmp, i))
+    for i in range(a.pairs):  # alternate who goes first: neither always gets the warmer machine
+        for kind in (("stock", "lean") if i % 2 == 0 else ("lean", "stock")):
+            (stock if kind == "stock" else lean).append(run_one(kind, ckpt, "auto", tmp, i))
     fp16 = run_one("lean", ckpt, "fp16", tmp, 0)
     print("Lean report (auto):\n  " + lean[-1]["report"].replace("\n", "\n  "))
     print("Lean report (fp16):\n  " + fp16["report"].replace("\n", "\n  "))
@@ -161,7 +171,10 @@ def main():
     print(f"median peak RSS over load + 1 step: stock {s_tot / 2**30:.2f} GiB, Lean auto {l_tot / 2**30:.2f} GiB "
           f"(ratio {l_tot / s_tot:.3f}), Lean fp16 {fp16['peak_total'] / 2**30:.2f} GiB "
           f"(ratio {fp16['peak_total'] / s_tot:.3f})")
-    print(f"median load wall: stock {s_wall:.2f} s, Lean auto {l_wall:.2f} s (ratio {l_wall / s_wall:.3f}); "
+    spread = lambda xs, k: f"{min(x[k] for x in xs):.2f}-{max(x[k] for x in xs):.2f}"  # noqa: E731
+    pair_ratios = [le["wall"] / st["wall"] for st, le in zip(stock, lean)]
+    print(f"median load wall: stock {s_wall:.2f} s ({spread(stock, 'wall')}), Lean auto {l_wall:.2f} s "
+          f"({spread(lean, 'wall')}) (ratio {l_wall / s_wall:.3f}; per pair {[round(r, 3) for r in pair_ratios]}); "
           f"Lean fp16 {fp16['wall']:.2f} s")
     s_cpu, l_cpu = med(stock, "cpu"), med(lean, "cpu")
     cores = len(os.sched_getaffinity(0))
@@ -169,8 +182,9 @@ def main():
           f"(ratio {l_cpu / s_cpu:.3f}); on {cores} cores Lean's wall cannot go below {l_cpu / cores:.2f} s "
           f"= {l_cpu / cores / s_wall:.2f} of stock's wall")
     print(f"RESULT peak_rss_ratio={l_peak / s_peak:.3f} peak_rss_fp16_ratio={fp16['peak'] / s_peak:.3f} "
-          f"wall_ratio={l_wall / s_wall:.3f} identical={int(identical)} cpu_ratio={l_cpu / s_cpu:.3f} "
-          f"model={'custom' if a.ckpt else a.model}", flush=True)
+          f"wall_ratio={l_wall / s_wall:.3f} wall_ratio_min={min(pair_ratios):.3f} "
+          f"wall_ratio_max={max(pair_ratios):.3f} identical={int(identical)} cpu_ratio={l_cpu / s_cpu:.3f} "
+          f"pairs={a.pairs} model={'custom' if a.ckpt else a.model}" + (" smoke=1" if a.smoke else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ below --min-available-gb or its private memory (RSS without the clean file pages
 kernel can drop) passes --max-private-gb, and says in which phase (import / load / sample) and at
 what RSS it stopped.
 
-    flock /tmp/lean-heavy.lock python bench/flux_load.py --host 0.33.0 [--pairs 1] [--file PATH]
+    flock /tmp/lean-heavy.lock python bench/flux_load.py --host 0.33.0 [--pairs 1] [--file PATH] [--smoke]
+
+--smoke: the tiny Flux fixture (lean_testlib.flux_tiny, bf16, one double + one single block) instead of the
+full-size file, 64x64, one pair (checks that the benchmark still runs; the figures mean nothing).
 
 Ends with: RESULT peak_rss_ratio=<lean/stock> lean_peak_vs_file=<lean peak / file bytes> wall_ratio=<load wall
 lean/stock> total_wall_ratio=<load+step> sampled=0|1 identical=0|1 [stock_stopped=<phase> bound=upper]
@@ -235,9 +238,13 @@ def parse_args(argv=None):
                          "kernel can drop) passes this (GiB; default total RAM - 1.5)")
     ap.add_argument("--min-available-gb", type=float, default=1.5,
                     help="watchdog: kill a worker when available memory falls below this (GiB; default 1.5)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny Flux fixture, 64x64, one pair: does the benchmark still run")
     ap.add_argument("--worker", choices=["stock", "lean"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.smoke and not a.worker:
+        a.pairs, a.size, a.steps = 1, 64, 1
     if a.pairs < 1 or a.steps < 1 or a.size < 16 or a.size % 16:
         ap.error("--pairs and --steps must be >= 1, --size a multiple of 16")
     return a
@@ -293,6 +300,9 @@ def main():
         return
     if a.file:
         path = pathlib.Path(a.file)
+    elif a.smoke:
+        from lean_testlib import flux_tiny
+        path = flux_tiny.flux_tiny()
     else:
         from lean_testlib import flux_full
         path = flux_full.flux_full()
@@ -324,7 +334,7 @@ def main():
     stock, lean = med("stock"), med("lean")
     print(f"median peak RSS: stock {stock['peak'] / GiB:.2f} GiB{' (stopped: a lower bound)' if stock['stopped'] else ''}, "
           f"Lean {lean['peak'] / GiB:.2f} GiB; file {size / GiB:.2f} GiB; latents identical: {identical}", flush=True)
-    print(result_line(stock, lean, size, identical), flush=True)
+    print(result_line(stock, lean, size, identical) + (" smoke=1" if a.smoke else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,14 @@ Starts the host (fresh --base-directory with only this pack) RUNS times, alterna
 reference pack (an empty V1 pack) so the ratio shows what the pack costs over the minimum.  The host prints one
 decimal; the precise figure comes from timing `import` of the pack in a child process with the host's modules
 already imported (what ComfyUI does).
-Prints `RESULT import_s=<host's figure> import_precise_s=<s> vs_empty=<ratio>`.  Target: import_s < 0.1.
+Prints `RESULT import_s=<host's figure> import_precise_s=<s> vs_empty=<ratio>|n/a`.  Target: import_s < 0.1.
+vs_empty is n/a when the host printed 0.0 s for the empty pack (a ratio of two figures rounded to 0.0 says
+nothing).  The order alternates (Lean first in odd runs, the empty pack first in even ones); figures are medians.
+--smoke: one run (checks that the benchmark still runs).
+
+    flock /tmp/lean-heavy.lock python bench/import_time.py [--host VERSION|PATH] [--runs 3] [--smoke]
 """
+import argparse
 import pathlib
 import re
 import shutil
@@ -27,11 +33,11 @@ def host_import_line(host_path, pack_dir_name, setup):
     setup(base / "custom_nodes" / pack_dir_name)
     h = harness.ComfyHost.start(host_path, base, verbose="INFO")
     try:
-        log = h.log()
+        log = re.sub(r"\x1b\[[0-9;]*m", "", h.log())  # 0.33.0 colours its log lines and prefixes "[INFO]"
     finally:
         h.stop()
         shutil.rmtree(base, ignore_errors=True)
-    m = re.search(r"^\s*([\d.]+) seconds(?: \(IMPORT FAILED\))?: .*/" + re.escape(pack_dir_name) + r"\s*$", log, re.M)
+    m = re.search(r"^(?:\[\w+\])?\s*([\d.]+) seconds(?: \(IMPORT FAILED\))?: .*/" + re.escape(pack_dir_name) + r"\s*$", log, re.M)
     if not m:
         raise SystemExit(f"the host printed no import time for {pack_dir_name}:\n{log[-3000:]}")
     if "IMPORT FAILED" in m.group(0):
@@ -66,20 +72,35 @@ def precise_import(host_path, pack):
 def main():
     import _common  # bench/ is sys.path[0] when a benchmark runs as a script
     _common.host_from_argv()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=RUNS)
+    ap.add_argument("--smoke", action="store_true", help="one run: does the benchmark still run")
+    a = ap.parse_args()
+    if a.smoke:
+        a.runs = 1
     host = host_or_exit()
     lean, empty, precise = [], [], []
-    for i in range(RUNS):
-        lean.append(host_import_line(host, "comfyui-lean", lambda d: d.symlink_to(REPO, target_is_directory=True)))
-        empty.append(host_import_line(host, "lean-empty-pack", lambda d: (d.mkdir(), (d / "__init__.py").write_text(EMPTY_PACK))))
+    for i in range(a.runs):
+        for who in (("lean", "empty") if i % 2 == 0 else ("empty", "lean")):
+            if who == "lean":
+                lean.append(host_import_line(host, "comfyui-lean",
+                                             lambda d: d.symlink_to(REPO, target_is_directory=True)))
+            else:
+                empty.append(host_import_line(host, "lean-empty-pack",
+                                              lambda d: (d.mkdir(), (d / "__init__.py").write_text(EMPTY_PACK))))
         p, count = precise_import(host, REPO)
         precise.append(p)
         print(f"run {i + 1}: host says lean {lean[-1]:.1f}s, empty pack {empty[-1]:.1f}s; "
               f"precise import {p * 1000:.1f} ms for {count} nodes", flush=True)
     med = statistics.median
-    vs_empty = (med(lean) / med(empty)) if med(empty) else (1.0 if med(lean) == 0 else float("inf"))
-    print(f"median: host figure {med(lean):.1f}s (target < 0.1), precise {med(precise) * 1000:.1f} ms, "
-          f"ratio vs empty pack {vs_empty:.2f}")
-    result(import_s=med(lean), import_precise_s=round(med(precise), 4), vs_empty=round(vs_empty, 3))
+    # the host prints one decimal: with the empty pack at 0.0 s there is no ratio to tell
+    vs_empty = round(med(lean) / med(empty), 3) if med(empty) else "n/a"
+    print(f"median of {a.runs}: host figure {med(lean):.1f}s (empty pack {med(empty):.1f}s; target < 0.1), "
+          f"precise {med(precise) * 1000:.1f} ms, ratio vs empty pack {vs_empty}")
+    figures = dict(import_s=med(lean), import_precise_s=round(med(precise), 4), vs_empty=vs_empty, runs=a.runs)
+    if a.smoke:
+        figures["smoke"] = 1
+    result(**figures)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ away from the other contender's patched weights, is not counted).  Ends with
 
   RESULT restrength_ratio=<lean/stock> schedule_vs_hooks=<lean/hooks> step_overhead=<lean/none - 1> mem_ratio=<lean/stock>
 
-Usage: flock /tmp/lean-heavy.lock python bench/lora.py [--rounds 2] [--size 64]
+Every figure is a median over the rounds.  With --only-time, (a) and (b) run and the line has no mem_ratio (what
+was not measured is not printed).  --smoke: one round, 1 step at 64x64, (a) + (b) + (c) each once (checks
+that the benchmark still runs; the figures mean nothing).
+
+Usage: flock /tmp/lean-heavy.lock python bench/lora.py [--host VERSION|PATH] [--rounds 3] [--size 64] [--only-time]
 """
 import argparse
 import gc
@@ -91,13 +95,15 @@ def lean_loader():
 
 
 def lean_apply(node, model, clip, name, sm, sc, schedule=""):
+    """(model, clip) from LeanLoraLoader.apply (its further outputs, e.g. trigger_words, are not needed here)."""
     out = node.apply(model, clip, name, sm, sc, schedule, "")
-    return out["result"]
+    m, c = out["result"][:2]
+    return m, c
 
 
 # ------------------------------------------------------------------ (a) + (b)
 
-def bench_time(ckpt, rounds, size, skip_a=False):
+def bench_time(ckpt, rounds, size, steps=10):
     import nodes
     from comfy_extras import nodes_hooks as nh
     model, clip = load_base(ckpt)
@@ -123,16 +129,15 @@ def bench_time(ckpt, rounds, size, skip_a=False):
         return [fn() for _ in range(n)]
 
     ready(model, clip)
-    a = {"stock": [], "lean": []} if not skip_a else {"stock": [1.0], "lean": [1.0]}
-    for _ in range(0 if skip_a else rounds):
-        a["stock"] += block(restrength_stock, 2)
-        a["lean"] += block(restrength_lean, 2)
+    a = {"stock": [], "lean": []}
+    for r in range(rounds):  # alternating blocks, the first of each not counted
+        for who in (("stock", "lean") if r % 2 == 0 else ("lean", "stock")):
+            a[who] += block(restrength_stock if who == "stock" else restrength_lean, 2)
     st, le = statistics.median(a["stock"]), statistics.median(a["lean"])
     print(f"(a) restrength + ready: stock {st:.3f}s  lean {le:.4f}s  ratio {le / st:.4f}  "
           f"(runs stock {['%.2f' % x for x in a['stock']]}, lean {['%.4f' % x for x in a['lean']]})", flush=True)
 
-    # (b) 10 steps, 5-keyframe schedule
-    steps = 10
+    # (b) `steps` steps (10), 5-keyframe schedule
     text = "a red cube on a table"
     lm, lc = lean_apply(lean_loader(), model, clip, name, 1.0, 1.0, SCHED)
     lpos, lneg = encode(lc, text), encode(lc, "blurry")
@@ -154,11 +159,10 @@ def bench_time(ckpt, rounds, size, skip_a=False):
             t = time.perf_counter()
             runs[k]()
             tb[k].append(time.perf_counter() - t)
-    # fastest of the rounds: the machine is shared, interference only ever adds time
-    med = {k: min(v) for k, v in tb.items()}
+    med = {k: statistics.median(v) for k, v in tb.items()}
     print(f"(b) {steps} steps {size}x{size}, 5-keyframe schedule: none {med['none']:.2f}s  lean {med['lean']:.2f}s  "
           f"hooks {med['hooks']:.2f}s  lean/hooks {med['lean'] / med['hooks']:.3f}  "
-          f"lean/none-1 {med['lean'] / med['none'] - 1:+.3f}  (fastest of {rounds}; runs "
+          f"lean/none-1 {med['lean'] / med['none'] - 1:+.3f}  (median of {rounds}; runs "
           f"{ {k: ['%.2f' % x for x in v] for k, v in tb.items()} })", flush=True)
     return le / st, med["lean"] / med["hooks"], med["lean"] / med["none"] - 1
 
@@ -197,26 +201,39 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size", type=int, default=64, help="image size of the sampling runs (latent = size/8)")
     ap.add_argument("--mem", choices=("lean", "stock"), help=argparse.SUPPRESS)
-    ap.add_argument("--only-time", action="store_true", help="skip (c)")
+    ap.add_argument("--only-time", action="store_true", help="skip (c); the RESULT line then has no mem_ratio")
+    ap.add_argument("--smoke", action="store_true", help="one round, 1 step: does the benchmark still run")
     a = ap.parse_args()
+    steps = 10
+    if a.smoke:
+        a.rounds, a.size, steps = 1, 64, 1
     ckpt = setup_host()
     if a.mem:
         print(json.dumps({"added": bench_mem(ckpt, a.mem, 64)}))
         return
-    mem = {"lean": 1.0, "stock": 1.0}
-    for who in (() if a.only_time else ("lean", "stock")):  # each in a fresh process: RSS deltas stay clean
-        out = subprocess.run([sys.executable, __file__, "--mem", who], capture_output=True, text=True)
-        line = [x for x in out.stdout.splitlines() if x.startswith("{")]
-        if out.returncode != 0 or not line:
-            print(out.stdout[-2000:], out.stderr[-4000:])
-            raise SystemExit(f"memory run for {who} failed")
-        mem[who] = json.loads(line[-1])["added"]
-    mem_ratio = mem["lean"] / mem["stock"]
-    print(f"(c) RSS added by 4 stacked LoRAs: lean {mem['lean'] / 2**20:.0f} MiB  stock {mem['stock'] / 2**20:.0f} MiB  "
-          f"ratio {mem_ratio:.3f}", flush=True)
-    restrength, vs_hooks, overhead = bench_time(ckpt, a.rounds, a.size, a.only_time)
-    print(f"RESULT restrength_ratio={restrength:.4f} schedule_vs_hooks={vs_hooks:.3f} step_overhead={overhead:.3f} "
-          f"mem_ratio={mem_ratio:.3f}", flush=True)
+    figures = {}
+    if not a.only_time:
+        mem = {}
+        # each in a fresh process (RSS deltas stay clean), stock first in even rounds
+        for r in range(1 if a.smoke else 2):
+            for who in (("stock", "lean") if r % 2 == 0 else ("lean", "stock")):
+                out = subprocess.run([sys.executable, __file__, "--mem", who], capture_output=True, text=True)
+                line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+                if out.returncode != 0 or not line:
+                    print(out.stdout[-2000:], out.stderr[-4000:])
+                    raise SystemExit(f"memory run for {who} failed")
+                mem.setdefault(who, []).append(json.loads(line[-1])["added"])
+        ml, ms = statistics.median(mem["lean"]), statistics.median(mem["stock"])
+        figures["mem_ratio"] = ml / ms
+        print(f"(c) RSS added by 4 stacked LoRAs (median of {len(mem['lean'])}): lean {ml / 2**20:.0f} MiB  "
+              f"stock {ms / 2**20:.0f} MiB  ratio {ml / ms:.3f}  (runs MiB lean "
+              f"{[round(x / 2**20) for x in mem['lean']]}, stock {[round(x / 2**20) for x in mem['stock']]})", flush=True)
+    restrength, vs_hooks, overhead = bench_time(ckpt, a.rounds, a.size, steps)
+    figures = {"restrength_ratio": round(restrength, 4), "schedule_vs_hooks": round(vs_hooks, 3),
+               "step_overhead": round(overhead, 3), **{k: round(v, 3) for k, v in figures.items()}}
+    if a.smoke:
+        figures["smoke"] = 1
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
 
 
 if __name__ == "__main__":

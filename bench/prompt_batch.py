@@ -1,6 +1,6 @@
 """Benchmark: LeanPromptBatch vs stock, on the SD1.5 fixture checkpoint, in the host's own code.
 
-    flock /tmp/lean-heavy.lock python bench/prompt_batch.py [--repeats 5]
+    flock /tmp/lean-heavy.lock python bench/prompt_batch.py [--host VERSION|PATH] [--repeats 5] [--smoke]
 
 (a) encode: 16 prompts of mixed lengths (1-3 chunks of 77 tokens) -> LeanPromptBatch's batched encode
     vs 16 stock CLIPTextEncode calls.
@@ -12,6 +12,8 @@ Runs inside one process with the host's modules (ComfyUI found through COMFYUI_P
 what is timed is the host's compute, not HTTP or queue overhead.  The contenders alternate, each
 figure is the median of --repeats runs after one warm-up.  Ends with
     RESULT encode_ratio=<lean/stock time> e2e_ratio=<lean/sequential time> images=<n>
+--smoke: 4 of the prompts (one of each length and a weighted one), one repeat (checks that the benchmark still
+runs; the figures mean nothing).
 """
 import argparse
 import os
@@ -29,7 +31,8 @@ FILLER = ["sharp focus", "golden hour", "highly detailed", "soft light", "wide a
 
 
 def prompts16():
-    """16 prompts: 6 of one chunk, 6 of two, 4 of three; every other prompt has (word:1.2) weights."""
+    """16 prompts: 6 of one chunk, 6 of two, 4 of three; every other prompt has (word:1.2) weights (the smoke
+    run takes prompts 0, 3, 6, 7: one, two and three chunks, weighted ones among them)."""
     out = []
     for i in range(16):
         chunks = 1 if i % 8 < 3 else (2 if i % 8 < 6 else 3)
@@ -55,7 +58,10 @@ def main():
     _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=int(os.environ.get("LEAN_BENCH_REPEATS", 5)))
+    ap.add_argument("--smoke", action="store_true", help="4 prompts, one repeat: does the benchmark still run")
     args = ap.parse_args()
+    if args.smoke:
+        args.repeats = 1
 
     inproc.load_host()
     import torch
@@ -66,6 +72,9 @@ def main():
     torch.set_grad_enabled(False)
     model, clip, vae = inproc.load_checkpoint(sd15.sd15_checkpoint())
     texts = prompts16()
+    if args.smoke:
+        texts = [texts[i] for i in (0, 3, 6, 7)]
+    count = len(texts)
     chunks = [len(clip.tokenize(t)["l"]) for t in texts]
     print(f"prompts: {len(texts)}, chunks per prompt: {chunks}")
     enc = host_nodes.CLIPTextEncode()
@@ -76,13 +85,13 @@ def main():
     negative = enc.encode(clip, "")[0]
 
     def lean_encode():
-        return node.build(clip, text, "lines", 16, 0, "", "")
+        return node.build(clip, text, "lines", count, 0, "", "")
 
     def stock_encode():
         return [enc.encode(clip, t)[0] for t in texts]
 
     def lean_e2e():
-        cond, _, n = node.build(clip, text, "lines", 16, 0, "", "")
+        cond, _, n = node.build(clip, text, "lines", count, 0, "", "")
         latent = host_nodes.EmptyLatentImage().generate(64, 64, n)[0]
         out = ks.sample(model, 1, 1, 7.0, "euler", "normal", cond, negative, latent)[0]
         return dec.decode(vae, out)[0]
@@ -120,7 +129,8 @@ def main():
         err = (cond[i:i + 1, :t.shape[1]] - t).abs().max().item()
         assert err < 1e-3, f"prompt {i}: batch differs from CLIPTextEncode by {err}"
     print(f"torch threads: {torch.get_num_threads()}, device: {clip.patcher.load_device}")
-    print(f"RESULT encode_ratio={results['encode']:.3f} e2e_ratio={results['e2e']:.3f} images={images}")
+    print(f"RESULT encode_ratio={results['encode']:.3f} e2e_ratio={results['e2e']:.3f} images={images}"
+          + (" smoke=1" if args.smoke else ""))
 
 
 if __name__ == "__main__":
