@@ -123,7 +123,39 @@ def split_thinking(text, opened=False, reasoning=""):
     return ThinkSplit(prompt, "\n\n".join(t for t in thoughts if t), truncated)
 
 
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:final\s+)?prompt\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*", re.IGNORECASE)
+# A leading label such as "**Final prompt:**", read piece by piece: each regex is one word or one greedy
+# character class, so nothing can backtrack (the single regex `prompt\s*(?:\*\*)?\s*:` was quadratic on the
+# whitespace after "prompt" when no colon followed).
+_LABEL_WS = re.compile(r"\s*")
+_LABEL_WS1 = re.compile(r"\s+")
+_LABEL_FINAL = re.compile(r"final", re.IGNORECASE)
+_LABEL_PROMPT = re.compile(r"prompt", re.IGNORECASE)
+
+
+def _label_end(t):
+    """Where a leading '[**][final ]prompt[**]:[**]' label (and the whitespace around it) ends, or 0."""
+    i = _LABEL_WS.match(t).end()
+    if t.startswith("**", i):
+        i += 2
+    m = _LABEL_FINAL.match(t, i)
+    if m:
+        ws = _LABEL_WS1.match(t, m.end())
+        if ws:
+            i = ws.end()
+    m = _LABEL_PROMPT.match(t, i)
+    if not m:
+        return 0
+    i = _LABEL_WS.match(t, m.end()).end()
+    if t.startswith("**", i):
+        i = _LABEL_WS.match(t, i + 2).end()
+    if not t.startswith(":", i):
+        return 0
+    i = _LABEL_WS.match(t, i + 1).end()
+    if t.startswith("**", i):
+        i += 2
+    return _LABEL_WS.match(t, i).end()
+
+
 _QUOTES = ('"', "'", "`", "\u201c", "\u201d")
 
 
@@ -135,7 +167,7 @@ def clean_prompt(text):
         t = t[3:-3]
         t = t.split("\n", 1)[1] if "\n" in t and not t.split("\n", 1)[0].strip(" ,.").count(" ") else t
         t = t.strip()
-    t = _LABEL.sub("", t, count=1).strip()
+    t = t[_label_end(t):].strip()
     if len(t) >= 2 and t[0] in _QUOTES and t[-1] in _QUOTES:
         t = t[1:-1].strip()
     return t

@@ -60,16 +60,22 @@ def read_text_file(name):
         raise FileNotFoundError(f"text_file {name!r} not found in the input folder {root}; "
                                 "refresh the page (R) to update the list")
     with open(path, encoding="utf-8-sig") as f:
-        return f.read()
+        return P.check_length(f.read(P.MAX_TEXT_CHARS + 1), f"text_file {name!r}")
 
 
-def prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file=NO_FILE):
-    body = "\n".join(t for t in (text or "", read_text_file(text_file)) if t)
+def _body(text, text_file):
+    """`text` then the lines of text_file, within P.MAX_TEXT_CHARS (a linked `text` skips every widget limit)."""
+    P.check_length(text or "", "text")
+    return P.check_length("\n".join(t for t in (text or "", read_text_file(text_file)) if t), "text + text_file")
+
+
+def prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file=NO_FILE, cancel=None):
+    body = _body(text, text_file)
     if not P.split_lines(body):
         raise ValueError("LeanPromptBatch: no prompt - `text` is empty (blank lines and # comments are ignored) "
                          "and no text_file is chosen; write one prompt per line")
     return P.expand(body, mode=mode, count=count, seed=seed, prefix=prefix, suffix=suffix,
-                    wildcard_roots=wildcard_roots())
+                    wildcard_roots=wildcard_roots(), cancel=cancel)
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -350,7 +356,9 @@ class LeanPromptBatch:
         if clip is None:
             raise ValueError("LeanPromptBatch: the clip input is None - the checkpoint has no text encoder; "
                              "load one with a CLIP loader and connect its CLIP output")
-        texts = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
+        import comfy.model_management as mm
+        texts = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file,
+                                    cancel=mm.throw_exception_if_processing_interrupted)
         conditioning, stats = encode_prompts(clip, texts)
         if _host.flux_clip_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
             conditioning = [[c, {**info, "guidance": float(guidance)}] for c, info in conditioning]
@@ -363,14 +371,46 @@ class LeanPromptBatch:
 
 def preview(query):
     """GET /lean/prompt_batch/preview?text=...&mode=...&count=...[&prefix=&suffix=&text_file=]
-    -> {"count": n, "cap": count, "over_cap": bool}.  Read-only: reads wildcard files of the
-    registered wildcards folders and text files of the input folder, nothing else."""
+    -> {"count": n, "cap": count, "over_cap": bool, "at_least": bool}.  Read-only: reads wildcard files of the
+    registered wildcards folders and text files of the input folder, nothing else.  Counting is linear in the
+    text and the wildcard files (each wildcard counted once, counts saturating at P.COUNT_CAP: then
+    at_least is true)."""
     mode = query.get("mode", "lines")
     cap = int(query.get("count", 16))
-    text = "\n".join(t for t in (query.get("text", ""), read_text_file(query.get("text_file", NO_FILE))) if t)
+    text = _body(query.get("text", ""), query.get("text_file", NO_FILE))
     n = P.count_prompts(text, mode=mode, count=cap, wildcard_roots=wildcard_roots(),
                         prefix=query.get("prefix", ""), suffix=query.get("suffix", ""))
-    return {"count": n, "mode": mode, "cap": cap, "over_cap": mode == "combinatorial" and n > cap}
+    return {"count": n, "mode": mode, "cap": cap, "over_cap": mode == "combinatorial" and n > cap,
+            "at_least": n >= P.COUNT_CAP}
+
+
+def public_error(message):
+    """An error for the browser without absolute paths: each registered wildcards folder and the input folder
+    is shown relative to ComfyUI's folder (or by its role when it lies elsewhere)."""
+    roots = [(r, "wildcards folder") for r in wildcard_roots()]
+    try:
+        roots.append((folder_paths.get_input_directory(), "input folder"))
+    except Exception:
+        pass
+    base = getattr(folder_paths, "base_path", None)
+    subs = {}
+    for root, role in roots:
+        shown = f"<{role}>"
+        if base:
+            try:
+                rel = os.path.relpath(os.path.realpath(root), os.path.realpath(base))
+            except ValueError:  # another drive (Windows)
+                rel = ".."
+            if rel != ".." and not rel.startswith(".." + os.sep) and not os.path.isabs(rel):
+                shown = rel.replace(os.sep, "/")
+        for form in {root, os.path.abspath(root), os.path.realpath(root)}:
+            subs[form] = shown
+    if base:
+        subs.setdefault(os.path.abspath(base), "<ComfyUI>")
+        subs.setdefault(os.path.realpath(base), "<ComfyUI>")
+    for form in sorted(subs, key=len, reverse=True):   # longest first: a folder inside another
+        message = message.replace(form, subs[form])
+    return message
 
 
 def _register_routes():
@@ -391,7 +431,7 @@ def _register_routes():
         try:  # wildcard and text files are read in a worker thread, never in the event loop
             return web.json_response(await asyncio.get_running_loop().run_in_executor(None, preview, query))
         except (ValueError, OSError) as e:
-            return web.json_response({"error": str(e)}, status=400)
+            return web.json_response({"error": public_error(str(e))}, status=400)
 
 
 _register_routes()

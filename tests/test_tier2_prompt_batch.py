@@ -269,7 +269,8 @@ def test_preview_route_counts_without_running(host):
     def get(**q):
         return host.request("/lean/prompt_batch/preview?" + urllib.parse.urlencode(q))
 
-    assert get(text="a\nb\n# c", mode="lines") == (200, {"count": 2, "mode": "lines", "cap": 16, "over_cap": False})
+    assert get(text="a\nb\n# c", mode="lines") == (200, {"count": 2, "mode": "lines", "cap": 16, "over_cap": False,
+                                                         "at_least": False})
     status, body = get(text="{a|b} __colors__ __shapes__", mode="combinatorial", count=8)
     assert status == 200 and body["count"] == 12 and body["over_cap"] is True
     status, body = get(text="x", mode="lines", text_file="prompt_list.txt")

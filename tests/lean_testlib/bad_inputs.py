@@ -148,6 +148,7 @@ def make_bad_files(base, marker):
     (base / "input").mkdir(exist_ok=True)
     shutil.copy(images.photo_png(), base / "input" / PHOTO)
     (base / "input" / "lean_prompts.txt").write_text("a cat\na dog\n")
+    make_prompt_limit_files(m / "wildcards")
     return files
 
 
@@ -485,6 +486,38 @@ CASES = [
     _c("tags-other-arch", "LeanLoraTags", "a tag naming a LoRA for another architecture",
        lambda: lora_tags_graph("a cat <lora:flux_lora:1>"), ("flux_lora", "another")),
 ]
+
+
+# ---- LeanPromptBatch limits (issue 21, items 2-3): parsers linear, nesting as data, every expansion budgeted
+def make_prompt_limit_files(wildcards):
+    """Issue 21's wildcard fan-out: fan0 .. fan19 refer to the next one four times on one line, fan20 is `x`."""
+    for k in range(20):
+        (wildcards / f"fan{k}.txt").write_text(" ".join([f"__fan{k + 1}__"] * 4) + "\n")
+    (wildcards / "fan20.txt").write_text("x\n")
+
+
+def _linked_int(graph, name, value):
+    """`name` of the Prompt Batch node fed by a stock PrimitiveInt (a linked value skips the widget's min/max)."""
+    graph["i"] = {"class_type": "PrimitiveInt", "inputs": {"value": value}}
+    graph["n"]["inputs"][name] = ["i", 0]
+    return graph
+
+
+CASES += [
+    _c("pb-nested-400", "LeanPromptBatch", "400 nested braces (a RecursionError on main)",
+       lambda: prompt_batch_graph("{" * 400 + "a" + "}" * 400), ("nest deeper than", "limit")),
+    _c("pb-text-over-limit", "LeanPromptBatch", "a 1.1 MB template ('{' + spaces + 'a}')",
+       lambda: prompt_batch_graph("{" + " " * 1_100_000 + "a}"), ("1,048,576", "limit")),
+    _c("pb-fanout-lines", "LeanPromptBatch", "a 21-file wildcard fan-out (4**20 words per prompt)",
+       lambda: prompt_batch_graph("a __fan0__"), ("expansion budget",)),
+    _c("pb-fanout-combinatorial", "LeanPromptBatch", "a 21-file wildcard fan-out in combinatorial mode",
+       lambda: prompt_batch_graph("a __fan0__", mode="combinatorial"), ("expansion budget",)),
+    _c("pb-count-linked-huge", "LeanPromptBatch", "a count of 10**6 through a link (no widget max)",
+       lambda: _linked_int(prompt_batch_graph("{a|b}", mode="random"), "count", 10 ** 6), ("count", "4096")),
+    _c("pb-seed-linked-negative", "LeanPromptBatch", "a negative seed through a link (no widget min)",
+       lambda: _linked_int(prompt_batch_graph("{a|b}", mode="random"), "seed", -5), ("seed", "at least 0")),
+]
+
 
 
 # ------------------------------------------------------------------------------------------ running
