@@ -198,7 +198,6 @@ def test_a_line_without_end_is_capped(fake):
     f = fake("no_newline")
     with pytest.raises(StreamLimit, match="line longer than"):
         OpenAIModel(f.url, connect_check=False).generate(MSG, max_tokens=10)
-    assert f.sent < llm_backends.MAX_LINE_BYTES * 4
 
 
 def test_an_endless_body_is_capped(fake, monkeypatch):
