@@ -490,9 +490,13 @@ class OpenAIModel:
                 try:
                     chunk = json.loads(payload)
                 except ValueError:
-                    continue
-                if not isinstance(chunk, dict):
-                    continue
+                    chunk = None
+                if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list) or not chunk["choices"]:
+                    deltas += 1  # an event without a delta counts as an empty one
+                    if deltas >= max_tokens + EXTRA_DELTAS:
+                        break
+                    if not isinstance(chunk, dict):
+                        continue
                 if chunk.get("error"):
                     raise RuntimeError(f"the server at {self.base_url} reported: {str(chunk['error'])[:500]}")
                 choices = chunk.get("choices")

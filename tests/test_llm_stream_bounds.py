@@ -25,6 +25,7 @@ def sse(obj):
 EMPTY = sse({"choices": [{"index": 0, "delta": {}}]})
 ROLE = sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]})
 WORD = sse({"choices": [{"index": 0, "delta": {"content": "a"}}]})
+NO_CHOICES = sse({"object": "chat.completion.chunk", "choices": []})
 
 
 class Fake:
@@ -104,10 +105,10 @@ class Fake:
                 self._send(h, line)
             return
         self._send(h, ROLE)
-        chunk = {"empty_forever": EMPTY, "words_forever": WORD}[m]
+        chunk = {"empty_forever": EMPTY, "words_forever": WORD, "no_choices_forever": NO_CHOICES}[m]
         while not self.stop.is_set():
             self._send(h, chunk)
-            if m == "empty_forever":
+            if m != "words_forever":
                 time.sleep(0.002)
 
     def close(self):
@@ -156,8 +157,9 @@ def no_stream_threads(timeout=3.0):
     return False
 
 
-def test_empty_deltas_forever_stop_at_max_tokens(fake):
-    f = fake("empty_forever")
+@pytest.mark.parametrize("mode", ["empty_forever", "no_choices_forever"])
+def test_empty_deltas_forever_stop_at_max_tokens(fake, mode):
+    f = fake(mode)
     m = OpenAIModel(f.url)
     t0 = time.monotonic()
     g = m.generate(MSG, max_tokens=40)

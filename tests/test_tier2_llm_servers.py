@@ -134,7 +134,7 @@ def test_unlisted_remote_origin_is_refused_with_no_socket_opened(request):
     if os.environ.get("LEAN_IN_NETNS") != "1":
         # outside the loopback-only namespace: run this very test again inside one
         rc, out = _run_self_offline(f"tests/test_tier2_llm_servers.py::{request.node.name}")
-        if rc == 3 or "OFFLINE NAMESPACE UNAVAILABLE" in out:
+        if rc == 3 and out.startswith("OFFLINE NAMESPACE UNAVAILABLE"):
             msg = "no loopback-only network namespace can be made here (unshare -n), so the 192.0.2.1 test cannot run"
             if strict():
                 pytest.fail("CI=true: " + msg)
@@ -142,13 +142,15 @@ def test_unlisted_remote_origin_is_refused_with_no_socket_opened(request):
         assert "OFFLINE NAMESPACE: only loopback" in out, out[-4000:]
         assert rc == 0 and "1 passed" in out, out[-6000:]
         return
-    host = request.getfixturevalue("host")
+    host, server_a = request.getfixturevalue("host"), request.getfixturevalue("server_a")
+    host.run(graph(server_a.base_url, seed=8))  # a loopback request first: proves the audit hook records
     entry = host.run(graph(f"http://{DOC_IP}:9/v1", seed=7), expect_error=True)
     msg = host.error_text(entry)
     assert "LeanLLMLoader" in msg and f"http://{DOC_IP}:9" in msg and "not one you listed" in msg, msg
     assert "LEAN_LLM_SERVERS" in msg and "Settings > Lean > LLM servers" in msg, msg
     recs = socket_audit.read(host.socket_audit_log)
-    assert recs, "the audit recorded nothing: the hook is not active in the host"
+    assert any(r.get("lean") and r["event"] == "socket.connect" and socket_audit.target(r) == ("127.0.0.1",
+               server_a.port) for r in recs), "the audit did not record the loopback request: is the hook active?"
     touched = [r for r in recs if DOC_IP in str(r.get("address"))]
     assert touched == [], touched  # no connect and no name lookup
     assert host.alive()
