@@ -309,6 +309,8 @@ def _environment():
     env.filters.update(filters)
     for name in ("lipsum", "cycler", "joiner"):
         env.globals.pop(name, None)
+    safe_range = env.globals["range"]  # the sandbox's range (at most MAX_RANGE items)
+    env.globals["range"] = lambda *a: _Counted(iter(safe_range(*a)), _current())  # counted even in `loop(...)`
     env.globals["raise_exception"] = raise_exception
     env.globals["__lean_iter"] = _lean_iter
     env.globals["__lean_concat"] = _lean_concat
