@@ -474,12 +474,39 @@ def recommend(facts):
                      "support (e.g. CMAKE_ARGS=\"-DGGML_CUDA=on\") to offload layers")
     if facts.get("torch_error"):
         problems.append(facts["torch_error"])
+    old_torch = torch_warning(sw.get("torch"))
+    if old_torch:
+        notes.append(old_torch)
     for d, e in (facts.get("disk") or {}).items():
         if e.get("exists") and e.get("free") is not None and e["free"] < 2 * GiB:
             notes.append(f"only {_gib(e['free'])} free on the disk of {e['folder']} ({d})")
     return {"device": dev and f"{dev['kind']}:{dev['index']} {dev['name']}", "usable_vram": usable if dev else None,
             "biggest_image_model": biggest, "files": files, "llm": llms, "flags": flags, "problems": problems,
             "notes": notes}
+
+
+TORCH_SAFE = (2, 10)
+
+
+def torch_version_tuple(version):
+    """(major, minor, patch) of a torch version string ("2.5.1+cu121", "2.10.0.dev20251201"), or None."""
+    import re
+    m = re.match(r"\s*(\d{1,4})\.(\d{1,4})(?:\.(\d{1,4}))?", str(version or ""))
+    return tuple(int(g or 0) for g in m.groups()) if m else None
+
+
+def torch_warning(version):
+    """A warning line when torch is older than 2.10, saying why; "" otherwise (or when the version is unknown)."""
+    v = torch_version_tuple(version)
+    if v is None or v[:2] >= TORCH_SAFE:
+        return ""
+    why = ("torch.load(weights_only=True) can be bypassed on torch <= 2.5.1 (CVE-2025-32434: a crafted .ckpt/.pt/.pth "
+           "runs code when loaded) and its unpickler is not memory-safe against crafted files below 2.10"
+           if v <= (2, 5, 1) else
+           "torch.load(weights_only=True)'s unpickler is not memory-safe against crafted files below 2.10")
+    return (f"WARNING: torch {version} is older than 2.10: {why}. Update torch in ComfyUI's Python (pip install -U "
+            f"torch, with your CUDA/ROCm index URL) and prefer .safetensors files; until then only load .ckpt/.pt "
+            f"files you trust")
 
 
 def _llm_fit(m, dev, usable, biggest, ram_room, llama):

@@ -13,7 +13,8 @@ import collections
 import os
 import threading
 
-from .llm_backends import LlamaCppModel, OpenAIModel, Generation, seed32  # noqa: F401
+from . import llm_servers
+from .llm_backends import LlamaCppModel, OpenAIModel, Generation, check_float, check_int, seed32  # noqa: F401
 from .llm_text import STYLES, build_messages, split_thinking  # noqa: F401
 
 BACKENDS = ["llama_cpp", "openai"]
@@ -34,16 +35,22 @@ def file_identity(path):
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
-def model_key(backend, path=None, n_ctx=4096, n_gpu_layers=-1, threads=0, base_url="", model_id=""):
+def model_key(backend, path=None, n_ctx=4096, n_gpu_layers=-1, threads=0, base_url="", model_id="", servers=None):
+    """The cache key of a model's settings.  Numbers are checked here (a value that arrives through a link skips
+    ComfyUI's min/max); for openai, ``llm_servers.check`` decides first, so a refused base_url never loads and a
+    change of the user's server list (which decides where the key goes) gives another key."""
     if backend == "llama_cpp":
         if not path:
             raise ValueError("Local LLM Loader: no model selected: put a .gguf file in ComfyUI/models/llm "
                              "(or a folder listed under 'llm' in extra_model_paths.yaml) and pick it")
+        n_ctx, n_gpu_layers, threads = (check_int("n_ctx", n_ctx), check_int("n_gpu_layers", n_gpu_layers),
+                                        check_int("threads", threads))
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Local LLM Loader: model file not found: {path}")
-        return ("llama_cpp", file_identity(path), int(n_ctx), int(n_gpu_layers), int(threads))
+        return ("llama_cpp", file_identity(path), n_ctx, n_gpu_layers, threads)
     if backend == "openai":
-        return ("openai", (base_url or "").strip(), (model_id or "").strip())
+        decision = llm_servers.check(base_url if isinstance(base_url, str) else "", servers)
+        return ("openai",) + decision.key() + ((model_id or "").strip(),)
     raise ValueError(f"Local LLM Loader: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -107,7 +114,7 @@ class LLMHandle:
         s = self.settings
         if self.backend == "llama_cpp":
             return LlamaCppModel(s["path"], n_ctx=s["n_ctx"], n_gpu_layers=s["n_gpu_layers"], threads=s["threads"])
-        return OpenAIModel(s["base_url"], s["model_id"])
+        return OpenAIModel(s["base_url"], s["model_id"], servers=s.get("servers"))
 
     def model(self):
         return self.cache.get(self.key, self._factory)
@@ -127,11 +134,13 @@ class LLMHandle:
         return f"<LEAN_LLM {self.backend} {self.name}>"
 
 
-def load(backend, path=None, n_ctx=4096, n_gpu_layers=-1, threads=0, base_url="", model_id="", cache=None):
-    """Return a handle with its model loaded (a cache hit costs a dict lookup and a stat)."""
-    key = model_key(backend, path, n_ctx, n_gpu_layers, threads, base_url, model_id)
-    settings = dict(path=path, n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers), threads=int(threads),
-                    base_url=base_url, model_id=model_id)
+def load(backend, path=None, n_ctx=4096, n_gpu_layers=-1, threads=0, base_url="", model_id="", cache=None,
+         servers=None):
+    """Return a handle with its model loaded (a cache hit costs a dict lookup and a stat).  ``servers``: the
+    user's llm_servers.ServerList (default: LEAN_LLM_SERVERS alone)."""
+    key = model_key(backend, path, n_ctx, n_gpu_layers, threads, base_url, model_id, servers)
+    settings = dict(path=path, n_ctx=check_int("n_ctx", n_ctx), n_gpu_layers=check_int("n_gpu_layers", n_gpu_layers),
+                    threads=check_int("threads", threads), base_url=base_url, model_id=model_id, servers=servers)
     handle = LLMHandle(backend, key, settings, cache=cache)
     handle.model()
     return handle
@@ -142,14 +151,18 @@ def free_all(cache=None):
 
 
 class PromptResult:
-    __slots__ = ("prompt", "thinking", "truncated", "n_tokens", "finish", "raw")
+    __slots__ = ("prompt", "thinking", "truncated", "n_tokens", "finish", "raw", "notice")
 
-    def __init__(self, prompt, thinking, truncated, n_tokens, finish, raw):
+    def __init__(self, prompt, thinking, truncated, n_tokens, finish, raw, notice=""):
         self.prompt, self.thinking, self.truncated = prompt, thinking, truncated
-        self.n_tokens, self.finish, self.raw = n_tokens, finish, raw
+        self.n_tokens, self.finish, self.raw, self.notice = n_tokens, finish, raw, notice
 
     def message(self, max_tokens):
-        """A one-line status for the UI and log."""
+        """A one-line status for the UI and log (the server policy's notice appended, e.g. the key withheld)."""
+        text = self._message(max_tokens)
+        return f"{text}. Note: {self.notice}" if self.notice else text
+
+    def _message(self, max_tokens):
         # A server that returns the reasoning apart (reasoning_content) and stops at max_tokens/n_ctx: the
         # same situation as an unclosed <think>, the same advice.
         if self.truncated or (not self.prompt and self.thinking and self.finish in ("length", "context")):
@@ -167,16 +180,23 @@ class PromptResult:
 
 
 def write_prompt(handle, idea, style="SD1.5 tags", system_prompt="", seed=0, max_tokens=256, temperature=0.7,
-                 top_p=0.9, on_text=None, keep_loaded=True):
-    """Generate an image prompt from `idea`.  Reasoning never reaches `.prompt`."""
+                 top_p=0.9, on_text=None, keep_loaded=True, check_cancel=None):
+    """Generate an image prompt from `idea`.  Reasoning never reaches `.prompt`.  ``check_cancel``: a callable
+    that raises to stop (the host's interrupt check); called while waiting on a server and between tokens."""
     messages = build_messages(idea, style, system_prompt)
-    if int(max_tokens) < 1:
-        raise ValueError("LLM Prompt Writer: max_tokens must be at least 1")
     try:
-        gen = handle.model().generate(messages, seed=seed, max_tokens=max_tokens, temperature=temperature,
-                                      top_p=top_p, on_text=on_text)
+        max_tokens = check_int("max_tokens", max_tokens)
+        seed = check_int("seed", seed)
+        temperature, top_p = check_float("temperature", temperature), check_float("top_p", top_p)
+    except ValueError as e:
+        raise ValueError(f"LLM Prompt Writer: {e}") from None
+    try:
+        model = handle.model()
+        gen = model.generate(messages, seed=seed, max_tokens=max_tokens, temperature=temperature,
+                             top_p=top_p, on_text=on_text, check_cancel=check_cancel)
     finally:
         if not keep_loaded:
             handle.free()
     split = split_thinking(gen.text, opened=gen.opened_think, reasoning=gen.reasoning)
-    return PromptResult(split.prompt, split.thinking, split.truncated, gen.n_tokens, gen.finish, gen.text)
+    return PromptResult(split.prompt, split.thinking, split.truncated, gen.n_tokens, gen.finish, gen.text,
+                        notice=getattr(model, "notice", ""))

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from . import llm_gguf
+from . import llm_gguf, llm_servers
 from .llm_text import opens_think, render_chat
 
 INSTALL_HINT = (
@@ -34,9 +34,38 @@ MIN_P = 0.05
 REPEAT_PENALTY = 1.0
 
 
+# What the nodes declare as min/max.  ComfyUI applies them to widget values only, not to values that arrive through a
+# link, so core checks them again (check_int / check_float) before using them.
+LIMITS = {"max_tokens": (1, 32768), "n_ctx": (256, 131072), "n_gpu_layers": (-1, 1000), "threads": (0, 512),
+          "seed": (0, 0xFFFFFFFFFFFFFFFF)}
+FLOAT_LIMITS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
+
+
+def check_int(name, value, lo=None, hi=None):
+    """``value`` as an int within [lo, hi] (default: LIMITS[name]), else ValueError naming the input."""
+    if lo is None:
+        lo, hi = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {str(value)[:60]!r} "
+                         f"({type(value).__name__}): check what is linked into {name}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be from {lo} to {hi}, got {str(v)[:60]}: check what is linked into {name}")
+    return v
+
+
+def check_float(name, value):
+    lo, hi = FLOAT_LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= float(value) <= hi:
+        raise ValueError(f"{name} must be a number from {lo} to {hi}, got {str(value)[:60]!r}: check what is "
+                         f"linked into {name}")
+    return float(value)
+
+
 def seed32(seed):
     """ComfyUI seeds are 64-bit; llama.cpp takes 32 bits and treats 0xFFFFFFFF as 'random'."""
-    return int(seed) % 0xFFFFFFFF
+    return check_int("seed", seed) % 0xFFFFFFFF
 
 
 class Generation:
@@ -75,11 +104,13 @@ class LlamaCppModel:
                 f"'{name}' is a GGUF image/video model or encoder (architecture '{self.arch}'), not a language "
                 f"model: load it with a GGUF UNet/CLIP loader node, and put a text model (e.g. "
                 f"Qwen2.5-1.5B-Instruct-Q4_K_M.gguf) in models/llm")
+        n_ctx, n_gpu_layers = check_int("n_ctx", n_ctx), check_int("n_gpu_layers", n_gpu_layers)
+        threads = check_int("threads", threads)
         llama_cpp = import_llama_cpp()
         self.path, self.name = path, name
-        kw = dict(model_path=path, n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers), verbose=False)
-        if threads and int(threads) > 0:
-            kw.update(n_threads=int(threads), n_threads_batch=int(threads))
+        kw = dict(model_path=path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, verbose=False)
+        if threads > 0:
+            kw.update(n_threads=threads, n_threads_batch=threads)
         try:
             self.llm = llama_cpp.Llama(**kw)
         except Exception as e:
@@ -115,8 +146,10 @@ class LlamaCppModel:
                 text = text[len(bos):]
         return self.llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos, special=True)
 
-    def generate(self, messages, *, seed=0, max_tokens=256, temperature=0.7, top_p=0.9, on_text=None):
+    def generate(self, messages, *, seed=0, max_tokens=256, temperature=0.7, top_p=0.9, on_text=None,
+                 check_cancel=None):
         llm, llama_cpp = self.llm, self._llama_cpp
+        max_tokens = check_int("max_tokens", max_tokens)
         if llm is None:
             raise RuntimeError(f"model '{self.name}' was freed; load it again")
         prompt = self.render(messages)
@@ -126,7 +159,7 @@ class LlamaCppModel:
         if room < 1:
             raise ValueError(f"the prompt is {len(tokens)} tokens but n_ctx is {self.n_ctx}: raise n_ctx in "
                              f"Local LLM Loader or shorten the idea/system prompt")
-        budget = min(int(max_tokens), room)
+        budget = min(max_tokens, room)
         llm.reset()  # full prompt evaluation every run: same seed + inputs -> same text
         llm.set_seed(seed32(seed))
         vocab = llm._model.vocab
@@ -142,13 +175,15 @@ class LlamaCppModel:
                 if is_eog(vocab, tok):
                     finish = "stop"
                     break
+                if check_cancel is not None:
+                    check_cancel()
                 n += 1
                 piece = decoder.decode(detok([tok]))
                 parts.append(piece)
                 if on_text is not None:
                     on_text(piece, n)
                 if n >= budget:
-                    if budget < int(max_tokens):
+                    if budget < max_tokens:
                         finish = "context"
                     break
         tail = decoder.decode(b"", final=True)
@@ -169,19 +204,22 @@ class LlamaCppModel:
 
 # --------------------------------------------------------------------------- OpenAI-compatible HTTP
 
+# Bounds on what a server may make this process do (a workflow chooses base_url; a server may be hostile or broken).
+STREAM_DEADLINE_S = 600.0       # one generation, start to end
+CONNECT_TIMEOUT_S = 10.0
+POLL_S = 0.25                   # Cancel is checked at least this often while waiting on the server
+MAX_LINE_BYTES = 1 << 20        # one server-sent-event line
+MAX_STREAM_BYTES = 32 << 20     # one whole streamed answer
+MAX_BODY_BYTES = 4 << 20        # a non-streamed body (/models)
+MAX_ERROR_BYTES = 2000          # what an error body may add to a message
+EXTRA_DELTAS = 8                # deltas beyond max_tokens a server may send (role, finish, usage chunks)
+
+
 def normalize_base_url(base_url):
-    url = (base_url or "").strip().rstrip("/")
-    if any(ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ValueError(f"base_url {base_url!r} contains a control character (NUL, newline, ...): type the "
-                         f"server's address again, e.g. http://127.0.0.1:8080/v1")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"base_url {base_url!r} is not an http(s) URL: use the server's OpenAI address, e.g. "
-                         f"http://127.0.0.1:8080/v1 (llama.cpp server), http://127.0.0.1:1234/v1 (LM Studio), "
-                         f"http://127.0.0.1:11434/v1 (Ollama)")
-    if parts.path in ("", "/"):
-        url += "/v1"
-    return url
+    """``scheme://host:port/path`` as connected to (``/v1`` added to an empty path).  Raises ValueError
+    (llm_servers.ServerPolicyError) for a control character, a non-http(s) URL, ``user:pass@``, a query or a
+    fragment; which servers may be contacted at all is ``llm_servers.check``."""
+    return llm_servers.canonical_url(base_url)
 
 
 def origin(url):
@@ -199,6 +237,10 @@ class CrossOriginRedirect(RuntimeError):
     """The server redirected a request to another origin; nothing was sent there."""
 
 
+class StreamLimit(RuntimeError):
+    """The server's answer went past a bound (deadline, bytes, line length); the connection was closed."""
+
+
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     """Follows a redirect only within the origin of base_url (with its headers, the API key included); a
     redirect anywhere else is refused before any connection to it, so the key never leaves base_url's origin."""
@@ -211,32 +253,62 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         target = urllib.parse.urljoin(req.full_url, newurl)
         if origin(target) != self.origin:
-            raise CrossOriginRedirect(
-                f"the server at {self.base_url} answered {code} redirecting to {target}, another server: refused "
-                f"(Lean only sends requests, and LEAN_LLM_API_KEY, to base_url's own scheme, host and port). If "
-                f"that address is really the server, put it in base_url")
+            raise cross_origin_redirect(self.base_url, code, target)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def cross_origin_redirect(base_url, code, target):
+    return CrossOriginRedirect(
+        f"the server at {base_url} answered {code} redirecting to {target}, another server: refused "
+        f"(Lean only sends requests, and LEAN_LLM_API_KEY, to base_url's own scheme, host and port). If "
+        f"that address is really the server, put it in base_url")
+
+
+def read_bounded(fp, limit, what):
+    """At most ``limit`` bytes of ``fp``; StreamLimit if there are more."""
+    data = fp.read(limit + 1)
+    if len(data) > limit:
+        raise StreamLimit(f"{what} is larger than {limit} bytes: refused")
+    return data
 
 
 class OpenAIModel:
     """A model served by an OpenAI-compatible server (llama.cpp server, LM Studio, vLLM, Ollama /v1).
-    Only ever opens a socket to `base_url`'s origin (system proxies are ignored, redirects elsewhere refused)."""
+
+    Only ever opens a socket to the origin of `base_url`, and only when that origin is loopback or one of the
+    user's servers (``llm_servers``: LEAN_LLM_SERVERS / the Settings entry, passed in as ``servers``); the API key
+    goes only to a listed origin.  System proxies are ignored, redirects elsewhere refused, every read bounded."""
     heavy = False
     backend = "openai"
 
-    def __init__(self, base_url, model_id="", timeout=600.0, connect_check=True):
-        self.base_url = normalize_base_url(base_url)
+    def __init__(self, base_url, model_id="", timeout=STREAM_DEADLINE_S, connect_check=True, servers=None):
+        key = os.environ.get(llm_servers.ENV_KEY, "")
+        self.policy = llm_servers.check(base_url, servers, key_set=bool(key))  # raises before any connection
+        self.base_url = self.policy.url
+        self.notice = self.policy.notice
         self.model_id = (model_id or "").strip()
         self.timeout = float(timeout)
         self.name = self.model_id or self.base_url
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
                                                    _SameOriginRedirects(self.base_url))
-        key = os.environ.get("LEAN_LLM_API_KEY", "")
         self._headers = {"Content-Type": "application/json"}
-        if key:
+        if key and self.policy.send_key:
             self._headers["Authorization"] = f"Bearer {key}"
         if connect_check:
             self.check()
+
+    def _http_error(self, code, path, body):
+        detail = body.decode("utf-8", errors="replace").strip()
+        msg = f"the server at {self.base_url} answered {code} to {path}: {detail}"
+        if code in (401, 403) and self.notice:
+            msg += f". {self.notice}"
+        return RuntimeError(msg)
+
+    def _unreachable(self, reason):
+        return ConnectionError(
+            f"cannot reach the OpenAI-compatible server at {self.base_url} ({reason}): start it (llama.cpp: "
+            f"`llama-server -m model.gguf --port 8080`; LM Studio: start its server; Ollama: `ollama serve`) "
+            f"or fix base_url")
 
     def _request(self, path, body=None, timeout=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -245,24 +317,25 @@ class OpenAIModel:
         try:
             return self._opener.open(req, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as e:
-            detail = e.read(2000).decode("utf-8", errors="replace")
-            raise RuntimeError(f"the server at {self.base_url} answered {e.code} to {path}: {detail.strip()}") from None
+            raise self._http_error(e.code, path, e.read(MAX_ERROR_BYTES)) from None
         except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise ConnectionError(
-                f"cannot reach the OpenAI-compatible server at {self.base_url} ({reason}): start it (llama.cpp: "
-                f"`llama-server -m model.gguf --port 8080`; LM Studio: start its server; Ollama: `ollama serve`) "
-                f"or fix base_url") from None
+            raise self._unreachable(getattr(e, "reason", e)) from None
 
     def list_models(self):
         with self._request("/models", timeout=10) as r:
-            data = json.loads(r.read() or b"{}")
-        return [m.get("id") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
+            raw = read_bounded(r, MAX_BODY_BYTES, f"the /models answer of {self.base_url}")
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise RuntimeError(f"the server at {self.base_url} answered /models with something that is not JSON") \
+                from None
+        items = data.get("data", []) if isinstance(data, dict) else []
+        return [m.get("id") for m in items if isinstance(m, dict) and isinstance(m.get("id"), str) and m.get("id")]
 
     def check(self):
         try:
             ids = self.list_models()
-        except CrossOriginRedirect:
+        except (CrossOriginRedirect, StreamLimit):
             raise
         except RuntimeError:  # a server without /models still serves chat
             return
@@ -272,18 +345,142 @@ class OpenAIModel:
                 self.name = self.model_id
         elif ids and self.model_id not in ids:
             raise ValueError(f"model_id {self.model_id!r} is not served at {self.base_url}; it serves: "
-                             f"{', '.join(ids)}")
+                             f"{', '.join(ids[:50])}")
 
-    def generate(self, messages, *, seed=0, max_tokens=256, temperature=0.7, top_p=0.9, on_text=None):
-        body = {"messages": messages, "stream": True, "seed": seed32(seed), "max_tokens": int(max_tokens),
+    # ---------------------------------------------------------------- the bounded stream
+    def _connection(self, timeout):
+        import http.client
+        scheme, host, port = self.policy.origin
+        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        return cls(host, port, timeout=timeout)
+
+    def _stream_lines(self, path, body, deadline, check_cancel, max_bytes=None):
+        """Yield the lines of a streamed POST.  The request runs in a worker thread; this generator waits on it
+        at most POLL_S at a time, calling ``check_cancel()`` between waits, so Cancel works while the server sends
+        nothing at all.  Past ``deadline`` (time.monotonic()), ``max_bytes`` or MAX_LINE_BYTES in one line:
+        StreamLimit.  Leaving the generator (an exception, Cancel, a break) closes the connection."""
+        import queue
+        import threading
+        import time
+        max_bytes = MAX_STREAM_BYTES if max_bytes is None else max_bytes
+        q = queue.Queue(maxsize=64)
+        stop = threading.Event()
+        box = {}
+        url_path = urllib.parse.urlsplit(self.base_url).path + path
+        data = json.dumps(body).encode()
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def worker():
+            conn = None
+            try:
+                conn = self._connection(timeout=min(CONNECT_TIMEOUT_S, max(0.1, deadline - time.monotonic())))
+                box["conn"] = conn
+                conn.connect()
+                box["sock"] = conn.sock  # kept: http.client drops conn.sock once a 'close' response arrives
+                if stop.is_set():
+                    return
+                conn.sock.settimeout(max(0.1, deadline - time.monotonic()))
+                conn.request("POST", url_path, body=data, headers=self._headers)
+                resp = conn.getresponse()
+                box["answered"] = True
+                if resp.status != 200:
+                    if 300 <= resp.status < 400:
+                        target = urllib.parse.urljoin(self.base_url + path, str(resp.getheader("Location", ""))[:500])
+                        err = (cross_origin_redirect(self.base_url, resp.status, target)
+                               if origin(target) != self.policy.origin else RuntimeError(
+                                   f"the server at {self.base_url} answered {resp.status} redirecting {path} to "
+                                   f"{target}: not followed for a streamed request; put that address in base_url"))
+                    else:
+                        err = self._http_error(resp.status, path, resp.read(MAX_ERROR_BYTES))
+                    put(("exc", err))
+                    return
+                total = 0
+                while not stop.is_set():
+                    line = resp.readline(MAX_LINE_BYTES + 1)
+                    if not line:
+                        put(("eof", None))
+                        return
+                    total += len(line)
+                    if len(line) > MAX_LINE_BYTES:
+                        put(("exc", StreamLimit(f"the server at {self.base_url} sent a line longer than "
+                                                f"{MAX_LINE_BYTES} bytes: stopped")))
+                        return
+                    if total > max_bytes:
+                        put(("exc", StreamLimit(f"the server at {self.base_url} sent more than {max_bytes} bytes "
+                                                f"for one answer: stopped")))
+                        return
+                    if not put(("line", line)):
+                        return
+            except BaseException as e:  # noqa: B902 -- handed to the waiting thread
+                if not stop.is_set():
+                    if isinstance(e, (OSError, ConnectionError)) and not isinstance(e, StreamLimit):
+                        if time.monotonic() >= deadline:
+                            e = StreamLimit(f"the server at {self.base_url} did not finish within "
+                                            f"{self.timeout:g} s: stopped")
+                        elif box.get("answered"):
+                            e = RuntimeError(f"the connection to {self.base_url} broke: {e}")
+                        else:
+                            e = self._unreachable(e)
+                    put(("exc", e))
+            finally:
+                if conn is not None:
+                    conn.close()
+
+        t = threading.Thread(target=worker, name="lean-llm-stream", daemon=True)
+        t.start()
+        try:
+            while True:
+                if check_cancel is not None:
+                    check_cancel()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StreamLimit(f"the server at {self.base_url} did not finish within {self.timeout:g} s: "
+                                      f"stopped")
+                try:
+                    kind, value = q.get(timeout=min(POLL_S, left))
+                except queue.Empty:
+                    continue
+                if kind == "line":
+                    yield value
+                elif kind == "eof":
+                    return
+                else:
+                    raise value
+        finally:
+            stop.set()
+            sock = box.get("sock")
+            if sock is not None:
+                import socket
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the worker's blocking read
+                except OSError:
+                    pass
+            t.join(1.0)
+
+    def generate(self, messages, *, seed=0, max_tokens=256, temperature=0.7, top_p=0.9, on_text=None,
+                 check_cancel=None):
+        import time
+        max_tokens = check_int("max_tokens", max_tokens)
+        body = {"messages": messages, "stream": True, "seed": seed32(seed), "max_tokens": max_tokens,
                 "temperature": float(temperature), "top_p": float(top_p)}
         if self.model_id:
             body["model"] = self.model_id
         parts, reasoning = [], []
         n = 0
+        deltas = 0
         finish = "length"
-        with self._request("/chat/completions", body) as r:
-            for raw in r:
+        deadline = time.monotonic() + self.timeout
+        lines = self._stream_lines("/chat/completions", body, deadline, check_cancel)
+        try:
+            for raw in lines:
                 line = raw.decode("utf-8", errors="replace").strip()
                 if not line.startswith("data:"):
                     continue
@@ -292,14 +489,31 @@ class OpenAIModel:
                     break
                 try:
                     chunk = json.loads(payload)
-                except json.JSONDecodeError:
-                    continue
+                except ValueError:
+                    chunk = None
+                if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list) or not chunk["choices"]:
+                    deltas += 1  # an event without a delta counts as an empty one
+                    if deltas >= max_tokens + EXTRA_DELTAS:
+                        break
+                    if not isinstance(chunk, dict):
+                        continue
                 if chunk.get("error"):
-                    raise RuntimeError(f"the server at {self.base_url} reported: {chunk['error']}")
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
+                    raise RuntimeError(f"the server at {self.base_url} reported: {str(chunk['error'])[:500]}")
+                choices = chunk.get("choices")
+                for choice in choices if isinstance(choices, list) else []:
+                    if not isinstance(choice, dict):
+                        continue
+                    deltas += 1  # every delta counts, whatever it carries
+                    delta = choice.get("delta")
+                    delta = delta if isinstance(delta, dict) else {}
                     think = delta.get("reasoning_content") or delta.get("reasoning") or ""
                     content = delta.get("content") or ""
+                    think = think if isinstance(think, str) else ""
+                    content = content if isinstance(content, str) else ""
+                    if (think or content) and n >= max_tokens:
+                        finish = "length"  # more than max_tokens: the server ignored it; stop here
+                        deltas = max_tokens + EXTRA_DELTAS
+                        break
                     if think or content:
                         n += 1
                         if think:
@@ -308,8 +522,15 @@ class OpenAIModel:
                             parts.append(content)
                         if on_text is not None:
                             on_text(content or think, n)
-                    if choice.get("finish_reason"):
-                        finish = "stop" if choice["finish_reason"] == "stop" else "length"
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        finish = "stop" if reason == "stop" else "length"
+                if deltas >= max_tokens + EXTRA_DELTAS:
+                    if n >= max_tokens or finish != "stop":
+                        finish = "length"
+                    break
+        finally:
+            lines.close()
         return Generation("".join(parts), n, finish, reasoning="".join(reasoning))
 
     def close(self):

@@ -49,21 +49,26 @@ def _raise(msg):
 
 
 def render_chat(template, messages, bos_token="", eos_token=""):
-    """Render `messages` with a GGUF/HF Jinja chat template (ChatML when `template` is empty).
-    A template that refuses the system role (Gemma, Mistral v1) gets it folded into the first user turn."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = _raise
-    env.globals["strftime_now"] = lambda fmt: ""  # no clock in a reproducible prompt
-    tpl = env.from_string(template or CHATML_FALLBACK)
-    kwargs = dict(add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
+    """Render `messages` with a GGUF/HF Jinja chat template (ChatML when `template` is empty), within the budgets
+    of ``llm_template`` (a template comes with a stranger's model file).  Raises ``ChatTemplateError`` (a
+    ValueError) naming what is wrong.  A template that refuses the system role (Gemma, Mistral v1) gets it folded
+    into the first user turn."""
+    from .llm_template import ChatTemplateLimit, render
+    source = template or CHATML_FALLBACK
+
+    def go(msgs):
+        return render(source, messages=msgs, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token,
+                      _globals={"strftime_now": lambda *a, **k: ""})  # no clock in a reproducible prompt
+
     try:
-        return tpl.render(messages=messages, **kwargs)
-    except Exception:
-        if not messages or messages[0]["role"] != "system":
+        return go(messages)
+    except ChatTemplateLimit:
+        raise
+    except ValueError:
+        if len(messages) < 2 or messages[0]["role"] != "system":
             raise
         folded = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
-        return tpl.render(messages=folded + list(messages[2:]), **kwargs)
+        return go(folded + list(messages[2:]))
 
 
 def opens_think(rendered_prompt):

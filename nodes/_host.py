@@ -463,3 +463,61 @@ def weight_kind(module) -> str:
     d = str(getattr(w, "dtype", "")).replace("torch.", "")
     return {"float8_e4m3fn": "fp8_e4m3fn", "float8_e5m2": "fp8_e5m2", "bfloat16": "bf16", "float16": "fp16",
             "float32": "fp32"}.get(d, d or "unknown")
+
+
+# ---------------------------------------------------------------------- user settings, Cancel
+
+SETTINGS_FILE = "comfy.settings.json"
+SETTINGS_USER = "default"
+MAX_SETTINGS_BYTES = 8 << 20
+
+
+def user_settings_file():
+    """The stored settings of the host's default user: ``<user directory>/default/comfy.settings.json`` (what
+    ``app/app_settings.py`` writes when the Settings dialog changes a value; the same on 0.3.64 and 0.33, which
+    also has ``folder_paths.get_public_user_directory``).  With ``--multi-user`` each user has a file; only the
+    default user's is read (the server's owner; others may be anyone who reaches the server)."""
+    import os
+    import folder_paths
+    get = getattr(folder_paths, "get_public_user_directory", None)
+    user_dir = get(SETTINGS_USER) if callable(get) else None
+    if not user_dir:
+        user_dir = os.path.join(folder_paths.get_user_directory(), SETTINGS_USER)
+    return os.path.join(user_dir, SETTINGS_FILE)
+
+
+def read_user_setting(setting_id):
+    """(value, problem) of one entry of the default user's stored settings, read from the file each time (the
+    dialog saves it at once).  Absent file or entry: (None, "").  A file that is too big or not a JSON object:
+    (None, a line saying so).  Never raises."""
+    import json
+    import os
+    path = None
+    try:
+        path = user_settings_file()
+        if not os.path.isfile(path):
+            return None, ""
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SETTINGS_BYTES + 1)
+        if len(raw) > MAX_SETTINGS_BYTES:
+            return None, f"ComfyUI's settings file (user/{SETTINGS_USER}/{SETTINGS_FILE}) is larger than " \
+                         f"{MAX_SETTINGS_BYTES >> 20} MB: its {setting_id} entry is ignored"
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return None, (f"ComfyUI's settings file (user/{SETTINGS_USER}/{SETTINGS_FILE}) could not be read "
+                      f"({type(e).__name__}): its {setting_id} entry is ignored; set it again in the Settings dialog")
+    except Exception as e:  # the host's folder_paths missing or changed
+        log.debug("[Lean] no user settings (%s): %s", path, e)
+        return None, ""
+    if not isinstance(data, dict):
+        return None, (f"ComfyUI's settings file (user/{SETTINGS_USER}/{SETTINGS_FILE}) is not a JSON object: its "
+                      f"{setting_id} entry is ignored")
+    return data.get(setting_id), ""
+
+
+def interrupt_check():
+    """The host's Cancel check: a callable that raises the host's interrupt exception once the user pressed
+    Cancel (POST /interrupt).  None outside a host."""
+    mm = _import("comfy.model_management")
+    fn = getattr(mm, "throw_exception_if_processing_interrupted", None)
+    return fn if callable(fn) else None

@@ -8,6 +8,7 @@ import time
 import folder_paths
 
 from ..core import llm as core_llm
+from ..core import llm_servers
 from ..core.llm_text import STYLES
 
 log = logging.getLogger("lean")
@@ -78,6 +79,41 @@ def _llm_on_gpu():
 register_llm_folder()
 
 
+def user_servers():
+    """The user's LLM servers: LEAN_LLM_SERVERS plus the Settings dialog's entry (Lean > LLM servers), read from the
+    host's stored user settings on every run; never from a workflow."""
+    from . import _host
+    value, problem = _host.read_user_setting(llm_servers.SETTING_ID)
+    if isinstance(value, list):
+        value = ",".join(v for v in value if isinstance(v, str))
+    elif value is not None and not isinstance(value, str):
+        problem, value = f"{llm_servers.SETTING_WHERE} is not text: ignored", ""
+    return llm_servers.ServerList(settings_text=value or "", settings_problem=problem)
+
+
+_WARNED = set()
+
+
+def _warn_once(text):
+    if text and text not in _WARNED:
+        _WARNED.add(text)
+        log.warning("[Lean LLM] %s", text)
+
+
+def _migration_notice():
+    """One line for users who set LEAN_LLM_API_KEY before servers had to be listed."""
+    try:
+        if os.environ.get(llm_servers.ENV_KEY) and not user_servers():
+            _warn_once(f"{llm_servers.ENV_KEY} is set but no LLM server is listed: the key is now sent only to "
+                       f"servers you name in {llm_servers.ENV_SERVERS} or {llm_servers.SETTING_WHERE} "
+                       f"(e.g. http://127.0.0.1:8080), so it is not sent anywhere until you do")
+    except Exception as e:  # never fail the import over a notice
+        log.debug("[Lean LLM] %s", e)
+
+
+_migration_notice()
+
+
 def _model_list():
     files = folder_paths.get_filename_list(LLM_FOLDER)
     return files or [NO_MODEL]
@@ -104,7 +140,10 @@ class LeanLLMLoader:
                                                  "extra_model_paths.yaml). Used by backend llama_cpp only."}),
             "base_url": ("STRING", {"default": "http://127.0.0.1:8080/v1", "tooltip":
                          "openai backend only: the server's OpenAI address, e.g. http://127.0.0.1:8080/v1 (llama.cpp "
-                         "server), :1234/v1 (LM Studio), :11434/v1 (Ollama). The only address ever contacted."}),
+                         "server), :1234/v1 (LM Studio), :11434/v1 (Ollama). A workflow sets this, so it is used only "
+                         "if it is on this computer (127.x, ::1, localhost) or one of the servers you listed in "
+                         "LEAN_LLM_SERVERS or Settings > Lean > LLM servers; anything else is refused unopened. "
+                         "LEAN_LLM_API_KEY goes only to listed servers."}),
             "model_id": ("STRING", {"default": "", "advanced": True, "tooltip":
                          "openai backend only: the model name the server knows (empty: the first one it lists)."}),
             "n_ctx": ("INT", {"default": 4096, "advanced": True, "min": 256, "max": 131072, "step": 256, "tooltip":
@@ -126,7 +165,8 @@ class LeanLLMLoader:
                 return repr(core_llm.file_identity(path)) if path else "missing"
             except OSError:
                 return "missing"
-        return ""
+        # where the key may go is the user's setting, not an input: a change of it must load again
+        return repr((user_servers().fingerprint(), bool(os.environ.get(llm_servers.ENV_KEY))))
 
     def load(self, backend, model, base_url, model_id, n_ctx, n_gpu_layers, threads):
         path = None
@@ -141,8 +181,10 @@ class LeanLLMLoader:
                                         f"({', '.join(folder_paths.get_folder_paths(LLM_FOLDER))}): refresh the list")
         loads = core_llm.CACHE.loads
         t0 = time.perf_counter()
+        servers = user_servers() if backend == "openai" else None
         handle = core_llm.load(backend, path=path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                               base_url=base_url, model_id=model_id)
+                               base_url=base_url, model_id=model_id, servers=servers)
+        _warn_once(getattr(core_llm.CACHE.peek(handle.key), "notice", ""))
         if core_llm.CACHE.loads != loads:
             log.info("[Lean LLM] loaded %s (%s) in %.2f s", handle.name, backend, time.perf_counter() - t0)
         _sync_host_memory(handle)
@@ -168,9 +210,9 @@ class _Streamer:
     """Per-token callback: cancel check every token; browser stream + ProgressBar batched every 50 ms."""
 
     def __init__(self, node_id, max_tokens):
-        import comfy.model_management as mm
         import comfy.utils
-        self.check_cancel = mm.throw_exception_if_processing_interrupted
+        from . import _host
+        self.check_cancel = _host.interrupt_check()
         self.pbar = comfy.utils.ProgressBar(int(max_tokens), node_id=node_id)
         self.node_id = node_id
         self.max_tokens = int(max_tokens)
@@ -187,7 +229,8 @@ class _Streamer:
         self.server.send_sync(STREAM_EVENT, data, getattr(self.server, "client_id", None))
 
     def __call__(self, piece, n):
-        self.check_cancel()
+        if self.check_cancel is not None:
+            self.check_cancel()
         self.pending.append(piece)
         self.n = n
         now = time.monotonic()
@@ -254,6 +297,10 @@ class LeanLLMPrompt:
               unique_id=None):
         if not isinstance(llm, core_llm.LLMHandle):
             raise TypeError("LLM Prompt Writer: 'llm' must come from Local LLM Loader (GGUF)")
+        try:
+            max_tokens = core_llm.check_int("max_tokens", max_tokens)
+        except ValueError as e:
+            raise ValueError(f"LLM Prompt Writer: {e}") from None
         streamer = _Streamer(unique_id, max_tokens)
         result = None
         status = "failed"
@@ -263,7 +310,8 @@ class LeanLLMPrompt:
         try:
             result = core_llm.write_prompt(llm, idea, style=style, system_prompt=system_prompt, seed=seed,
                                            max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                           on_text=streamer, keep_loaded=keep_loaded)
+                                           on_text=streamer, keep_loaded=keep_loaded,
+                                           check_cancel=streamer.check_cancel)
             status = result.message(max_tokens)
         except BaseException as e:
             from . import _host
@@ -278,7 +326,7 @@ class LeanLLMPrompt:
                 log.info("[Lean LLM] freed %s after the run (keep_loaded=false)", llm.name)
             _sync_host_memory(llm)
             streamer.done(result, status)
-        if result.truncated or not result.prompt:
+        if result.truncated or not result.prompt or result.notice:
             log.warning("[Lean LLM] %s", status)
         return {"ui": {"lean_llm": [{"prompt": result.prompt, "thinking": result.thinking, "status": status,
                                      "tokens": result.n_tokens}]},

@@ -117,15 +117,20 @@ def host_command(host, port, listen, extra, python=sys.executable, base_director
     return cmd + list(extra)
 
 
+# Every request of this script goes to the ComfyUI it starts on loopback: never through HTTP_PROXY/HTTPS_PROXY (the
+# default urllib opener would send it, and the prompt inside it, to a proxy that the environment names).
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+    with _OPENER.open(url, timeout=timeout) as r:
         return json.loads(r.read())
 
 
 def _post(url, data, timeout=30):
     req = urllib.request.Request(url, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with _OPENER.open(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         body = e.read()

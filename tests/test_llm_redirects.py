@@ -8,63 +8,15 @@ import threading
 import pytest
 
 from lean_nodes.core import llm, llm_backends
+from lean_testlib.fake_openai import CHUNKS_OK, FakeOpenAI
 
 KEY = "sk-lean-test-0123456789"
-CHUNKS_OK = [{"choices": [{"delta": {"content": "red fox"}}]}, {"choices": [{"delta": {}, "finish_reason": "stop"}]}]
 
 
-class Server:
+def Server(redirect_to=None, chunks=CHUNKS_OK):
     """A local HTTP server that records (method, path, Authorization) of every request; ``redirect_to`` (a
     callable giving a URL) makes it answer every request with a 302 there."""
-
-    def __init__(self, redirect_to=None, chunks=CHUNKS_OK):
-        self.seen = []
-        outer = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def _record(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
-                outer.seen.append((self.command, self.path, self.headers.get("Authorization")))
-
-            def _redirect(self):
-                self.send_response(302)
-                self.send_header("Location", redirect_to(self.path))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self):
-                self._record()
-                if redirect_to:
-                    return self._redirect()
-                body = json.dumps({"data": [{"id": "m"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                self._record()
-                if redirect_to:
-                    return self._redirect()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                for c in chunks:
-                    self.wfile.write(b"data: " + json.dumps(c).encode() + b"\n\n")
-                self.wfile.write(b"data: [DONE]\n\n")
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.srv.server_port
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+    return FakeOpenAI(chunks=chunks, redirect_to=redirect_to)
 
 
 @pytest.fixture
@@ -73,9 +25,11 @@ def key(monkeypatch):
     return KEY
 
 
-def test_redirect_to_another_server_is_refused_and_the_key_never_arrives(key):
+def test_redirect_to_another_server_is_refused_and_the_key_never_arrives(key, monkeypatch):
     second = Server()
     first = Server(redirect_to=lambda path: f"http://127.0.0.1:{second.port}{path}")
+    # both servers listed: the key may go to either, and still no request follows a redirect to the other
+    monkeypatch.setenv("LEAN_LLM_SERVERS", f"http://127.0.0.1:{first.port},http://127.0.0.1:{second.port}")
     errors = []
     try:
         for connect_check in (False, True):  # the chat request, and the /models check at load time
@@ -97,7 +51,7 @@ def test_redirect_to_another_server_is_refused_and_the_key_never_arrives(key):
         second.close()
 
 
-def test_same_origin_redirect_is_followed_with_the_key(key):
+def test_same_origin_redirect_is_followed_with_the_key(key, monkeypatch):
     """One server: /old/* answers 302 to /v1/* on itself; that redirect is followed, with the key."""
     seen = []
 
@@ -123,6 +77,7 @@ def test_same_origin_redirect_is_followed_with_the_key(key):
 
     s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=s.serve_forever, daemon=True).start()
+    monkeypatch.setenv("LEAN_LLM_SERVERS", f"http://127.0.0.1:{s.server_port}")
     try:
         m = llm_backends.OpenAIModel(f"http://127.0.0.1:{s.server_port}/old")
         assert m.model_id == "m"

@@ -31,7 +31,8 @@ UNREACHABLE = "192.0.2.1"   # TEST-NET-1 (RFC 5737): a "LAN server" the user con
 def _run_audited(tmp_path, code_dir, script):
     log = tmp_path / "audit.jsonl"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(socket_audit.DIR), str(code_dir)]),
-               LEAN_SOCKET_AUDIT_LOG=str(log), LEAN_SOCKET_AUDIT_CODE=str(code_dir) + os.sep)
+               LEAN_SOCKET_AUDIT_LOG=str(log), LEAN_SOCKET_AUDIT_CODE=str(code_dir) + os.sep,
+               LEAN_SOCKET_AUDIT_REFUSE="1")  # recorded, then refused: no packet to 192.0.2.1 ever leaves
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return socket_audit.read(log)
@@ -146,7 +147,9 @@ def audited_run(tmp_path_factory, label):
     base = tmp_path_factory.mktemp(label)
     llm = _llm_available()
     workloads.prepare(base, llm=llm)
-    host = harness.ComfyHost.start(path, base, audit_sockets=True)
+    # the user lists the "LAN server" (LEAN_LLM_SERVERS), so the pack may try it; the hook refuses the connect itself
+    env = dict(os.environ, LEAN_LLM_SERVERS=f"http://{UNREACHABLE}:9")
+    host = harness.ComfyHost.start(path, base, audit_sockets=True, refuse_sockets=True, env=env)
     ran = []
     try:
         nodes = set(host.object_info())
@@ -160,8 +163,12 @@ def audited_run(tmp_path_factory, label):
                 ran.append("openai-localhost")
             entry = host.run(workloads.llm_prompt(2, backend="openai", base_url=f"http://{UNREACHABLE}:9/v1"),
                              expect_error=True)
-            assert UNREACHABLE in host.error_text(entry)
+            assert UNREACHABLE in host.error_text(entry) and "cannot reach" in host.error_text(entry)
             ran.append("openai-configured-lan")
+            entry = host.run(workloads.llm_prompt(3, backend="openai", base_url=f"http://{UNREACHABLE}:10/v1"),
+                             expect_error=True)  # not listed (another port): refused before any socket
+            assert "not one you listed" in host.error_text(entry), host.error_text(entry)
+            ran.append("openai-unlisted-refused")
         records = socket_audit.read(host.socket_audit_log)
         return records, ran, nodes, port_of(records)
     finally:
@@ -189,6 +196,8 @@ def check_records(request, records, ran, nodes, label):
     if "openai-localhost" in ran:   # proves the hook was active inside the host
         assert any(r["event"] == "socket.connect" and r["lean"] and socket_audit.is_local(r) for r in lean), lean
         assert any(socket_audit.target(r)[0] == UNREACHABLE for r in lean), lean
+    if "openai-unlisted-refused" in ran:  # the unlisted port was never even looked up
+        assert not any(socket_audit.target(r) == (UNREACHABLE, 10) for r in records), records
 
 
 @pytest.mark.tier2

@@ -85,8 +85,24 @@ function showFinal(node, r) {
   setText(node, formatFinal(r, !!node.__leanShowThinking));
 }
 
+// The servers the openai backend may contact, and the only ones LEAN_LLM_API_KEY is sent to.  A setting, not a node
+// input: a shared workflow sets base_url, never this list.  ComfyUI stores it in user/default/comfy.settings.json,
+// where nodes/llm.py reads it (together with the LEAN_LLM_SERVERS environment variable) on every run.
+const SERVERS_SETTING = {
+  id: "Lean.LLM.Servers",
+  category: ["Lean", "LLM", "Servers"],
+  name: "LLM servers (comma-separated, e.g. http://192.168.1.20:11434,https://llm.example.org)",
+  tooltip:
+    "The OpenAI-compatible servers Local LLM Loader may use besides this computer, and the only ones " +
+    "LEAN_LLM_API_KEY is sent to (list a loopback server here too if it needs the key). A workflow's base_url " +
+    "naming any other machine is refused before any connection. Same as the LEAN_LLM_SERVERS environment variable.",
+  type: "text",
+  defaultValue: "",
+};
+
 app.registerExtension({
   name: "lean.LLM",
+  settings: [SERVERS_SETTING],
   setup() {
     api.addEventListener("lean.llm.stream", ({ detail }) => {
       const node = findNode(detail?.node);

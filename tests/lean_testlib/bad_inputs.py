@@ -496,10 +496,13 @@ def make_prompt_limit_files(wildcards):
     (wildcards / "fan20.txt").write_text("x\n")
 
 
-def _linked_int(graph, name, value):
-    """`name` of the Prompt Batch node fed by a stock PrimitiveInt (a linked value skips the widget's min/max)."""
+# ---- issue 21, LLM (one block): base_url parts a shared workflow must not use, and numbers that arrive through a
+# link (ComfyUI applies min/max to widget values only).  The 192.0.2.1, settings, key and endless-stream
+# reproductions need fake servers and the offline namespace: tests/test_tier2_llm_servers.py.
+def _linked_int(graph, node, name, value):
+    """`graph` with input `name` of node `node` fed by a stock PrimitiveInt holding `value`."""
     graph["i"] = {"class_type": "PrimitiveInt", "inputs": {"value": value}}
-    graph["n"]["inputs"][name] = ["i", 0]
+    graph[node]["inputs"][name] = ["i", 0]
     return graph
 
 
@@ -513,11 +516,29 @@ CASES += [
     _c("pb-fanout-combinatorial", "LeanPromptBatch", "a 21-file wildcard fan-out in combinatorial mode",
        lambda: prompt_batch_graph("a __fan0__", mode="combinatorial"), ("expansion budget",)),
     _c("pb-count-linked-huge", "LeanPromptBatch", "a count of 10**6 through a link (no widget max)",
-       lambda: _linked_int(prompt_batch_graph("{a|b}", mode="random"), "count", 10 ** 6), ("count", "4096")),
+       lambda: _linked_int(prompt_batch_graph("{a|b}", mode="random"), "n", "count", 10 ** 6), ("count", "4096")),
     _c("pb-seed-linked-negative", "LeanPromptBatch", "a negative seed through a link (no widget min)",
-       lambda: _linked_int(prompt_batch_graph("{a|b}", mode="random"), "seed", -5), ("seed", "at least 0")),
+       lambda: _linked_int(prompt_batch_graph("{a|b}", mode="random"), "n", "seed", -5), ("seed", "at least 0")),
+    _c("llm-base_url-userinfo", "LeanLLMLoader", "user:pass@ in base_url",
+       lambda: llm_graph(llm_loader(backend="openai", base_url="http://user:secret@127.0.0.1:9/v1")),
+       ("base_url", "user:pass@")),
+    _c("llm-base_url-query", "LeanLLMLoader", "a query string in base_url (rewrites the request path)",
+       lambda: llm_graph(llm_loader(backend="openai", base_url="http://127.0.0.1:9/_cat/indices?x=")),
+       ("base_url", "query string")),
+    _c("llm-base_url-fragment", "LeanLLMLoader", "a fragment in base_url",
+       lambda: llm_graph(llm_loader(backend="openai", base_url="http://127.0.0.1:9/v1#x")), ("base_url", "fragment")),
+    _c("llm-n_ctx-linked-huge", "LeanLLMLoader", "n_ctx 10**9 through a link (skips the widget's max)",
+       lambda: _linked_int(llm_graph(), "l", "n_ctx", 10 ** 9), ("n_ctx", "131072")),
+    _c("llm-threads-linked-negative", "LeanLLMLoader", "threads -5 through a link",
+       lambda: _linked_int(llm_graph(), "l", "threads", -5), ("threads", "0 to 512")),
+    _c("llm-n_gpu_layers-linked", "LeanLLMLoader", "n_gpu_layers -7 through a link",
+       lambda: _linked_int(llm_graph(), "l", "n_gpu_layers", -7), ("n_gpu_layers", "-1 to 1000")),
+    _c("llm-max_tokens-linked-huge", "LeanLLMPrompt", "max_tokens 10**7 through a link",
+       lambda: _linked_int(llm_graph(), "p", "max_tokens", 10 ** 7), ("max_tokens", "32768")),
+    _c("llm-seed-linked-negative", "LeanLLMPrompt", "seed -1 through a link",
+       lambda: _linked_int(llm_graph(), "p", "seed", -1), ("seed",)),
 ]
-
+# ---- end of issue 21, LLM
 
 
 # ------------------------------------------------------------------------------------------ running

@@ -250,10 +250,12 @@ class ComfyHost:
     # ------------------------------------------------------------ lifecycle
     @classmethod
     def start(cls, comfy_path, base_dir, port=None, extra_args=(), env=None, timeout=240, python=None,
-              verbose="DEBUG", link_pack=True, audit_sockets=False, cpu=True):
+              verbose="DEBUG", link_pack=True, audit_sockets=False, cpu=True, refuse_sockets=False):
         """audit_sockets (default off): put tests/lean_testlib/socket_audit/sitecustomize.py first on the host's
         PYTHONPATH so every socket connect/getaddrinfo is logged to ``host.socket_audit_log`` (True: a file in
-        the base dir; a path: that file), each with whether a frame of this repo was on the stack."""
+        the base dir; a path: that file), each with whether a frame of this repo was on the stack.
+        refuse_sockets (needs audit_sockets): the hook also refuses (raises) every connect/getaddrinfo to a
+        non-loopback target in the host process (LEAN_SOCKET_AUDIT_REFUSE=1)."""
         base = make_base_dir(base_dir, link_pack=link_pack)
         python = python or host_python(comfy_path)
         port = port or free_port()
@@ -265,6 +267,8 @@ class ComfyHost:
             audit_log = pathlib.Path(base / "socket_audit.jsonl" if audit_sockets is True else audit_sockets)
             e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOCKET_AUDIT), e.get("PYTHONPATH")]))
             e["LEAN_SOCKET_AUDIT_LOG"] = str(audit_log)
+            if refuse_sockets:
+                e["LEAN_SOCKET_AUDIT_REFUSE"] = "1"
             e["LEAN_SOCKET_AUDIT_CODE"] = os.pathsep.join([str(REPO.resolve()) + os.sep,
                                                            os.sep + os.path.join("custom_nodes", PACK_DIR_NAME) + os.sep])
         from . import windows_semantics

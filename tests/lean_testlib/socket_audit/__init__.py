@@ -8,13 +8,11 @@ A record is a violation when a frame of this repo is on the stack and the addres
 (127.0.0.0/8, ::1, "localhost"), a Unix socket, nor one of ``allowed_hosts`` (the user's configured base_url
 host and what it resolved to).
 """
-import ipaddress
 import json
 import pathlib
 import socket
 
 DIR = pathlib.Path(__file__).resolve().parent
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 
 
 def read(path):
@@ -25,13 +23,8 @@ def read(path):
 
 
 def is_loopback(host):
-    host = str(host).strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
+    """The rule of the hook itself (sitecustomize.is_local_target), for a host name or address."""
+    return _site().is_local_target(-1, str(host))
 
 
 def target(rec):
@@ -63,3 +56,72 @@ def violations(records, allowed_hosts=()):
             continue
         bad.append(r)
     return bad
+
+
+def _site():
+    """sitecustomize.py of this folder as a module (its refusal rule), loaded by path."""
+    import importlib.util
+    import sys
+    name = "lean_socket_audit_site"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, DIR / "sitecustomize.py")
+        mod = importlib.util.module_from_spec(spec)
+        import os
+        saved = {k: os.environ.pop(k, None) for k in ("LEAN_SOCKET_AUDIT_LOG", "LEAN_SOCKET_AUDIT_REFUSE")}
+        try:
+            spec.loader.exec_module(mod)  # with neither variable set it installs no hook of its own
+        finally:
+            os.environ.update({k: v for k, v in saved.items() if v is not None})
+        sys.modules[name] = mod
+    return sys.modules[name]
+
+
+_IN_PROCESS = {"installed": False, "active": 0, "refused": [], "events": []}
+
+
+def _in_process_hook(event, args):
+    if not _IN_PROCESS["active"] or event not in ("socket.connect", "socket.getaddrinfo"):
+        return
+    if event == "socket.connect":
+        try:
+            family = int(args[0].family)
+        except Exception:
+            family = -1
+        address = args[1]
+    else:
+        family, address = -2, [args[0], args[1]]
+    _IN_PROCESS["events"].append((event, address))
+    err = _site().refusal(event, family, address)
+    if err is not None:
+        _IN_PROCESS["refused"].append((event, address))
+        raise err
+
+
+class refuse_non_loopback:
+    """In this process, while active: every connect/getaddrinfo to a non-loopback target raises
+    ConnectionRefusedError before the socket call runs (the rule of LEAN_SOCKET_AUDIT_REFUSE=1).  ``.refused``
+    lists what was refused, ``.events`` every socket event.  An audit hook cannot be removed, so the hook stays installed and does nothing when
+    no block is active."""
+
+    def __enter__(self):
+        import sys
+        _site()
+        if not _IN_PROCESS["installed"]:
+            sys.addaudithook(_in_process_hook)
+            _IN_PROCESS["installed"] = True
+        self.start = len(_IN_PROCESS["refused"])
+        self.start_events = len(_IN_PROCESS["events"])
+        _IN_PROCESS["active"] += 1
+        return self
+
+    @property
+    def refused(self):
+        return _IN_PROCESS["refused"][self.start:]
+
+    @property
+    def events(self):
+        """Every connect/getaddrinfo of this process since the block began: (event, address)."""
+        return _IN_PROCESS["events"][self.start_events:]
+
+    def __exit__(self, *exc):
+        _IN_PROCESS["active"] -= 1

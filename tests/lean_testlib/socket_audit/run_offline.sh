@@ -19,9 +19,9 @@ exec unshare -n sh -c '
 import socket, sys
 s = socket.socket(); s.settimeout(2)
 try:
-    s.connect((\"1.1.1.1\", 53))
+    s.connect((\"192.0.2.1\", 53))
 except OSError as e:
-    print(\"OFFLINE NAMESPACE: only loopback (interfaces: $ifaces);  1.1.1.1:53 -> \" + type(e).__name__ + \": \" + str(e))
+    print(\"OFFLINE NAMESPACE: only loopback (interfaces: $ifaces);  192.0.2.1:53 -> \" + type(e).__name__ + \": \" + str(e))
     sys.exit(0)
 print(\"network reachable inside the namespace\"); sys.exit(1)
 " || exit 1
