@@ -392,7 +392,7 @@ def public_error(message):
         roots.append((folder_paths.get_input_directory(), "input folder"))
     except Exception:
         pass
-    base = getattr(folder_paths, "base_path", None)
+    base = folder_paths.base_path  # public in every ComfyUI
     subs = {}
     for root, role in roots:
         shown = f"<{role}>"
