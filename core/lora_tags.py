@@ -558,54 +558,6 @@ def resolve_name(name: str, available) -> str:
     raise FileNotFoundError(f"LoRA '{name}' not found in the loras folder.{hint} Fix the name in the tag or widget.")
 
 
-# ------------------------------------------------------------------ trigger words (safetensors metadata)
-
-MAX_HEADER = 64 * 1024 * 1024
-
-
-def read_safetensors_metadata(path) -> dict:
-    """The `__metadata__` dict of a .safetensors file, reading only its JSON header ({} when absent)."""
-    import json
-    import struct
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{os.path.basename(str(path))}: not a safetensors file (too short)")
-        n = struct.unpack("<Q", head)[0]
-        if n > MAX_HEADER:
-            raise ValueError(f"{os.path.basename(str(path))}: safetensors header of {n} bytes is too large")
-        header = json.loads(f.read(n))
-    if not isinstance(header, dict):
-        raise ValueError(f"{os.path.basename(str(path))}: not a safetensors file (its header is a JSON "
-                         f"{type(header).__name__}, not an object)")
-    meta = header.get("__metadata__") or {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def trigger_words(metadata: dict, limit: int = 20):
-    """Most frequent training tags from kohya's `ss_tag_frequency` ({dataset: {tag: count}}), best first."""
-    import json
-    raw = metadata.get("ss_tag_frequency")
-    if not raw:
-        return []
-    try:
-        freq = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        return []
-    total = {}
-    if isinstance(freq, dict):
-        for tags in freq.values():
-            if isinstance(tags, dict):
-                for tag, n in tags.items():
-                    t = str(tag).strip()
-                    if t:
-                        try:
-                            total[t] = total.get(t, 0) + int(n)
-                        except (TypeError, ValueError):
-                            continue
-    return [t for t, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
-
-
 # ------------------------------------------------------------------ what kind of weight a module holds
 
 def weight_kind(module) -> str:
