@@ -6,6 +6,7 @@ refuse; the reader may refuse more (ndim > 8, dims >= 2**48, unknown entry field
 
 Fixed budget: EXAMPLES examples per test, no example database (nothing is written to the repo), derandomized under
 CI=true so a CI run is reproducible; the seed varies elsewhere."""
+import copy
 import json
 import os
 import struct
@@ -96,6 +97,12 @@ JSON_VALUES = st.one_of(
     st.lists(st.integers(0, 2 ** 20), max_size=10))
 
 
+def _value(draw):
+    """A JSON value to plant in a header: a fresh copy (st.just gives the same object every time, and the mutations
+    below change what they plant into)."""
+    return copy.deepcopy(draw(JSON_VALUES))
+
+
 def _paths(obj, prefix=()):
     """Every (path, value) inside a JSON value, the root excluded."""
     out = []
@@ -131,7 +138,7 @@ def mutated_files(draw):
         paths = _paths(header)
         op = draw(st.sampled_from(["set", "delete", "add_field", "copy_offsets", "data"]))
         if op == "set" and paths:
-            _set(header, draw(st.sampled_from(paths))[0], draw(JSON_VALUES))
+            _set(header, draw(st.sampled_from(paths))[0], _value(draw))
         elif op == "delete" and paths:
             _delete(header, draw(st.sampled_from(paths))[0])
         elif op == "add_field":
@@ -140,8 +147,7 @@ def mutated_files(draw):
             obj = header
             for p in t:
                 obj = obj[p]
-            obj[draw(st.sampled_from(["extra", "dtype", "shape", "data_offsets", "__metadata__", "z"]))] = \
-                draw(JSON_VALUES)
+            obj[draw(st.sampled_from(["extra", "dtype", "shape", "data_offsets", "__metadata__", "z"]))] = _value(draw)
         elif op == "copy_offsets":
             entries = [v for k, v in header.items() if isinstance(v, dict) and "data_offsets" in v]
             if len(entries) >= 2:
