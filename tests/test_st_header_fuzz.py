@@ -129,14 +129,29 @@ def _delete(obj, path):
     del obj[path[-1]]
 
 
+DEEP = "@@deep@@"   # a planted value later replaced by thousands of nested brackets
+
+
+def _entries(header, pred=lambda v: True):
+    """(name, entry) of the well-formed entries (integer offsets, a list shape) that satisfy `pred`."""
+    return [(k, v) for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("shape"), list)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+            and all(type(x) is int for x in v["data_offsets"]) and pred(v)]
+
+
 @st.composite
 def mutated_files(draw):
-    """A valid file with 1-3 structural mutations of its JSON, then maybe a byte-level one."""
+    """A valid file with 1-3 (mostly 1) mutations of its JSON -- random ones, and crafted ones that keep every other rule
+    intact so only one check stands in the way (an overlap of consistent size, negative dims whose product is
+    right, true/1.0 for 1, deep nesting, a lone surrogate) -- then maybe a byte-level one."""
     header, data = draw(valid_files())
     header = json.loads(json.dumps(header))
-    for _ in range(draw(st.integers(1, 3))):
+    deep = 0
+    for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):    # mostly one: one broken rule at a time
         paths = _paths(header)
-        op = draw(st.sampled_from(["set", "delete", "add_field", "copy_offsets", "data"]))
+        op = draw(st.sampled_from(["set", "delete", "add_field", "copy_offsets", "data", "overlap", "negate",
+                                   "bool", "float", "deep", "surrogate"]))
         if op == "set" and paths:
             _set(header, draw(st.sampled_from(paths))[0], _value(draw))
         elif op == "delete" and paths:
@@ -155,9 +170,44 @@ def mutated_files(draw):
                 b["data_offsets"] = a["data_offsets"]      # overlap (or the same range twice)
         elif op == "data":
             data = data + draw(st.binary(min_size=1, max_size=8)) if draw(st.booleans()) else data[:-1]
+        elif op == "overlap":                              # start earlier, into the previous tensor's bytes
+            es = _entries(header, lambda v: v["data_offsets"][0] > 0)
+            if es:
+                k, v = draw(st.sampled_from(es))
+                a, b = v["data_offsets"]
+                s = draw(st.integers(0, a - 1))
+                header[k] = {"dtype": "U8", "shape": [b - s], "data_offsets": [s, b]}
+        elif op == "negate":                               # two negative dims: the product is still right
+            es = _entries(header)
+            if es:
+                k, v = draw(st.sampled_from(es))
+                sh = v["shape"]
+                v["shape"] = [-1, -sh[0]] + sh[1:] if sh and type(sh[0]) is int else [-1, -1] + sh
+        elif op == "bool":                                 # true for 1, false for 0: equal to Python, not JSON
+            es = _entries(header)
+            if es:
+                k, v = draw(st.sampled_from(es))
+                v["shape"] = [bool(d) if d in (0, 1) and type(d) is int else d for d in v["shape"]] + [True]
+        elif op == "float":                                # 2.0 for 2
+            es = _entries(header)
+            if es:
+                k, v = draw(st.sampled_from(es))
+                v["shape"] = [float(d) if type(d) is int else d for d in v["shape"]] or [1.0]
+        elif op == "deep" and paths:
+            _set(header, draw(st.sampled_from(paths))[0], DEEP)
+            deep = draw(st.integers(500, 5000))
+        elif op == "surrogate":                            # \ud800 in a name or a metadata value
+            keys = list(header)
+            if keys and draw(st.booleans()):
+                k = draw(st.sampled_from(keys))
+                header[k + "\ud800"] = header.pop(k)
+            elif isinstance(header.get("__metadata__"), dict):
+                header["__metadata__"]["k"] = "v\udc00"
     raw = json.dumps(header).encode()
+    if deep:
+        raw = raw.replace(json.dumps(DEEP).encode(), b"[" * deep + b"]" * deep)
     blob = struct.pack("<Q", len(raw)) + raw + data
-    if draw(st.booleans()):
+    if draw(st.integers(0, 2)) == 0:                 # a third also get a byte-level mutation
         i = draw(st.integers(0, len(blob)))
         kind = draw(st.sampled_from(["flip", "insert", "delete", "length"]))
         if kind == "flip" and i < len(blob):
