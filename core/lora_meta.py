@@ -75,10 +75,10 @@ def trigger_words(metadata: dict, limit: int = MAX_TRIGGERS, name: str = "LoRA")
     total = {}
     for dataset, tags in freq.items():
         if type(tags) is not dict:
-            raise bad(f"has a dataset {st_header._show(dataset)} that is not an object of tag counts")
+            raise bad(f"has a dataset {st_header.quote(dataset)} that is not an object of tag counts")
         for tag, n in tags.items():
             if not ((type(n) is int and n >= 0) or (type(n) is float and math.isfinite(n) and n >= 0)):
-                raise bad(f"gives tag {st_header._show(tag)} the count {st_header._short(n)}: counts must be finite "
+                raise bad(f"gives tag {st_header.quote(tag)} the count {st_header.short(n)}: counts must be finite "
                           "numbers >= 0")
             t = clean_trigger(tag)
             if t:

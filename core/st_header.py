@@ -44,11 +44,11 @@ class HeaderError(ValueError):
 
     def __init__(self, file, message, tensor=None):
         self.file, self.tensor = file, tensor
-        where = f"{file}: tensor {_show(tensor)}: " if tensor is not None else f"{file}: "
+        where = f"{file}: tensor {quote(tensor)}: " if tensor is not None else f"{file}: "
         super().__init__(where + message)
 
 
-def _show(key):
+def quote(key):
     return repr(key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "...")
 
 
@@ -171,10 +171,10 @@ def parse(raw, size, name):
     else:
         for k, v in metadata.items():
             if type(v) is not str:
-                raise HeaderError(name, f"__metadata__ entry {_show(k)} is a JSON {_json_type(v)}, not a string (the "
+                raise HeaderError(name, f"__metadata__ entry {quote(k)} is a JSON {_json_type(v)}, not a string (the "
                                         f"format allows only text there); {CORRUPT}")
             if not (_clean(k) and _clean(v)):
-                raise HeaderError(name, f"__metadata__ entry {_show(k)} is not valid UTF-8 text (a lone surrogate "
+                raise HeaderError(name, f"__metadata__ entry {quote(k)} is not valid UTF-8 text (a lone surrogate "
                                         f"escape); {CORRUPT}")
     tensors = {}
     for key, e in header.items():
@@ -199,11 +199,11 @@ def _entry(name, key, e, data_size):
             raise HeaderError(name, f"its header entry has no {f!r}; {CORRUPT}", key)
     if len(e) != len(_FIELDS):
         extra = next(k for k in e if k not in _FIELDS)
-        raise HeaderError(name, f"its header entry has an unknown field {_show(extra)} (only dtype, shape and "
+        raise HeaderError(name, f"its header entry has an unknown field {quote(extra)} (only dtype, shape and "
                                 f"data_offsets exist); {CORRUPT}", key)
     dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
     if type(dtype) is not str or dtype not in DTYPE_BITS:
-        shown = _show(dtype) if type(dtype) is str else f"a JSON {_json_type(dtype)}"
+        shown = quote(dtype) if type(dtype) is str else f"a JSON {_json_type(dtype)}"
         raise HeaderError(name, f"unsupported dtype {shown} (known: {', '.join(DTYPE_BITS)}); the file is corrupt "
                                 "or from a newer format", key)
     if type(shape) is not list:
@@ -217,7 +217,7 @@ def _entry(name, key, e, data_size):
             raise HeaderError(name, f"shape dimension {i} is {shown}: each dimension must be an integer from 0 to "
                                     f"2**48 - 1 (negative, fractional and huge sizes are impossible); {CORRUPT}", key)
     if type(offsets) is not list or len(offsets) != 2 or not all(_is_uint(x) for x in offsets):
-        raise HeaderError(name, f"its data_offsets {_short(offsets)} are not two byte offsets [start, end] (integers "
+        raise HeaderError(name, f"its data_offsets {short(offsets)} are not two byte offsets [start, end] (integers "
                                 f">= 0); {CORRUPT}", key)
     a, b = offsets
     if a > b:
@@ -238,7 +238,7 @@ def _entry(name, key, e, data_size):
     return TensorEntry(key, dtype, tuple(shape), a, b)
 
 
-def _short(v):
+def short(v):
     s = repr(v)
     return s if len(s) <= 60 else s[:57] + "..."
 
@@ -256,7 +256,7 @@ def _check_layout(name, tensors, data_size):
     pos, prev = 0, None
     for t in order:
         if t.start < pos:
-            raise HeaderError(name, f"its bytes {t.start}..{t.end} overlap tensor {_show(prev.key)} "
+            raise HeaderError(name, f"its bytes {t.start}..{t.end} overlap tensor {quote(prev.key)} "
                                     f"({prev.start}..{prev.end}); {CORRUPT}", t.key)
         if t.start > pos:
             after = f"the previous tensor ends at {pos}" if prev is not None else "the data section starts at 0"
