@@ -604,7 +604,7 @@ CRAFTED = {  # name -> (header, data bytes, words the error must hold)
         {_UNET_KEY: {"dtype": "F32", "shape": [-1, -4], "data_offsets": [0, 16]}}, 16, ("dimension 0 is -1",)),
     "crafted_overlap.safetensors": (
         {_UNET_KEY: {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
-         "first_stage_model.x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 16, ("overlap",)),
+         "first_stage_model.x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 16, ("overlap tensor",)),
     "crafted_metadata_list.safetensors": (
         {"__metadata__": ["x"], _UNET_KEY: {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 16,
         ("__metadata__", "array")),
