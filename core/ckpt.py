@@ -28,12 +28,11 @@ truncated or corrupt file gives an error naming the file); ``.ckpt/.pt/.pth/.bin
 Pure logic: imports torch only (inside functions), never comfy.
 """
 import contextlib
-import json
 import mmap
 import os
-import struct
 import time
 
+from . import st_header
 from .memory import OWN_MAPPING_MIN, empty_own_mapping
 
 SAFETENSORS_EXT = (".safetensors", ".sft")
@@ -46,7 +45,6 @@ RETIRED_MODES = {
                        "loaded as mmap, which also reads only the used tensors, one at a time, without a second "
                        "copy. Pick mmap in the node to drop this note"),
 }
-MAX_HEADER = 100 * 1024 * 1024  # the safetensors reference implementation's limit
 PAGE = mmap.PAGESIZE
 
 
@@ -91,50 +89,23 @@ class TensorInfo:
 
 
 def parse_safetensors_header(path):
-    """(infos: dict key -> TensorInfo with absolute file offsets, metadata dict).  Validates everything
-    the format promises so that a damaged file fails here, with its name, and not deep inside a model."""
-    name = os.path.basename(path)
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{name}: file is {size} bytes, too short to be a safetensors checkpoint "
-                                  f"(truncated or empty; copy/download it again)")
-        (n,) = struct.unpack("<Q", head)
-        if n == 0 or n > MAX_HEADER or 8 + n > size:
-            raise CheckpointError(f"{name}: corrupt or truncated safetensors header (header length {n}, file size "
-                                  f"{size}); this is not a valid .safetensors file -- copy/download it again, or if it "
-                                  f"is really a .ckpt/.pt file give it that extension")
-        raw = f.read(n)
+    """(infos: dict key -> TensorInfo with absolute file offsets, metadata dict).  The header is read and validated
+    by the pack's one safetensors header reader (st_header.py), so that a damaged or crafted file fails here, with
+    its name, and not deep inside a model; a dtype torch does not have is refused here too."""
     try:
-        header = json.loads(raw.decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{name}: corrupt safetensors header ({e}); copy/download the file again") from None
-    metadata = header.pop("__metadata__", None) or {}
+        h = st_header.read_header(path)
+    except st_header.HeaderError as e:
+        raise CheckpointError(str(e)) from None
     dtypes = _st_dtypes()
-    base = 8 + n
     infos = {}
-    for key, entry in header.items():
-        try:
-            dt = dtypes[entry["dtype"]]
-            shape = [int(s) for s in entry["shape"]]
-            a, b = (int(x) for x in entry["data_offsets"])
-        except KeyError as e:
-            raise CheckpointError(f"{name}: tensor {key!r} has an unsupported dtype or a malformed header entry "
-                                  f"({e}); the file is corrupt or from a newer format") from None
-        except (TypeError, ValueError):
-            raise CheckpointError(f"{name}: tensor {key!r} has a malformed header entry; the file is corrupt") from None
-        numel = 1
-        for s in shape:
-            numel *= s
-        if a < 0 or b < a or base + b > size or numel * dt.itemsize != b - a:
-            raise CheckpointError(f"{name}: tensor {key!r} lies outside the file or has the wrong size "
-                                  f"(offsets {a}..{b}, file data {size - base} bytes): the file is truncated or "
-                                  f"corrupt -- copy/download it again")
-        infos[key] = TensorInfo(key, dt, shape, base + a, base + b)
-    return infos, metadata
+    for key, t in h.tensors.items():
+        dt = dtypes.get(t.dtype)
+        if dt is None:
+            raise CheckpointError(f"{h.name}: tensor {key!r} has an unsupported dtype for this loader ({t.dtype}: this "
+                                  f"torch has no such type); the file is from a newer format -- use a version of the "
+                                  f"model in F16/BF16/F32/FP8")
+        infos[key] = TensorInfo(key, dt, t.shape, h.data_start + t.start, h.data_start + t.end)
+    return infos, h.metadata
 
 
 def _unwrap_torch_state_dict(obj):

@@ -11,7 +11,6 @@ folder), ``nvidia-smi topo -m`` when ``nvidia-smi`` is on PATH, and the *headers
 header, GGUF key/values and tensor table): weights are never read.  ``recommend(facts)`` is a pure function of those
 facts (tests feed it fake devices).  Offline, no download, well under 3 s beyond the torch import.
 """
-import json
 import os
 import platform
 import re
@@ -19,14 +18,13 @@ import shutil
 import struct
 import sys
 
-from . import llm_gguf, workflow
+from . import llm_gguf, st_header, workflow
 
 GiB = 1 << 30
 FIT_FOLDERS = ("checkpoints", "diffusion_models", "loras", "llm")
 IMAGE_FOLDERS = ("checkpoints", "diffusion_models")
 MODEL_EXTS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pt2", ".onnx")
 LLM_N_CTX = 4096  # Local LLM Loader's default context
-MAX_ST_HEADER = 100 << 20
 TOPO_TIMEOUT_S = 2.0
 
 # Working room an accelerator needs beside the weights (activations, VAE decode, CUDA/driver context).
@@ -219,8 +217,6 @@ def _pack_version(pack_root):
 
 # ------------------------------------------------------------------------------------- model headers
 
-_ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-             "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E8M0": 1}
 # checkpoint key prefixes -> part
 _PARTS = (("model.diffusion_model.", "diffusion"), ("first_stage_model.", "vae"), ("vae.", "vae"),
           ("cond_stage_model.", "text_encoder"), ("conditioner.", "text_encoder"), ("text_encoders.", "text_encoder"))
@@ -231,27 +227,18 @@ GGML_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8:
 
 
 def read_safetensors_summary(path):
-    """{"dtype", "bytes", "by_dtype", "parts", "tensors"} from the JSON header only."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError("too short to be a safetensors file")
-        (n,) = struct.unpack("<Q", head)
-        if n == 0 or n > MAX_ST_HEADER or 8 + n > size:
-            raise ValueError(f"corrupt or truncated safetensors header (header length {n}, file size {size})")
-        header = json.loads(f.read(n).decode("utf-8"))
-    header.pop("__metadata__", None)
+    """{"dtype", "bytes", "by_dtype", "parts", "tensors"} from the JSON header only (read and validated by the
+    pack's one safetensors header reader: a damaged or crafted file raises its HeaderError, a ValueError)."""
+    h = st_header.read_header(path)
     by_dtype, parts, total = {}, {}, 0
-    for key, e in header.items():
-        a, b = e["data_offsets"]
-        nb = int(b) - int(a)
+    for key, t in h.tensors.items():
+        nb = t.nbytes
         total += nb
-        by_dtype[e["dtype"]] = by_dtype.get(e["dtype"], 0) + nb
+        by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + nb
         part = next((p for pre, p in _PARTS if key.startswith(pre)), None)
         if part:
             parts[part] = parts.get(part, 0) + nb
-    return {"format": "safetensors", "tensors": len(header), "bytes": total, "by_dtype": by_dtype,
+    return {"format": "safetensors", "tensors": len(h.tensors), "bytes": total, "by_dtype": by_dtype,
             "dtype": max(by_dtype, key=by_dtype.get) if by_dtype else None, "parts": parts}
 
 

@@ -7,7 +7,7 @@ import os
 
 import folder_paths
 
-from ..core import lora_tags
+from ..core import lora_meta, lora_tags
 from . import _lora_branch as branch
 
 log = logging.getLogger("lean.lora")
@@ -33,28 +33,25 @@ def _lora_path(name):
 
 
 def _triggers(path):
-    """Trigger words of a LoRA file (kohya's ss_tag_frequency in the safetensors header), cached by file."""
-    if not str(path).lower().endswith((".safetensors", ".sft")):
-        return []
-    key = branch._file_key(path)
-    if key not in _META:
-        try:
-            _META[key] = lora_tags.trigger_words(lora_tags.read_safetensors_metadata(path))
-        except (OSError, ValueError) as e:
-            log.warning("[Lean LoRA] %s: no trigger words (%s)", os.path.basename(path), e)
-            _META[key] = []
-    return _META[key]
+    """(trigger words, error or None) of a LoRA file: kohya's ss_tag_frequency in the safetensors header, cleaned and
+    capped by core/lora_meta.py, remembered per file identity (a bad file is read once, not on every request)."""
+    return _META.get(path)
 
 
 def _trigger_text(paths):
-    """The trigger words of these files, in order, each once, comma separated."""
-    seen, out = set(), []
+    """(the trigger words of these files, in order, each once, comma separated; report lines for the files whose
+    metadata could not be read -- the LoRA itself still works)."""
+    seen, out, notes = set(), [], []
     for p in paths:
-        for w in _triggers(p):
+        words, error = _triggers(p)
+        if error:
+            log.warning("[Lean LoRA] no trigger words: %s", error)
+            notes.append(f"trigger words: none ({error})")
+        for w in words:
             if w not in seen:
                 seen.add(w)
                 out.append(w)
-    return ", ".join(out)
+    return ", ".join(out), notes
 
 
 _TRIGGER_TIP = ("The LoRA's trigger words (the training tags saved in the file's metadata, most frequent first, "
@@ -173,7 +170,8 @@ class LeanLoraLoader:
         lf = branch.load_lora_file(_lora_path(lora_name))
         m, c, lines = _apply_chain(self._cache, model, clip,
                                    [_spec(lf, lora_name, sm, sc, sched, block_text=block_weights)])
-        triggers = _trigger_text([lf.path])
+        triggers, notes = _trigger_text([lf.path])
+        lines += notes
         if triggers:
             lines.append(f"trigger words: {triggers}")
         return {"ui": {"text": lines}, "result": (m, c, triggers)}
@@ -225,7 +223,8 @@ class LeanLoraTags:
             specs.append(_spec(lf, name, t.unet, t.te, t.sched, t.start, t.end, t.lbw, "LoRA tag",
                                text, t.lbw_pos))
         m, c, lines = _apply_chain(self._cache, model, clip, specs)
-        triggers = _trigger_text([s["lf"].path for s in specs])
+        triggers, notes = _trigger_text([s["lf"].path for s in specs])
+        lines += notes
         if triggers:
             lines.append(f"trigger words: {triggers}")
         return {"ui": {"text": lines}, "result": (m, c, clean, triggers)}
@@ -244,22 +243,21 @@ NODE_DISPLAY_NAME_MAPPINGS = {
 
 # ------------------------------------------------------------------ GET /lean/loras
 
-_META = {}
+_META = lora_meta.TriggerCache()
 
 
 def _lora_listing():
+    """[{name, triggers[, error]}] for every file stock LoraLoader lists.  A file whose header or metadata is bad is
+    listed with its `error` (naming the file, never its absolute path); the others are listed as usual."""
     out = []
     for name in folder_paths.get_filename_list("loras"):
-        path = folder_paths.get_full_path("loras", name)  # resolves only inside the registered loras folders
         item = {"name": name, "triggers": []}
-        if path and name.lower().endswith((".safetensors", ".sft")):
-            try:
-                key = branch._file_key(path)
-                if key not in _META:
-                    _META[key] = lora_tags.trigger_words(lora_tags.read_safetensors_metadata(path))
-                item["triggers"] = _META[key]
-            except (OSError, ValueError) as e:
-                item["error"] = str(e)
+        path = folder_paths.get_full_path("loras", name)  # resolves only inside the registered loras folders
+        if path:
+            words, error = _META.get(path)
+            item["triggers"] = words
+            if error:
+                item["error"] = error
         out.append(item)
     return out
 

@@ -195,24 +195,6 @@ def test_unknown_name_lists_closest():
         lt.resolve_name("x", [])
 
 
-# ------------------------------------------------------------------ trigger words
-
-def test_trigger_words_from_safetensors_header(tmp_path):
-    import json
-    import torch
-    from safetensors.torch import save_file
-    p = tmp_path / "x.safetensors"
-    freq = {"set1": {"leanstyle": 3, " red ": 1}, "set2": {"leanstyle": 2, "blue": 4}}
-    save_file({"a": torch.zeros(2)}, str(p), metadata={"ss_tag_frequency": json.dumps(freq)})
-    meta = lt.read_safetensors_metadata(p)
-    assert lt.trigger_words(meta) == ["leanstyle", "blue", "red"]
-    assert lt.trigger_words({}) == [] and lt.trigger_words({"ss_tag_frequency": "{bad"}) == []
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(b"\x01")
-    with pytest.raises(ValueError, match="not a safetensors"):
-        lt.read_safetensors_metadata(bad)
-
-
 # ------------------------------------------------------------------ Flux block weights
 
 def test_flux_layout_and_block_of_key():

@@ -149,6 +149,8 @@ def make_bad_files(base, marker):
     shutil.copy(images.photo_png(), base / "input" / PHOTO)
     (base / "input" / "lean_prompts.txt").write_text("a cat\na dog\n")
     make_prompt_limit_files(m / "wildcards")
+    for folder in ("checkpoints", "diffusion_models"):
+        files.update(write_crafted_headers(m / folder))               # issue 21: headers that lie
     return files
 
 
@@ -618,3 +620,65 @@ def diff(before, after, allow=lambda rel: False):
 
 
 FIXTURE_NAME = re.compile(r"^fixtures/lean_[\w.\-]+\.(safetensors|gguf|png)$")
+
+
+# ------------------------------------------------------------------------------------------ crafted headers (issue 21)
+# Safetensors headers that lie, through the Lean loaders.  Main's loader multiplied 1000 dims of 4000 digits for
+# 39 s before refusing, and accepted negative dims, overlapping byte ranges and a non-dict __metadata__ (then failed
+# later, or not at all, with no word about the header).  The expected words are the shared reader's
+# (core/st_header.py); the same files are in tests/test_st_header.py, tier 1.
+
+_HUGE = "9" * 4000
+_UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+def write_header_file(path, header, data=b""):
+    """A safetensors file whose JSON header is `header` (a dict, or str/bytes written as they are), then `data`."""
+    hb = header if isinstance(header, bytes) else (header if isinstance(header, str) else json.dumps(header)).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)) + hb + data)
+    return path
+
+
+def tag_frequency_inf_metadata():
+    """The issue's LoRA metadata: an ss_tag_frequency count of 1e999 (OverflowError in main's trigger words)."""
+    return {"ss_tag_frequency": '{"d": {"t": 1e999}}'}
+
+
+CRAFTED = {  # name -> (header, data bytes, words the error must hold)
+    "crafted_4mb_dims.safetensors": (
+        '{"%s": {"dtype": "F32", "shape": [%s], "data_offsets": [0, 4]}}' % (_UNET_KEY, ",".join([_HUGE] * 1000)),
+        4, ("1000 dimensions",)),
+    "crafted_huge_dims.safetensors": (
+        '{"%s": {"dtype": "F32", "shape": [%s], "data_offsets": [0, 4]}}' % (_UNET_KEY, ",".join([_HUGE] * 8)),
+        4, ("dimension 0", "4000 digits")),
+    "crafted_negative_dims.safetensors": (
+        {_UNET_KEY: {"dtype": "F32", "shape": [-1, -4], "data_offsets": [0, 16]}}, 16, ("dimension 0 is -1",)),
+    "crafted_overlap.safetensors": (
+        {_UNET_KEY: {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+         "first_stage_model.x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 16, ("overlap tensor",)),
+    "crafted_metadata_list.safetensors": (
+        {"__metadata__": ["x"], _UNET_KEY: {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, 16,
+        ("__metadata__", "array")),
+}
+
+
+def write_crafted_headers(folder):
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, (header, n, _) in CRAFTED.items():
+        out[f"{folder.name}/{name}"] = write_header_file(folder / name, header, b"\x00" * n)
+    return out
+
+
+CASES += [
+    _c(f"ckpt-{name[8:-12].replace('_', '-')}", "LeanCheckpointLoader", f"a crafted header: {name[8:-12]}",
+       (lambda name=name: ckpt_graph(ckpt_name=name)), (name,) + words, stage="execution")
+    for name, (_, _, words) in CRAFTED.items()
+] + [
+    _c(f"dm-{name[8:-12].replace('_', '-')}", "LeanDiffusionModelLoader", f"a crafted header: {name[8:-12]}",
+       (lambda name=name: diffusion_model_graph(unet_name=name)), (name,) + words, stage="execution")
+    for name, (_, _, words) in CRAFTED.items() if name in ("crafted_4mb_dims.safetensors",
+                                                           "crafted_overlap.safetensors")
+]
