@@ -91,6 +91,8 @@ def main():
         med = {k: statistics.median(v) for k, v in times.items()}
         figures = {"host": harness.host_version(path), "model": f"flux_{a.qtype}", "steps": steps, "rounds": pairs,
                    "none_ms": med[("none", 0)]}
+        if a.smoke:
+            figures["smoke"] = 1
         print(f"no LoRA: {med[('none', 0)]:.0f} ms/step")
         for n in counts:
             s, le = med[("stock", n)], med[("lean", n)]
