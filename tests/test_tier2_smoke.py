@@ -20,7 +20,10 @@ def lean_nodes(info):
 
 def test_pack_imports_cleanly(comfy):
     log = comfy.log()
-    assert "[Lean Nodes]" not in log or "not loaded" not in log, log
+    # __init__.py's line for a module that failed to import (the session host is shared: its log also holds other
+    # tests' reports, whose "not loaded: ..." names LoRA keys, so only that exact line counts)
+    failed = [l for l in log.splitlines() if re.search(r"\[Lean Nodes\] module nodes/\S+\.py not loaded", l)]
+    assert not failed, failed
     lines = [l for l in log.splitlines() if l.rstrip().endswith("/" + PACK_DIR_NAME)]
     assert lines, "the host never listed the pack in its import times:\n" + log[-3000:]
     assert "IMPORT FAILED" not in lines[0], lines[0]
