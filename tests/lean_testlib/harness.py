@@ -141,7 +141,8 @@ class HostPool:
     a set starts it, later ones reuse it; all stop at the end of the session.  A module's `setup(base)` may add
     models and files (ComfyUI lists its folders afresh), not custom nodes: every pooled host starts with the
     test-only nodes of _shared_test_nodes().  Leaving `use` frees the models and the node cache (POST /free), so
-    an idle pooled host holds no model."""
+    an idle pooled host holds no model; a host started with flags is stopped on leaving (its process keeps RAM
+    that the full-size SDXL tests need) and started again by a later module that asks for the same flags."""
 
     def __init__(self, tmp_path_factory, on_start=None):
         self.tmp_path_factory = tmp_path_factory
@@ -175,7 +176,12 @@ class HostPool:
         try:
             yield host
         finally:
-            if host.alive():
+            if tuple(extra_args):
+                # a host with flags of its own serves one module today: stop it, so the RAM its process kept after
+                # the models were freed is back before the full-size SDXL hosts start (one was OOM-killed beside it)
+                self.hosts.pop(tuple(extra_args), None)
+                host.stop()
+            elif host.alive():
                 host.free()
 
     def stop_all(self):
