@@ -513,11 +513,3 @@ def read_user_setting(setting_id):
         return None, (f"ComfyUI's settings file (user/{SETTINGS_USER}/{SETTINGS_FILE}) is not a JSON object: its "
                       f"{setting_id} entry is ignored")
     return data.get(setting_id), ""
-
-
-def interrupt_check():
-    """The host's Cancel check: a callable that raises the host's interrupt exception once the user pressed
-    Cancel (POST /interrupt).  None outside a host."""
-    mm = _import("comfy.model_management")
-    fn = getattr(mm, "throw_exception_if_processing_interrupted", None)
-    return fn if callable(fn) else None

@@ -210,9 +210,9 @@ class _Streamer:
     """Per-token callback: cancel check every token; browser stream + ProgressBar batched every 50 ms."""
 
     def __init__(self, node_id, max_tokens):
+        import comfy.model_management as mm
         import comfy.utils
-        from . import _host
-        self.check_cancel = _host.interrupt_check()
+        self.check_cancel = mm.throw_exception_if_processing_interrupted
         self.pbar = comfy.utils.ProgressBar(int(max_tokens), node_id=node_id)
         self.node_id = node_id
         self.max_tokens = int(max_tokens)
@@ -229,8 +229,7 @@ class _Streamer:
         self.server.send_sync(STREAM_EVENT, data, getattr(self.server, "client_id", None))
 
     def __call__(self, piece, n):
-        if self.check_cancel is not None:
-            self.check_cancel()
+        self.check_cancel()
         self.pending.append(piece)
         self.n = n
         now = time.monotonic()
