@@ -25,7 +25,7 @@ import comfy.lora_convert
 import comfy.patcher_extension
 import comfy.utils
 
-from ..core import lora_tags, memory
+from ..core import lora_blocks, memory
 from . import _host
 
 log = logging.getLogger("lean.lora")
@@ -308,7 +308,7 @@ def map_lora(lf: LoraFile, model, clip):
             sliced.setdefault((is_unet, path, k0), []).append(fac)
         elif fac is not None:
             fac.slabs = m.slabs
-            (m.unet if is_unet else m.clip).append((path, fac, lora_tags.block_of_key(k0)) if is_unet
+            (m.unet if is_unet else m.clip).append((path, fac, lora_blocks.block_of_key(k0)) if is_unet
                                                      else (path, fac))
         else:
             (m.unet_host if is_unet else m.clip_host)[key] = patch
@@ -316,7 +316,7 @@ def map_lora(lf: LoraFile, model, clip):
     for (is_unet, path, k0), parts in sliced.items():
         fac = _merge_slices(parts)
         fac.slabs = m.slabs
-        (m.unet if is_unet else m.clip).append((path, fac, lora_tags.block_of_key(k0)) if is_unet else (path, fac))
+        (m.unet if is_unet else m.clip).append((path, fac, lora_blocks.block_of_key(k0)) if is_unet else (path, fac))
     m.refs = tuple(weakref.ref(o) if o is not None else None for o in objs)
     lf.sd = None  # the Mapped factors (and host-patch adapters) keep what is needed; nothing else is held
     if len(lf.mapped) > 4:
@@ -455,8 +455,8 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
     """Returns (model', clip', report lines).  Clones; never mutates the inputs.  `do_model`/`do_clip`
     False returns that input unchanged (the caller re-uses a cached object)."""
     m = map_lora(lf, model, clip)
-    layout = lora_tags.unet_layout(model.model.diffusion_model.state_dict().keys()) if model is not None else None
-    bw = lora_tags.parse_block_weights(block_text, layout, block_what, block_full, block_base)
+    layout = lora_blocks.unet_layout(model.model.diffusion_model.state_dict().keys()) if model is not None else None
+    bw = lora_blocks.parse_block_weights(block_text, layout, block_what, block_full, block_base)
     name = os.path.basename(lf.path)
     if m.matched == 0:
         arch = type(model.model).__name__ if model is not None else "this model"
@@ -486,7 +486,7 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
                 groups = {}
                 for key, patch in m.unet_host.items():
                     k0 = key if isinstance(key, str) else key[0]
-                    w = bw.weight(lora_tags.block_of_key(k0)) if bw is not None else 1.0
+                    w = bw.weight(lora_blocks.block_of_key(k0)) if bw is not None else 1.0
                     groups.setdefault(w, {})[key] = patch
                 for w, patches in groups.items():
                     if w != 0.0:

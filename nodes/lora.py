@@ -7,13 +7,13 @@ import os
 
 import folder_paths
 
-from ..core import lora_meta, lora_tags
+from ..core import lora_blocks, lora_meta, lora_schedule, lora_tags
 from . import _lora_branch as branch
 
 log = logging.getLogger("lean.lora")
 
-STRENGTH = {"default": 1.0, "min": -lora_tags.MAX_ABS_STRENGTH, "max": lora_tags.MAX_ABS_STRENGTH, "step": 0.01}
-_BW_TIP = ("Block weights (A1111 LoRA Block Weight): a preset (" + ", ".join(lora_tags.PRESET_NAMES) +
+STRENGTH = {"default": 1.0, "min": -lora_schedule.MAX_ABS_STRENGTH, "max": lora_schedule.MAX_ABS_STRENGTH, "step": 0.01}
+_BW_TIP = ("Block weights (A1111 LoRA Block Weight): a preset (" + ", ".join(lora_blocks.PRESET_NAMES) +
            ") or comma values: SD1.5 17 (BASE,IN01,IN02,IN04,IN05,IN07,IN08,M00,OUT03..OUT11) or 26 (every block), "
            "SDXL 12 (BASE,IN04,IN05,IN07,IN08,M00,OUT00..OUT05) or 20. Flux: blocks and ranges such as "
            "D0-D18:1,S0-S37:0 (double blocks D0..D18, single blocks S0..S37; unnamed blocks keep 1), presets "
@@ -93,8 +93,8 @@ def _apply_chain(cache, model, clip, specs):
     for s in specs:
         if s["strength_model"] == 0 and s["strength_clip"] == 0:
             # validate the block weights even when the LoRA is off, then skip it (like stock)
-            layout = lora_tags.unet_layout(model.model.diffusion_model.state_dict().keys()) if s["block_text"] else None
-            lora_tags.parse_block_weights(s["block_text"], layout, s["block_what"], s["block_full"], s["block_base"])
+            layout = lora_blocks.unet_layout(model.model.diffusion_model.state_dict().keys()) if s["block_text"] else None
+            lora_blocks.parse_block_weights(s["block_text"], layout, s["block_what"], s["block_full"], s["block_base"])
             lines.append(f"{os.path.basename(s['lf'].path)}: strength 0, skipped")
             continue
         m2, c2, ln = branch.apply_lora(m, c, s["lf"], s["label"], s["strength_model"], s["strength_clip"],
@@ -164,9 +164,9 @@ class LeanLoraLoader:
             return ""
 
     def apply(self, model, clip, lora_name, strength_model, strength_clip, schedule="", block_weights=""):
-        sm = lora_tags.check_strength(strength_model, "strength_model")
-        sc = lora_tags.check_strength(strength_clip, "strength_clip")
-        sched = lora_tags.parse_schedule(schedule, "schedule")
+        sm = lora_schedule.check_strength(strength_model, "strength_model")
+        sc = lora_schedule.check_strength(strength_clip, "strength_clip")
+        sched = lora_schedule.parse_schedule(schedule, "schedule")
         lf = branch.load_lora_file(_lora_path(lora_name))
         m, c, lines = _apply_chain(self._cache, model, clip,
                                    [_spec(lf, lora_name, sm, sc, sched, block_text=block_weights)])

@@ -1,8 +1,10 @@
-"""Tier 1: LoRA tag parsing, schedules, block weights, name matching (core/lora_tags.py)."""
+"""Tier 1: LoRA tag parsing, schedules, block weights, name matching (core/lora_tags.py, lora_schedule.py, lora_blocks.py)."""
 import math
 
 import pytest
 
+from lean_nodes.core import lora_blocks as lb
+from lean_nodes.core import lora_schedule as ls
 from lean_nodes.core import lora_tags as lt
 
 
@@ -39,7 +41,7 @@ def test_sched_with_colons_and_following_args():
 
 def test_lbw_list_in_tag():
     _, (t,) = lt.parse_tags("<lora:n:lbw=1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1>")
-    bw = lt.parse_block_weights(t.lbw, "sd15")
+    bw = lb.parse_block_weights(t.lbw, "sd15")
     assert bw.weight("OUT11") == 1.0 and bw.weight("IN01") == 0.0
 
 
@@ -78,15 +80,15 @@ def test_positional_after_named_is_an_error():
 def test_negative_and_large_strengths_allowed():
     _, (t,) = lt.parse_tags("<lora:x:-3:250>")
     assert (t.unet, t.te) == (-3.0, 250.0)
-    assert lt.check_strength(-999, "s") == -999
+    assert ls.check_strength(-999, "s") == -999
     with pytest.raises(ValueError, match="finite"):
-        lt.check_strength(float("inf"), "strength_model")
+        ls.check_strength(float("inf"), "strength_model")
 
 
 # ------------------------------------------------------------------ schedules
 
 def test_schedule_linear_and_flat_ends():
-    s = lt.parse_schedule("0.2:0.2, 0.5:1, 1:0.4")
+    s = ls.parse_schedule("0.2:0.2, 0.5:1, 1:0.4")
     assert s(0.0) == 0.2 and s(0.2) == 0.2
     assert math.isclose(s(0.35), 0.6)
     assert s(0.5) == 1.0
@@ -95,13 +97,13 @@ def test_schedule_linear_and_flat_ends():
 
 
 def test_schedule_jump():
-    s = lt.parse_schedule("0:1,0.5:1,0.5:0,1:0")
+    s = ls.parse_schedule("0:1,0.5:1,0.5:0,1:0")
     assert s(0.49) == 1.0 and s(0.5) == 0.0 and s(0.9) == 0.0
 
 
 def test_schedule_empty_is_none_and_constant_check():
-    assert lt.parse_schedule("") is None and lt.parse_schedule("  ") is None
-    assert lt.parse_schedule("0:1,1:1").is_constant()
+    assert ls.parse_schedule("") is None and ls.parse_schedule("  ") is None
+    assert ls.parse_schedule("0:1,1:1").is_constant()
 
 
 @pytest.mark.parametrize("text,needle", [("0:1,2:0", "between 0 and 1"), ("x:1", "not a number"),
@@ -109,35 +111,35 @@ def test_schedule_empty_is_none_and_constant_check():
                                          ("0:inf", "finite")])
 def test_schedule_errors(text, needle):
     with pytest.raises(ValueError, match=needle):
-        lt.parse_schedule(text)
+        ls.parse_schedule(text)
 
 
 # ------------------------------------------------------------------ block weights
 
 def test_presets_sd15_match_lbw_convention():
-    bw = lt.parse_block_weights("MIDD", "sd15")
-    on = [b for b in lt.SD15_17 if bw.weight(b) == 1.0]
+    bw = lb.parse_block_weights("MIDD", "sd15")
+    on = [b for b in lb.SD15_17 if bw.weight(b) == 1.0]
     assert on == ["BASE", "IN05", "IN07", "IN08", "M00", "OUT03", "OUT04", "OUT05", "OUT06"]
-    assert lt.parse_block_weights("none", "sd15").is_all(0.0)
-    assert lt.parse_block_weights("ALL0.5", "sd15").is_all(0.5)
-    assert [b for b in lt.SD15_17 if lt.parse_block_weights("OUTS", "sd15").weight(b)] == \
+    assert lb.parse_block_weights("none", "sd15").is_all(0.0)
+    assert lb.parse_block_weights("ALL0.5", "sd15").is_all(0.5)
+    assert [b for b in lb.SD15_17 if lb.parse_block_weights("OUTS", "sd15").weight(b)] == \
         ["BASE", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11"]
 
 
 def test_presets_sdxl():
-    bw = lt.parse_block_weights("INALL", "sdxl")
-    assert [b for b in lt.SDXL_12 if bw.weight(b)] == ["BASE", "IN04", "IN05", "IN07", "IN08"]
+    bw = lb.parse_block_weights("INALL", "sdxl")
+    assert [b for b in lb.SDXL_12 if bw.weight(b)] == ["BASE", "IN04", "IN05", "IN07", "IN08"]
 
 
 def test_short_format_fallback_blocks():
-    bw = lt.parse_block_weights("1,0.1,0.2,0.4,0.5,0.7,0.8,0.9,3,4,5,6,7,8,9,10,11", "sd15")
+    bw = lb.parse_block_weights("1,0.1,0.2,0.4,0.5,0.7,0.8,0.9,3,4,5,6,7,8,9,10,11", "sd15")
     assert bw.weight("IN00") == 0.1 and bw.weight("IN03") == 0.2 and bw.weight("IN11") == 0.8
     assert bw.weight("OUT00") == 3 and bw.weight("M00") == 0.9 and bw.base == 1
 
 
 def test_long_format():
     vals = ",".join(str(i) for i in range(26))
-    bw = lt.parse_block_weights(vals, "sd15")
+    bw = lb.parse_block_weights(vals, "sd15")
     assert bw.weight("BASE") == 0 and bw.weight("IN00") == 1 and bw.weight("M00") == 13 and bw.weight("OUT11") == 25
 
 
@@ -151,22 +153,22 @@ def test_long_format():
 ])
 def test_block_weight_errors(text, layout, needle):
     with pytest.raises(ValueError, match=needle):
-        lt.parse_block_weights(text, layout)
+        lb.parse_block_weights(text, layout)
 
 
 def test_flat_presets_without_layout():
-    assert lt.parse_block_weights("NONE", None).weight("IN04") == 0.0
-    assert lt.parse_block_weights("", "sd15") is None
+    assert lb.parse_block_weights("NONE", None).weight("IN04") == 0.0
+    assert lb.parse_block_weights("", "sd15") is None
 
 
 def test_block_of_key_and_layout():
-    assert lt.block_of_key("diffusion_model.input_blocks.4.1.proj_in.weight") == "IN04"
-    assert lt.block_of_key("diffusion_model.middle_block.1.proj_in.weight") == "M00"
-    assert lt.block_of_key("diffusion_model.output_blocks.11.1.proj_out.weight") == "OUT11"
-    assert lt.block_of_key("diffusion_model.time_embed.0.weight") == "BASE"
+    assert lb.block_of_key("diffusion_model.input_blocks.4.1.proj_in.weight") == "IN04"
+    assert lb.block_of_key("diffusion_model.middle_block.1.proj_in.weight") == "M00"
+    assert lb.block_of_key("diffusion_model.output_blocks.11.1.proj_out.weight") == "OUT11"
+    assert lb.block_of_key("diffusion_model.time_embed.0.weight") == "BASE"
     sd15 = [f"input_blocks.{i}.0.x" for i in range(12)] + [f"output_blocks.{i}.0.x" for i in range(12)]
     sdxl = [f"input_blocks.{i}.0.x" for i in range(9)] + [f"output_blocks.{i}.0.x" for i in range(9)]
-    assert lt.unet_layout(sd15) == "sd15" and lt.unet_layout(sdxl) == "sdxl" and lt.unet_layout(["a.b"]) is None
+    assert lb.unet_layout(sd15) == "sd15" and lb.unet_layout(sdxl) == "sdxl" and lb.unet_layout(["a.b"]) is None
 
 
 # ------------------------------------------------------------------ names
@@ -199,29 +201,29 @@ def test_unknown_name_lists_closest():
 
 def test_flux_layout_and_block_of_key():
     keys = ["img_in.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.37.linear1.weight"]
-    assert lt.unet_layout(keys) == "flux"
-    assert lt.block_of_key("diffusion_model.double_blocks.18.txt_mlp.0.weight") == "D18"
-    assert lt.block_of_key("diffusion_model.single_blocks.3.linear2.weight") == "S3"
-    assert lt.block_of_key("diffusion_model.final_layer.linear.weight") == "BASE"
-    assert lt.block_of_key("diffusion_model.input_blocks.4.1.proj_in.weight") == "IN04"  # SD unchanged
+    assert lb.unet_layout(keys) == "flux"
+    assert lb.block_of_key("diffusion_model.double_blocks.18.txt_mlp.0.weight") == "D18"
+    assert lb.block_of_key("diffusion_model.single_blocks.3.linear2.weight") == "S3"
+    assert lb.block_of_key("diffusion_model.final_layer.linear.weight") == "BASE"
+    assert lb.block_of_key("diffusion_model.input_blocks.4.1.proj_in.weight") == "IN04"  # SD unchanged
 
 
 def test_flux_named_ranges_presets_and_list():
-    bw = lt.parse_block_weights("D0-D18:1,S0-S37:0", "flux")
+    bw = lb.parse_block_weights("D0-D18:1,S0-S37:0", "flux")
     assert [bw.weight(f"D{i}") for i in range(19)] == [1.0] * 19
     assert [bw.weight(f"S{i}") for i in range(38)] == [0.0] * 38 and bw.base == 1.0
-    bw = lt.parse_block_weights(" d2-d4 = 0.5, S7:-1 ,base:0", "flux")  # '=' or ':', any case
+    bw = lb.parse_block_weights(" d2-d4 = 0.5, S7:-1 ,base:0", "flux")  # '=' or ':', any case
     assert (bw.weight("D1"), bw.weight("D2"), bw.weight("D4"), bw.weight("D5")) == (1.0, 0.5, 0.5, 1.0)
     assert (bw.weight("S7"), bw.weight("S8"), bw.base) == (-1.0, 1.0, 0.0)
-    single = lt.parse_block_weights("SINGLE", "flux")
+    single = lb.parse_block_weights("SINGLE", "flux")
     assert (single.weight("D0"), single.weight("S37"), single.base) == (0.0, 1.0, 1.0)
-    assert lt.parse_block_weights("double", "flux").weight("S0") == 0.0
-    assert lt.parse_block_weights("NONE", "flux").is_all(0.0)
+    assert lb.parse_block_weights("double", "flux").weight("S0") == 0.0
+    assert lb.parse_block_weights("NONE", "flux").is_all(0.0)
     vals = ["1"] + ["0.5"] * 19 + ["0"] * 38
-    bw = lt.parse_block_weights(",".join(vals), "flux")
+    bw = lb.parse_block_weights(",".join(vals), "flux")
     assert (bw.base, bw.weight("D18"), bw.weight("S0")) == (1.0, 0.5, 0.0)
     # the SD1.5/SDXL syntax is unchanged
-    assert lt.parse_block_weights("MIDD", "sd15").weight("IN05") == 1.0
+    assert lb.parse_block_weights("MIDD", "sd15").weight("IN05") == 1.0
 
 
 @pytest.mark.parametrize("text,needle,at", [
@@ -238,7 +240,7 @@ def test_flux_named_ranges_presets_and_list():
 ])
 def test_flux_block_weight_errors_point_at_character(text, needle, at):
     with pytest.raises(lt.LoraSyntaxError) as e:
-        lt.parse_block_weights(text, "flux")
+        lb.parse_block_weights(text, "flux")
     msg = str(e.value)
     assert needle in msg, msg
     assert f"at character {text.index(at) + 1}:" in msg, msg
@@ -247,13 +249,13 @@ def test_flux_block_weight_errors_point_at_character(text, needle, at):
 def test_flux_lbw_in_a_tag_with_colons():
     _, (t,) = lt.parse_tags("a <lora:f:0.8:lbw=D0-D18:1,S0-S37:0:te=0.5> b")
     assert (t.lbw, t.te, t.unet) == ("D0-D18:1,S0-S37:0", 0.5, 0.8)
-    bw = lt.parse_block_weights(t.lbw, "flux")
+    bw = lb.parse_block_weights(t.lbw, "flux")
     assert bw.weight("S3") == 0.0
     _, (t,) = lt.parse_tags("<lora:f:lbw=S0-S37=0>")
-    assert lt.parse_block_weights(t.lbw, "flux").weight("S0") == 0.0
+    assert lb.parse_block_weights(t.lbw, "flux").weight("S0") == 0.0
     # an error inside the tag's lbw points into the prompt
     prompt = "x <lora:f:1:lbw=D0:1,D40:0>"
     _, (t,) = lt.parse_tags(prompt)
     with pytest.raises(lt.LoraSyntaxError) as e:
-        lt.parse_block_weights(t.lbw, "flux", "LoRA tag", prompt, t.lbw_pos)
+        lb.parse_block_weights(t.lbw, "flux", "LoRA tag", prompt, t.lbw_pos)
     assert f"at character {prompt.index('D40') + 1}:" in str(e.value)

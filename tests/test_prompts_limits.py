@@ -19,25 +19,21 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 MB = 1_000_000
 
 PRELUDE = """
-import importlib.util, resource, sys
+import importlib, resource, sys, types
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    m = importlib.util.module_from_spec(spec)
-    sys.modules[name] = m
-    spec.loader.exec_module(m)
-    return m
-P = load("lean_prompts_under_test", {prompts!r})
-T = load("lean_llm_text_under_test", {llm_text!r})
-L = load("lean_lora_tags_under_test", {lora_tags!r})
+core = types.ModuleType("lean_core_under_test")  # core/ alone, as a package (its modules import each other)
+core.__path__ = [{core!r}]
+sys.modules[core.__name__] = core
+P = importlib.import_module("lean_core_under_test.prompts")
+T = importlib.import_module("lean_core_under_test.llm_text")
+L = importlib.import_module("lean_core_under_test.lora_tags")
 """
 
 
 def bounded(seconds, body):
     """Run `body` (Python; P, T, L are core/prompts, core/llm_text, core/lora_tags) in a fresh interpreter with
     2 GiB of address space; fail if it does not finish within `seconds`.  Returns its stdout."""
-    code = PRELUDE.format(prompts=str(REPO / "core" / "prompts.py"), llm_text=str(REPO / "core" / "llm_text.py"),
-                          lora_tags=str(REPO / "core" / "lora_tags.py")) + textwrap.dedent(body)
+    code = PRELUDE.format(core=str(REPO / "core")) + textwrap.dedent(body)
     try:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds)
     except subprocess.TimeoutExpired:
