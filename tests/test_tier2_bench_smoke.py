@@ -14,7 +14,9 @@ import pytest
 
 from lean_testlib import REPO, harness, prereq
 
-pytestmark = pytest.mark.tier2
+# CI runs these on its default host only (marker one_host, .ci/run): a benchmark that no longer runs fails there; what
+# the benchmarks measure is tested on both hosts by the feature tests.
+pytestmark = [pytest.mark.tier2, pytest.mark.one_host]
 
 NUM = r"-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?|inf"
 KEYS = {  # the keys each benchmark's RESULT line promises (smoke runs add smoke=1)
