@@ -123,3 +123,17 @@ def projector(seed=1, n_embd_out=TEXT_EMBD):
     if not path.is_file():
         write_projector(path, seed=seed, n_embd_out=n_embd_out)
     return path
+
+
+def mid_pair(seed=0):
+    """A bigger pair for the benchmark: a Qwen2-VL text model with Qwen2.5-0.5B's layer shapes (24 layers, hidden
+    896, 14/2 heads, Q8_0, ~500 MB) and a projector with an 8-layer, 640-wide ViT (F32, ~160 MB)."""
+    text = _fixtures() / f"lean_mid_vl_v{GENERATOR_VERSION}_text_s{seed}.gguf"
+    if not text.is_file():
+        shapes = dict(tiny_gguf.QWEN05B_SHAPES, arch="qwen2vl")
+        tiny_gguf.write_model(text, template="chatml_vl", qtype="Q8_0", seed=seed, extra_special=VISION_SPECIAL,
+                              rope_sections=[8, 12, 12, 0], **shapes)
+    proj = _fixtures() / f"mmproj-lean_mid_vl_v{GENERATOR_VERSION}_s{seed + 1}.gguf"
+    if not proj.is_file():
+        write_projector(proj, seed=seed + 1, n_embd=640, n_head=10, n_ff=2560, n_layer=8, n_embd_out=896)
+    return text, proj
