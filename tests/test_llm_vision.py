@@ -3,7 +3,6 @@ request's image_url part (what a loopback fake server received decides), project
 vision model in this process against raw llama_cpp's MTMDChatHandler (same model, image, seed and sampler)."""
 import base64
 import io
-import math
 import tracemalloc
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image
 from lean_testlib import images, prereq, tiny_gguf, tiny_vision
 from lean_testlib.fake_openai import FakeOpenAI
 from lean_nodes.core import llm, llm_backends, llm_gguf, llm_vision
-from lean_nodes.core.llm_text import DESCRIBE, STYLE_PRESETS
+from lean_nodes.core.llm_text import DESCRIBE, STEER, STYLE_PRESETS
 
 
 def as_comfy(u8):
@@ -180,12 +179,23 @@ def vision():
 
 
 def raw_reference(pic, seed, max_tokens, style="describe for SDXL", text=DESCRIBE):
-    """The same request through llama_cpp's own MTMDChatHandler (its template rendering, PNG decoding,
-    tokenization and sampling), streamed."""
+    """The same request through llama_cpp's own MTMDChatHandler: its template rendering, its PNG decoding
+    (stb_image), its prompt and image evaluation and chat completion's sampler.  The text of the first
+    ``max_tokens`` tokens it samples (the tokens are read off Llama.generate, because chat completion does not count
+    a token that ends inside a UTF-8 character and its streamed text drops such characters)."""
     from llama_cpp.llama_chat_format import MTMDChatHandler
     handler = MTMDChatHandler(clip_model_path=str(tiny_vision.projector()), verbose=False)
     raw = llama_cpp.Llama(model_path=str(tiny_vision.text_model()), n_ctx=1024, chat_handler=handler,
                           verbose=False)
+    sampled = []
+    generate = raw.generate
+
+    def recording(*a, **k):
+        for tok in generate(*a, **k):
+            sampled.append(tok)
+            yield tok
+
+    raw.generate = recording
     try:
         buf = io.BytesIO()
         Image.fromarray(pic).save(buf, format="PNG")
@@ -193,18 +203,26 @@ def raw_reference(pic, seed, max_tokens, style="describe for SDXL", text=DESCRIB
         msgs = [{"role": "system", "content": STYLE_PRESETS[style]},
                 {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                              {"type": "text", "text": text}]}]
-        out = raw.create_chat_completion(messages=msgs, seed=seed, max_tokens=max_tokens, temperature=0.7,
-                                         top_p=0.9, top_k=40, min_p=0.05, repeat_penalty=1.0, stream=True)
-        return "".join(c["choices"][0]["delta"].get("content") or "" for c in out)
+        raw.create_chat_completion(messages=msgs, seed=seed, max_tokens=max_tokens + 8, temperature=0.7, top_p=0.9,
+                                   top_k=40, min_p=0.05, repeat_penalty=1.0)
+        toks = []
+        for tok in sampled[:max_tokens]:
+            if llama_cpp.llama_vocab_is_eog(raw._model.vocab, tok):
+                break
+            toks.append(tok)
+        return raw.detokenize(toks).decode("utf-8", errors="ignore")
     finally:
         raw.close()
 
 
-def test_vision_model_matches_raw_llama_cpp(vision):
+@pytest.mark.parametrize("seed, style", [(5, "describe for SDXL"), (3, "tags"), (11, "caption (training data, one line)")])
+def test_vision_model_matches_raw_llama_cpp(vision, seed, style):
     pic = images.photo_like(112, 84, seed=0)
-    got = llm.write_prompt(vision, "", style="describe for SDXL", seed=5, max_tokens=16, image=pic)
-    assert got.raw == raw_reference(pic, 5, 16)
+    got = llm.write_prompt(vision, "", style=style, seed=seed, max_tokens=16, image=pic)
+    assert got.n_tokens == 16 and got.raw == raw_reference(pic, seed, 16, style)
     assert (got.image_tokens, got.image_grid) == (12, (4, 3)) == (tiny_vision.tokens_for(112, 84)[0], (4, 3))
+    steer = llm.write_prompt(vision, "make it winter", style=style, seed=seed, max_tokens=16, image=pic)
+    assert steer.raw == raw_reference(pic, seed, 16, style, STEER.format(idea="make it winter"))
 
 
 def test_image_reaches_the_model_and_seed_decides(vision):
