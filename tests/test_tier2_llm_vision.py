@@ -267,3 +267,9 @@ def test_openai_backend_sends_each_picture_once(host):
         entry = host.run(g, expect_error=True)
     msg = host.error_text(entry)
     assert "refused the request with the image" in msg and "cannot see images" in msg and "--mmproj" in msg, msg
+
+
+def test_system_check_lists_the_projector_and_its_model(host):
+    text = host.run({"1": {"class_type": "LeanSystemCheck", "inputs": {}}})["outputs"]["1"]["text"][0]
+    line = next(l for l in text.splitlines() if l.startswith(f"llm/{PROJ}:"))
+    assert "vision projector (type qwen2vl_merger: pairs with " in line and VL in line, line
