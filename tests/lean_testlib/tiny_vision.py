@@ -119,7 +119,7 @@ def text_model(seed=0):
 
 
 def projector(seed=1, n_embd_out=TEXT_EMBD):
-    path = _fixtures() / f"mmproj-lean_tiny_vl_v{GENERATOR_VERSION}_s{seed}_out{n_embd_out}.gguf"
+    path = _fixtures() / f"lean_tiny_vl_v{GENERATOR_VERSION}_mmproj_s{seed}_out{n_embd_out}.gguf"
     if not path.is_file():
         write_projector(path, seed=seed, n_embd_out=n_embd_out)
     return path
@@ -133,7 +133,7 @@ def mid_pair(seed=0):
         shapes = dict(tiny_gguf.QWEN05B_SHAPES, arch="qwen2vl")
         tiny_gguf.write_model(text, template="chatml_vl", qtype="Q8_0", seed=seed, extra_special=VISION_SPECIAL,
                               rope_sections=[8, 12, 12, 0], **shapes)
-    proj = _fixtures() / f"mmproj-lean_mid_vl_v{GENERATOR_VERSION}_s{seed + 1}.gguf"
+    proj = _fixtures() / f"lean_mid_vl_v{GENERATOR_VERSION}_mmproj_s{seed + 1}.gguf"
     if not proj.is_file():
         write_projector(proj, seed=seed + 1, n_embd=640, n_head=10, n_ff=2560, n_layer=8, n_embd_out=896)
     return text, proj
