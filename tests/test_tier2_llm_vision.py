@@ -247,7 +247,7 @@ def test_auto_projector_and_model_that_cannot_see(host):
 def test_openai_backend_sends_each_picture_once(host):
     with FakeOpenAI() as srv:
         g = vision_graph({"class_type": "ImageBatch", "inputs": {"image1": ["a", 0], "image2": ["b", 0]}},
-                         style="tags", loader_node=graphs.llm_loader(model="(no .gguf in models/llm)",
+                         style="tags", loader_node=graphs.llm_loader(model=VL,
                                                                      backend="openai", base_url=srv.base_url))
         g["a"], g["b"] = load_image("lean_vl_0.png"), load_image("lean_vl_1.png")
         entry = host.run(g)
@@ -262,7 +262,7 @@ def test_openai_backend_sends_each_picture_once(host):
         assert np.array_equal(got, PICS[name])
     with FakeOpenAI(refuse_images=True) as srv:
         g = vision_graph(load_image("lean_vl_0.png"), style="tags",
-                         loader_node=graphs.llm_loader(model="(no .gguf in models/llm)", backend="openai",
+                         loader_node=graphs.llm_loader(model=VL, backend="openai",
                                                        base_url=srv.base_url))
         entry = host.run(g, expect_error=True)
     msg = host.error_text(entry)
