@@ -110,7 +110,7 @@ def _mtmd_quiet(llama_cpp, mtmd):
             line = ctypes.string_at(text).decode("utf-8", errors="replace").rstrip()
         except Exception:
             return
-        if line and int(level) >= 3:  # GGML_LOG_LEVEL_WARN and above
+        if line and int(level) == 4:  # GGML_LOG_LEVEL_ERROR: the reasons, not the advice
             _MTMD_LOG.append(line[:500])
             del _MTMD_LOG[:-20]
 
