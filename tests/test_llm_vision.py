@@ -264,3 +264,16 @@ def test_a_text_model_is_not_a_projector_and_old_fixtures_are_unchanged(tmp_path
     # tiny_gguf grew options for the vision model; the text fixtures everyone caches stay byte-identical
     again = tiny_gguf.write_model(tmp_path / "t.gguf", template="chatml", qtype="Q8_0", seed=0)
     assert again.read_bytes() == tiny_gguf.tiny_model("chatml").read_bytes()
+
+
+def test_projector_is_freed_with_the_model():
+    cache = llm.ModelCache()
+    h = llm.load("llama_cpp", path=str(tiny_vision.text_model()), n_ctx=512, mmproj=str(tiny_vision.projector()),
+                 cache=cache)
+    m = h.model()
+    assert m.sees_images and m.mtmd_ctx is not None
+    assert h.free() == 1
+    assert m.mtmd_ctx is None and m.llm is None and not m.sees_images
+    # loaded again on demand, projector included
+    assert h.model().sees_images
+    cache.free()
