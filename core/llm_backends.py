@@ -151,7 +151,13 @@ class LlamaCppModel:
         self.projector = None
         if mmproj:  # before anything loads: a wrong projector file is a clear error, not a crash
             from . import llm_vision
-            self.projector = llm_vision.read_projector(mmproj)
+            self.projector = info = llm_vision.read_projector(mmproj)
+            arch, width = llm_vision.model_width(path)
+            if llm_vision.pairs(info, width) is False:
+                raise ValueError(
+                    f"projector '{info.name}' does not fit model '{name}': it makes {info.output_dim}-wide image "
+                    f"embeddings, the model ({arch}) is {width} wide. Pick the mmproj file published with this "
+                    f"model (same family and size)")
         meta = llm_gguf.read_metadata(path, keys={"general.architecture", "general.name",
                                                   "tokenizer.chat_template", "tokenizer.ggml.add_bos_token"})
         self.arch = llm_gguf.architecture(meta)
@@ -197,15 +203,8 @@ class LlamaCppModel:
     def _load_projector(self, n_gpu_layers):
         """Open the projector with llama.cpp's mtmd, with the settings llama_cpp's MTMDChatHandler uses; it is
         freed with the model (close())."""
-        from . import llm_vision
         llama_cpp, info = self._llama_cpp, self.projector
         mtmd = import_mtmd(llama_cpp)
-        arch, width = llm_vision.model_width(self.path)
-        if llm_vision.pairs(info, width) is False:
-            raise ValueError(
-                f"projector '{info.name}' does not fit model '{self.name}': it makes {info.output_dim}-wide image "
-                f"embeddings, the model ({arch}) is {width} wide. Pick the mmproj file published with this model "
-                f"(same family and size)")
         params = mtmd.mtmd_context_params_default()
         params.use_gpu = n_gpu_layers != 0
         params.print_timings = False
