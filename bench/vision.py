@@ -106,6 +106,15 @@ def main():
         cached = max(cached, statistics.median(hits))
         raw = llama_cpp.Llama(model_path=str(text), n_ctx=n_ctx, n_gpu_layers=0, verbose=False,
                               chat_handler=MTMDChatHandler(clip_model_path=str(proj), verbose=False, use_gpu=False))
+        sampled = []  # raw tokens as Llama.generate yields them (streamed chunks merge split UTF-8 characters)
+        generate = raw.generate
+
+        def counting(*a, **k):
+            for tok in generate(*a, **k):
+                sampled.append(time.perf_counter())
+                yield tok
+
+        raw.generate = counting
         lean = {"ttft": [], "tps": []}
         rawm = {"ttft": [], "tps": []}
         counts = []
@@ -122,16 +131,18 @@ def main():
                     tf = first.get("t", t1)
                     m = lean
                 else:
+                    sampled.clear()
                     t0 = time.perf_counter()
-                    tf, n = None, 0
-                    for c in raw.create_chat_completion(messages=messages, seed=seed, max_tokens=args.tokens,
+                    for _ in raw.create_chat_completion(messages=messages, seed=seed, max_tokens=args.tokens,
                                                         temperature=temp, top_p=top_p, top_k=40, min_p=0.05,
                                                         repeat_penalty=1.0, stream=True):
-                        if c["choices"][0]["delta"].get("content"):
-                            tf = tf or time.perf_counter()
-                            n += 1
+                        pass
                     t1 = time.perf_counter()
-                    tf = tf or t1
+                    # llama_cpp samples a few tokens past max_tokens when they end inside a UTF-8 character: count
+                    # the first max_tokens, as the node does
+                    n = min(len(sampled), args.tokens)
+                    tf = sampled[0] if sampled else t1
+                    t1 = sampled[n - 1] if n else t1
                     m = rawm
                 if r:  # round 0 warms both up
                     m["ttft"].append(tf - t0)
