@@ -78,7 +78,7 @@ def main():
           f"seed {seed}, same sampler settings; raw = Llama.create_chat_completion on its own instance")
     for name, path, n_ctx, n_tok in models:
         t0 = time.perf_counter()
-        (handle,) = loader.load("llama_cpp", path.name, "", "", n_ctx, 0, 0)
+        (handle,) = loader.load("llama_cpp", path.name, "", "", n_ctx, 0, 0)["result"]
         first_load = time.perf_counter() - t0
         hits = []
         for _ in range(10):

@@ -33,6 +33,7 @@ def headroom(total):
 
 
 FIT, LOWVRAM, CPU, TOO_BIG = "fits in VRAM", "needs --lowvram", "CPU only", "does not fit"
+PROJECTOR = "vision projector"
 
 # ----------------------------------------------------------------------------------------------- facts
 
@@ -286,8 +287,14 @@ def read_gguf_summary(path):
     if n_layers and n_embd and n_head:
         head_dim = g("attention.key_length") or n_embd // n_head
         kv_per_token = 2 * int(n_layers) * int(n_head_kv or n_head) * int(head_dim) * 2  # K and V, f16
+    projector = {}
+    if arch == "clip":  # a vision projector (mmproj): what it is and how wide its output is (pairing)
+        from .llm_vision import ProjectorInfo
+        info = ProjectorInfo(path, os.path.basename(path), meta)
+        projector = {"projector_type": info.type, "projector_output": info.output_dim,
+                     "sees_images": bool(meta.get("clip.has_vision_encoder"))}
     return {"format": "gguf", "version": version, "architecture": arch, "name": meta.get("general.name"),
-            "n_layers": n_layers, "bytes": layer_bytes + other, "layer_bytes": layer_bytes, "other_bytes": other,
+            "n_embd": n_embd, **projector, "n_layers": n_layers, "bytes": layer_bytes + other, "layer_bytes": layer_bytes, "other_bytes": other,
             "by_dtype": by_type, "dtype": max(by_type, key=by_type.get) if by_type else None,
             "kv_bytes_per_token": kv_per_token, "context_length": g("context_length")}
 
@@ -441,6 +448,10 @@ def recommend(facts):
             else:
                 r.update(status=LOWVRAM, why=f"{_gib(b)} does not fit beside the biggest image model "
                                              f"({_gib(biggest)}) in {_gib(usable)}")
+        elif m["folder"] == "llm" and m.get("architecture") == "clip":
+            r.update(_projector_pairs(m, facts.get("models", [])))
+            if r["pairs_with"] == []:
+                notes.append(f"llm/{m['name']}: {r['why']}")
         elif m["folder"] == "llm":
             r.update(_llm_fit(m, dev, usable, biggest, ram_room, llama))
             llms.append(r)
@@ -494,6 +505,26 @@ def torch_warning(version):
     return (f"WARNING: torch {version} is older than 2.10: {why}. Update torch in ComfyUI's Python (pip install -U "
             f"torch, with your CUDA/ROCm index URL) and prefer .safetensors files; until then only load .ckpt/.pt "
             f"files you trust")
+
+
+def _projector_pairs(m, models):
+    """A projector (mmproj) in models/llm: which language models there it can be loaded with (its output width
+    equals the model's hidden size); None when its header does not tell (LLaVA-type projectors)."""
+    kind = m.get("projector_type") or "?"
+    if not m.get("sees_images", True):
+        return {"status": PROJECTOR, "pairs_with": None, "why": f"type {kind}: no vision encoder (audio?)"}
+    out = m.get("projector_output")
+    if out is None:
+        return {"status": PROJECTOR, "pairs_with": None,
+                "why": f"type {kind}: which model it pairs with is not in its header (pick it with its model)"}
+    pairs = [x["name"] for x in models if x["folder"] == "llm" and x.get("architecture") not in (None, "clip")
+             and not x.get("error") and x.get("n_embd") == out]
+    if not pairs:
+        return {"status": PROJECTOR, "pairs_with": [],
+                "why": f"type {kind}, {out} wide: pairs with no model in models/llm (put its language model "
+                       f"beside it)"}
+    return {"status": PROJECTOR, "pairs_with": pairs,
+            "why": f"type {kind}: pairs with {', '.join(pairs[:8])}" + (" ..." if len(pairs) > 8 else "")}
 
 
 def _llm_fit(m, dev, usable, biggest, ram_room, llama):

@@ -14,7 +14,8 @@ import os
 import threading
 
 from . import llm_servers
-from .llm_backends import LlamaCppModel, OpenAIModel, Generation, check_float, check_int, seed32  # noqa: F401
+from .llm_backends import (LlamaCppModel, OpenAIModel, Generation, CannotSee, cannot_see_local,  # noqa: F401
+                           check_float, check_int, seed32)
 from .llm_text import STYLES, build_messages, split_thinking  # noqa: F401
 
 BACKENDS = ["llama_cpp", "openai"]
@@ -35,7 +36,8 @@ def file_identity(path):
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
-def model_key(backend, path=None, n_ctx=4096, n_gpu_layers=-1, threads=0, base_url="", model_id="", servers=None):
+def model_key(backend, path=None, n_ctx=4096, n_gpu_layers=-1, threads=0, base_url="", model_id="", servers=None,
+              mmproj=None):
     """The cache key of a model's settings.  Numbers are checked here (a value that arrives through a link skips
     ComfyUI's min/max); for openai, ``llm_servers.check`` decides first, so a refused base_url never loads and a
     change of the user's server list (which decides where the key goes) gives another key."""
@@ -47,6 +49,10 @@ def model_key(backend, path=None, n_ctx=4096, n_gpu_layers=-1, threads=0, base_u
                                         check_int("threads", threads))
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Local LLM Loader: model file not found: {path}")
+        if mmproj:
+            if not os.path.isfile(mmproj):
+                raise FileNotFoundError(f"Local LLM Loader: projector file not found: {mmproj}")
+            return ("llama_cpp", file_identity(path), n_ctx, n_gpu_layers, threads, file_identity(mmproj))
         return ("llama_cpp", file_identity(path), n_ctx, n_gpu_layers, threads)
     if backend == "openai":
         decision = llm_servers.check(base_url if isinstance(base_url, str) else "", servers)
@@ -113,7 +119,8 @@ class LLMHandle:
     def _factory(self):
         s = self.settings
         if self.backend == "llama_cpp":
-            return LlamaCppModel(s["path"], n_ctx=s["n_ctx"], n_gpu_layers=s["n_gpu_layers"], threads=s["threads"])
+            return LlamaCppModel(s["path"], n_ctx=s["n_ctx"], n_gpu_layers=s["n_gpu_layers"], threads=s["threads"],
+                                 mmproj=s.get("mmproj"))
         return OpenAIModel(s["base_url"], s["model_id"], servers=s.get("servers"))
 
     def model(self):
@@ -135,11 +142,13 @@ class LLMHandle:
 
 
 def load(backend, path=None, n_ctx=4096, n_gpu_layers=-1, threads=0, base_url="", model_id="", cache=None,
-         servers=None):
+         servers=None, mmproj=None):
     """Return a handle with its model loaded (a cache hit costs a dict lookup and a stat).  ``servers``: the
-    user's llm_servers.ServerList (default: LEAN_LLM_SERVERS alone)."""
-    key = model_key(backend, path, n_ctx, n_gpu_layers, threads, base_url, model_id, servers)
-    settings = dict(path=path, n_ctx=check_int("n_ctx", n_ctx), n_gpu_layers=check_int("n_gpu_layers", n_gpu_layers),
+    user's llm_servers.ServerList (default: LEAN_LLM_SERVERS alone).  ``mmproj``: a projector file (llama_cpp
+    only): the model then sees images; the projector is part of the loaded model and freed with it."""
+    mmproj = mmproj if backend == "llama_cpp" else None
+    key = model_key(backend, path, n_ctx, n_gpu_layers, threads, base_url, model_id, servers, mmproj)
+    settings = dict(path=path, mmproj=mmproj, n_ctx=check_int("n_ctx", n_ctx), n_gpu_layers=check_int("n_gpu_layers", n_gpu_layers),
                     threads=check_int("threads", threads), base_url=base_url, model_id=model_id, servers=servers)
     handle = LLMHandle(backend, key, settings, cache=cache)
     handle.model()
@@ -151,11 +160,13 @@ def free_all(cache=None):
 
 
 class PromptResult:
-    __slots__ = ("prompt", "thinking", "truncated", "n_tokens", "finish", "raw", "notice")
+    __slots__ = ("prompt", "thinking", "truncated", "n_tokens", "finish", "raw", "notice", "image_tokens",
+                 "image_grid")
 
     def __init__(self, prompt, thinking, truncated, n_tokens, finish, raw, notice=""):
         self.prompt, self.thinking, self.truncated = prompt, thinking, truncated
         self.n_tokens, self.finish, self.raw, self.notice = n_tokens, finish, raw, notice
+        self.image_tokens, self.image_grid = 0, None
 
     def message(self, max_tokens):
         """A one-line status for the UI and log (the server policy's notice appended, e.g. the key withheld)."""
@@ -180,10 +191,11 @@ class PromptResult:
 
 
 def write_prompt(handle, idea, style="SD1.5 tags", system_prompt="", seed=0, max_tokens=256, temperature=0.7,
-                 top_p=0.9, on_text=None, keep_loaded=True, check_cancel=None):
+                 top_p=0.9, on_text=None, keep_loaded=True, check_cancel=None, image=None):
     """Generate an image prompt from `idea`.  Reasoning never reaches `.prompt`.  ``check_cancel``: a callable
-    that raises to stop (the host's interrupt check); called while waiting on a server and between tokens."""
-    messages = build_messages(idea, style, system_prompt)
+    that raises to stop (the host's interrupt check); called while waiting on a server and between tokens.
+    ``image``: one H x W x 3 uint8 RGB picture (llm_vision.rgb_u8 / shrink) the model looks at."""
+    messages = build_messages(idea, style, system_prompt, image=image is not None)
     try:
         max_tokens = check_int("max_tokens", max_tokens)
         seed = check_int("seed", seed)
@@ -192,11 +204,14 @@ def write_prompt(handle, idea, style="SD1.5 tags", system_prompt="", seed=0, max
         raise ValueError(f"LLM Prompt Writer: {e}") from None
     try:
         model = handle.model()
+        kw = {"image": image} if image is not None else {}
         gen = model.generate(messages, seed=seed, max_tokens=max_tokens, temperature=temperature,
-                             top_p=top_p, on_text=on_text, check_cancel=check_cancel)
+                             top_p=top_p, on_text=on_text, check_cancel=check_cancel, **kw)
     finally:
         if not keep_loaded:
             handle.free()
     split = split_thinking(gen.text, opened=gen.opened_think, reasoning=gen.reasoning)
-    return PromptResult(split.prompt, split.thinking, split.truncated, gen.n_tokens, gen.finish, gen.text,
-                        notice=getattr(model, "notice", ""))
+    result = PromptResult(split.prompt, split.thinking, split.truncated, gen.n_tokens, gen.finish, gen.text,
+                          notice=getattr(model, "notice", ""))
+    result.image_tokens, result.image_grid = getattr(gen, "image_tokens", 0), getattr(gen, "image_grid", None)
+    return result

@@ -71,11 +71,64 @@ def seed32(seed):
 class Generation:
     """text: raw generated text (reasoning included); reasoning: reasoning the server returned apart;
     opened_think: the prompt itself opened <think>; finish: 'stop' | 'length' (max_tokens) | 'context' (n_ctx full)."""
-    __slots__ = ("text", "reasoning", "n_tokens", "finish", "opened_think", "prompt_tokens")
+    __slots__ = ("text", "reasoning", "n_tokens", "finish", "opened_think", "prompt_tokens", "image_tokens",
+                 "image_grid", "first_token_s")
 
-    def __init__(self, text, n_tokens, finish, opened_think=False, reasoning="", prompt_tokens=0):
+    def __init__(self, text, n_tokens, finish, opened_think=False, reasoning="", prompt_tokens=0, image_tokens=0,
+                 image_grid=None, first_token_s=None):
         self.text, self.n_tokens, self.finish = text, n_tokens, finish
         self.opened_think, self.reasoning, self.prompt_tokens = opened_think, reasoning, prompt_tokens
+        self.image_tokens, self.image_grid, self.first_token_s = image_tokens, image_grid, first_token_s
+
+
+class CannotSee(ValueError):
+    """An image was given to a model that cannot take one (no projector, a server that refuses images)."""
+
+
+def cannot_see_local(name):
+    return CannotSee(
+        f"model '{name}' cannot see images: no projector is loaded with it. Put the model's projector "
+        f"(mmproj-*.gguf, published beside the vision model, e.g. mmproj-Qwen2.5-VL-3B-Instruct-f16.gguf for "
+        f"Qwen2.5-VL-3B-Instruct) in ComfyUI/models/llm and pick it in Local LLM Loader's 'mmproj' input, or use a "
+        f"vision model; or disconnect 'image'")
+
+
+# mtmd (llama.cpp's multimodal library) logs to stderr by itself; its lines are kept here (the last few, bounded)
+# so a projector that fails to load gives llama.cpp's reason in the error, and the console stays quiet.
+_MTMD_LOG = []
+_MTMD_LOG_CB = []
+
+
+def _mtmd_quiet(llama_cpp, mtmd):
+    if _MTMD_LOG_CB:
+        return
+    import ctypes
+
+    @llama_cpp.llama_log_callback
+    def cb(level, text, user_data):
+        try:
+            line = ctypes.string_at(text).decode("utf-8", errors="replace").rstrip()
+        except Exception:
+            return
+        if line and int(level) == 4:  # GGML_LOG_LEVEL_ERROR: the reasons, not the advice
+            _MTMD_LOG.append(line[:500])
+            del _MTMD_LOG[:-20]
+
+    _MTMD_LOG_CB.append(cb)  # keep the C callback alive as long as the process
+    mtmd.mtmd_helper_log_set(cb, ctypes.c_void_p(0))
+
+
+def import_mtmd(llama_cpp):
+    try:
+        import llama_cpp.mtmd_cpp as mtmd
+        mtmd.mtmd_default_marker()
+    except Exception as e:
+        raise ImportError(
+            f"this llama-cpp-python ({getattr(llama_cpp, '__version__', '?')}) has no vision support (libmtmd): "
+            f"update it (CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" python -m pip install -U llama-cpp-python, 0.3.36 or "
+            f"later), or use backend 'openai' with a server started with --mmproj ({e})") from None
+    _mtmd_quiet(llama_cpp, mtmd)
+    return mtmd
 
 
 def import_llama_cpp():
@@ -91,9 +144,20 @@ class LlamaCppModel:
     heavy = True
     backend = "llama_cpp"
 
-    def __init__(self, path, n_ctx=4096, n_gpu_layers=-1, threads=0):
+    def __init__(self, path, n_ctx=4096, n_gpu_layers=-1, threads=0, mmproj=None):
         path = os.fspath(path)
         name = os.path.basename(path)
+        self.mtmd_ctx = None
+        self.projector = None
+        if mmproj:  # before anything loads: a wrong projector file is a clear error, not a crash
+            from . import llm_vision
+            self.projector = info = llm_vision.read_projector(mmproj)
+            arch, width = llm_vision.model_width(path)
+            if llm_vision.pairs(info, width) is False:
+                raise ValueError(
+                    f"projector '{info.name}' does not fit model '{name}': it makes {info.output_dim}-wide image "
+                    f"embeddings, the model ({arch}) is {width} wide. Pick the mmproj file published with this "
+                    f"model (same family and size)")
         meta = llm_gguf.read_metadata(path, keys={"general.architecture", "general.name",
                                                   "tokenizer.chat_template", "tokenizer.ggml.add_bos_token"})
         self.arch = llm_gguf.architecture(meta)
@@ -121,10 +185,49 @@ class LlamaCppModel:
                 f"file is incomplete (compare its size with the download page), or n_ctx is more than memory "
                 f"allows (lower n_ctx).") from None
         self._llama_cpp = llama_cpp
+        if self.projector is not None:
+            try:
+                self._load_projector(n_gpu_layers)
+            except BaseException:
+                self.close()
+                raise
         md = getattr(self.llm, "metadata", {}) or {}
         self.chat_template = md.get("tokenizer.chat_template") or meta.get("tokenizer.chat_template") or ""
         self.n_ctx = self.llm.n_ctx()
         self.add_bos = str(md.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
+
+    @property
+    def sees_images(self):
+        return self.mtmd_ctx is not None
+
+    def _load_projector(self, n_gpu_layers):
+        """Open the projector with llama.cpp's mtmd, with the settings llama_cpp's MTMDChatHandler uses; it is
+        freed with the model (close())."""
+        llama_cpp, info = self._llama_cpp, self.projector
+        mtmd = import_mtmd(llama_cpp)
+        params = mtmd.mtmd_context_params_default()
+        params.use_gpu = n_gpu_layers != 0
+        params.print_timings = False
+        params.n_threads = self.llm.n_threads
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if self.llm.context_params.flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        del _MTMD_LOG[:]
+        ctx = mtmd.mtmd_init_from_file(info.path.encode("utf-8"), self.llm.model, params)
+        if not ctx:
+            said = "; ".join(_MTMD_LOG[-4:]) or "no reason given"
+            raise ValueError(
+                f"llama.cpp could not load projector '{info.name}' (type '{info.type}') for model '{self.name}': "
+                f"{said}. Either it is not this model's projector (pick the mmproj file published with the model), "
+                f"the file is incomplete (compare its size with the download page), or this llama-cpp-python "
+                f"({getattr(llama_cpp, '__version__', '?')}) does not know the projector type (update it)")
+        if not mtmd.mtmd_support_vision(ctx):
+            mtmd.mtmd_free(ctx)
+            raise ValueError(f"projector '{info.name}' cannot read images (an audio projector?): pick the vision "
+                             f"mmproj of the model")
+        self.mtmd_ctx, self._mtmd = ctx, mtmd
+        self.marker = mtmd.mtmd_default_marker().decode("utf-8")
 
     def _token_text(self, tok):
         try:
@@ -146,21 +249,109 @@ class LlamaCppModel:
                 text = text[len(bos):]
         return self.llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos, special=True)
 
+    def _eval_with_image(self, messages, image, check_cancel):
+        """Evaluate the chat prompt with one image (H x W x 3 uint8) in the last user turn, as llama_cpp's
+        MTMDChatHandler does (media marker in the text, mtmd_tokenize, chunks evaluated in order), but with the
+        pack's budgeted template renderer.  Returns (prompt text, evaluated tokens, image tokens, grid)."""
+        import ctypes
+        import numpy as np
+        llm, llama_cpp, mtmd = self.llm, self._llama_cpp, self._mtmd
+        for m in messages:
+            if self.marker in str(m.get("content", "")):
+                raise ValueError(f"the text contains {self.marker}, llama.cpp's image marker: remove it from the "
+                                 f"idea / system prompt")
+        msgs = [dict(m) for m in messages]
+        last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+        msgs[last_user]["content"] = self.marker + msgs[last_user]["content"]
+        text = self.render(msgs)
+        if text.count(self.marker) != 1:
+            raise ValueError(f"the chat template of '{self.name}' dropped the image from the prompt: use the "
+                             f"model's own GGUF (its template places the image)")
+        rgb = np.ascontiguousarray(image, dtype=np.uint8)
+        h, w = rgb.shape[:2]
+        data = rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        bitmap = mtmd.mtmd_bitmap_init(w, h, data)
+        if not bitmap:
+            raise ValueError(f"llama.cpp could not take a {w} x {h} image")
+        chunks = mtmd.mtmd_input_chunks_init()
+        try:
+            inp = mtmd.mtmd_input_text()
+            raw = text.encode("utf-8")
+            inp.text, inp.text_len, inp.add_special, inp.parse_special = raw, len(raw), True, True
+            bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
+            rc = mtmd.mtmd_tokenize(self.mtmd_ctx, chunks, ctypes.byref(inp), bitmaps, 1)
+            if rc != 0:
+                raise ValueError(f"llama.cpp could not tokenize the prompt with its image (error {rc}): "
+                                 f"{'; '.join(_MTMD_LOG[-2:])}")
+            llm.reset()
+            llm._ctx.kv_cache_clear()
+            n_img, grid, cells = 0, None, 0  # cells: KV entries used (M-RoPE images use fewer positions)
+            for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+                if check_cancel is not None:
+                    check_cancel()
+                chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+                kind = mtmd.mtmd_input_chunk_get_type(chunk)
+                if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                    n = ctypes.c_size_t()
+                    ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+                    toks = [ptr[j] for j in range(n.value)]
+                    cells += len(toks)
+                    if cells >= self.n_ctx:
+                        raise self._too_long(cells)
+                    if toks:
+                        llm.eval(toks)
+                else:
+                    n = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                    cells += n
+                    if cells >= self.n_ctx:
+                        raise self._too_long(cells)
+                    img = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
+                    if img:
+                        grid = (mtmd.mtmd_image_tokens_get_nx(img), mtmd.mtmd_image_tokens_get_ny(img))
+                    n_img += n
+                    new_n_past = llama_cpp.llama_pos(0)
+                    rc = mtmd.mtmd_helper_eval_chunk_single(
+                        self.mtmd_ctx, llm._ctx.ctx, chunk, llama_cpp.llama_pos(llm.n_tokens), llama_cpp.llama_seq_id(0),
+                        llm.n_batch, False, ctypes.byref(new_n_past))
+                    if rc != 0:
+                        raise ValueError(f"llama.cpp could not encode the image (error {rc}): "
+                                         f"{'; '.join(_MTMD_LOG[-2:])}")
+                    llm.n_tokens = new_n_past.value
+        finally:
+            mtmd.mtmd_input_chunks_free(chunks)
+            mtmd.mtmd_bitmap_free(bitmap)
+        return text, llm.input_ids[: llm.n_tokens].tolist(), n_img, grid, cells
+
+    def _too_long(self, n):
+        return ValueError(f"the prompt with its image is {n} tokens but n_ctx is {self.n_ctx}: raise n_ctx in "
+                          f"Local LLM Loader")
+
     def generate(self, messages, *, seed=0, max_tokens=256, temperature=0.7, top_p=0.9, on_text=None,
-                 check_cancel=None):
+                 check_cancel=None, image=None):
+        import time
         llm, llama_cpp = self.llm, self._llama_cpp
         max_tokens = check_int("max_tokens", max_tokens)
         if llm is None:
             raise RuntimeError(f"model '{self.name}' was freed; load it again")
-        prompt = self.render(messages)
+        t0 = time.perf_counter()
+        n_img, grid = 0, None
+        if image is not None:
+            if self.mtmd_ctx is None:
+                raise cannot_see_local(self.name)
+            prompt, tokens, n_img, grid, cells = self._eval_with_image(messages, image, check_cancel)
+            room = self.n_ctx - cells
+        else:
+            prompt = self.render(messages)
+            tokens = self.prompt_tokens(prompt)
+            room = self.n_ctx - len(tokens)
+            if room < 1:
+                raise ValueError(f"the prompt is {len(tokens)} tokens but n_ctx is {self.n_ctx}: raise n_ctx in "
+                                 f"Local LLM Loader or shorten the idea/system prompt")
+            llm.reset()  # full prompt evaluation every run: same seed + inputs -> same text
+        n_prompt = cells if image is not None else len(tokens)
         opened = opens_think(prompt)
-        tokens = self.prompt_tokens(prompt)
-        room = self.n_ctx - len(tokens)
-        if room < 1:
-            raise ValueError(f"the prompt is {len(tokens)} tokens but n_ctx is {self.n_ctx}: raise n_ctx in "
-                             f"Local LLM Loader or shorten the idea/system prompt")
         budget = min(max_tokens, room)
-        llm.reset()  # full prompt evaluation every run: same seed + inputs -> same text
+        first = None
         llm.set_seed(seed32(seed))
         vocab = llm._model.vocab
         is_eog = llama_cpp.llama_vocab_is_eog
@@ -177,6 +368,8 @@ class LlamaCppModel:
                     break
                 if check_cancel is not None:
                     check_cancel()
+                if first is None:
+                    first = time.perf_counter() - t0
                 n += 1
                 piece = decoder.decode(detok([tok]))
                 parts.append(piece)
@@ -191,9 +384,13 @@ class LlamaCppModel:
             parts.append(tail)
             if on_text is not None:
                 on_text(tail, n)
-        return Generation("".join(parts), n, finish, opened_think=opened, prompt_tokens=len(tokens))
+        return Generation("".join(parts), n, finish, opened_think=opened, prompt_tokens=n_prompt,
+                          image_tokens=n_img, image_grid=grid, first_token_s=first)
 
     def close(self):
+        ctx, self.mtmd_ctx = getattr(self, "mtmd_ctx", None), None
+        if ctx is not None:  # the projector first: it refers to the model
+            self._mtmd.mtmd_free(ctx)
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.close()
@@ -231,6 +428,14 @@ def origin(url):
     except ValueError:
         port = None
     return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class ServerError(RuntimeError):
+    """The server answered with an HTTP error status (``code``)."""
+
+    def __init__(self, msg, code):
+        super().__init__(msg)
+        self.code = code
 
 
 class CrossOriginRedirect(RuntimeError):
@@ -302,7 +507,7 @@ class OpenAIModel:
         msg = f"the server at {self.base_url} answered {code} to {path}: {detail}"
         if code in (401, 403) and self.notice:
             msg += f". {self.notice}"
-        return RuntimeError(msg)
+        return ServerError(msg, code)
 
     def _unreachable(self, reason):
         return ConnectionError(
@@ -465,10 +670,23 @@ class OpenAIModel:
                     pass
             t.join(1.0)
 
+    def _refused_image(self, e):
+        return CannotSee(
+            f"the server at {self.base_url} refused the request with the image ({str(e)[:300]}): the model it serves "
+            f"({self.model_id or 'its default'}) probably cannot see images. Serve a vision model there (llama.cpp: "
+            f"llama-server -m model.gguf --mmproj mmproj-model.gguf; LM Studio: a model marked as vision; Ollama: "
+            f"e.g. qwen2.5vl), or disconnect 'image'")
+
     def generate(self, messages, *, seed=0, max_tokens=256, temperature=0.7, top_p=0.9, on_text=None,
-                 check_cancel=None):
+                 check_cancel=None, image=None):
         import time
         max_tokens = check_int("max_tokens", max_tokens)
+        if image is not None:  # OpenAI's form: the image as an image_url part with a base64 PNG data URL
+            from .llm_vision import data_url
+            messages = [dict(m) for m in messages]
+            last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+            messages[last_user]["content"] = [{"type": "image_url", "image_url": {"url": data_url(image)}},
+                                              {"type": "text", "text": messages[last_user]["content"]}]
         body = {"messages": messages, "stream": True, "seed": seed32(seed), "max_tokens": max_tokens,
                 "temperature": float(temperature), "top_p": float(top_p)}
         if self.model_id:
@@ -498,7 +716,8 @@ class OpenAIModel:
                     if not isinstance(chunk, dict):
                         continue
                 if chunk.get("error"):
-                    raise RuntimeError(f"the server at {self.base_url} reported: {str(chunk['error'])[:500]}")
+                    err = RuntimeError(f"the server at {self.base_url} reported: {str(chunk['error'])[:500]}")
+                    raise self._refused_image(err) if image is not None else err
                 choices = chunk.get("choices")
                 for choice in choices if isinstance(choices, list) else []:
                     if not isinstance(choice, dict):
@@ -529,6 +748,10 @@ class OpenAIModel:
                     if n >= max_tokens or finish != "stop":
                         finish = "length"
                     break
+        except ServerError as e:
+            if image is not None and e.code not in (401, 403, 404, 407, 429):
+                raise self._refused_image(e) from None
+            raise
         finally:
             lines.close()
         return Generation("".join(parts), n, finish, reasoning="".join(reasoning))

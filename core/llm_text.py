@@ -15,8 +15,38 @@ STYLE_PRESETS = {
         "prompt only: one vivid paragraph of plain prose, two to four sentences, describing the subject, "
         "composition, lighting, colours and style. No lists, no tags, no explanations, no quotes."),
     "custom": None,  # the node's system_prompt
+    # image styles (the node's 'image' input): describe what the picture shows as a prompt that reproduces it
+    "describe for SD1.5": (
+        "You look at an image and write a Stable Diffusion 1.5 prompt that reproduces it. Reply with the prompt "
+        "only: one line of comma-separated tags, most important first (subject, details, setting, lighting, "
+        "colours, style, medium), ending with quality tags such as masterpiece, best quality. At most 60 words. "
+        "No sentences, no explanations, no quotes."),
+    "describe for SDXL": (
+        "You look at an image and write a Stable Diffusion XL prompt that reproduces it. Reply with the prompt "
+        "only: one short sentence about the subject, followed by comma-separated tags for setting, lighting, "
+        "camera, colours and style. At most 70 words. No explanations, no quotes."),
+    "describe for Flux": (
+        "You look at an image and write a prompt for Flux that reproduces it. Reply with the prompt only: one "
+        "paragraph of plain prose, three to five sentences, describing the subject, composition, lighting, "
+        "colours, style and any visible text exactly. No lists, no tags, no explanations, no quotes."),
+    "describe for Z-Image": (
+        "You look at an image and write a prompt for Z-Image that reproduces it. Reply with the prompt only: one "
+        "detailed paragraph of natural language, describing the subject, their appearance and pose, the setting, "
+        "composition, camera angle, lighting, colours, style and any visible text in quotes. No lists, no "
+        "explanations."),
+    "caption (training data, one line)": (
+        "You write captions for an image training data set. Reply with one plain sentence describing what the "
+        "image shows: subject, appearance, action, setting, style. Do not start with 'The image' or 'This is'. "
+        "One line, no quotes, no explanations."),
+    "tags": (
+        "You tag images. Reply with comma-separated lowercase tags of what is visible in the image (subject, "
+        "attributes, clothing, objects, setting, lighting, style), most important first, at most 40 tags. Tags "
+        "only, no sentences, no explanations."),
 }
 STYLES = list(STYLE_PRESETS)
+IMAGE_STYLES = [s for s in STYLES if s.startswith(("describe for", "caption", "tags"))]
+DESCRIBE = "Describe this image."
+STEER = "Describe this image, changed as follows: {idea}"
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -28,9 +58,19 @@ CHATML_FALLBACK = (
 )
 
 
-def build_messages(idea, style, system_prompt=""):
-    """OpenAI-style messages for one request.  Raises ValueError naming the bad input."""
+def build_messages(idea, style, system_prompt="", image=False):
+    """OpenAI-style messages for one request (text only: a backend puts the image into the user turn itself).
+    With ``image``: no idea -> DESCRIBE; an idea with an image style -> STEER (the idea steers the description);
+    an idea with a text style -> the idea as it is.  Raises ValueError naming the bad input."""
     idea = (idea or "").strip()
+    if image:
+        if not idea:
+            idea = DESCRIBE
+        elif style in IMAGE_STYLES:
+            idea = STEER.format(idea=idea)
+    elif style in IMAGE_STYLES:
+        raise ValueError(f"LLM Prompt Writer: style '{style}' describes an image, but no image is connected: "
+                         f"connect a Load Image node to 'image', or pick a text style (SD1.5 tags, SDXL, Flux)")
     if not idea:
         raise ValueError("LLM Prompt Writer: 'idea' is empty: type what the image should show")
     if style not in STYLE_PRESETS:

@@ -8,13 +8,15 @@ import time
 import folder_paths
 
 from ..core import llm as core_llm
-from ..core import llm_servers
+from ..core import llm_servers, llm_vision
 from ..core.llm_text import STYLES
 
 log = logging.getLogger("lean")
 
 LLM_FOLDER = "llm"
 NO_MODEL = "(no .gguf in models/llm)"
+NO_PROJECTOR = "(none)"
+AUTO_PROJECTOR = "(auto: the mmproj beside the model)"
 STREAM_EVENT = "lean.llm.stream"
 UI_EVERY_S = 0.05  # stream / progress messages to the browser at most every 50 ms (batched tokens)
 
@@ -35,8 +37,8 @@ def _sync_host_memory(handle=None):
         _host.forget_freed(lambda key: core_llm.CACHE.peek(key) is not None)
         if handle is None or handle.backend != "llama_cpp" or not handle.is_loaded():
             return False
-        path = handle.settings.get("path")
-        size = os.path.getsize(path) if path and os.path.exists(path) else 0
+        size = sum(os.path.getsize(p) for p in (handle.settings.get("path"), handle.settings.get("mmproj"))
+                   if p and os.path.exists(p))  # the projector is part of the loaded model
         key, name = handle.key, handle.name
 
         def free():
@@ -115,15 +117,54 @@ _migration_notice()
 
 
 def _model_list():
-    files = folder_paths.get_filename_list(LLM_FOLDER)
+    files = [f for f in folder_paths.get_filename_list(LLM_FOLDER) if not llm_vision.is_projector_name(f)]
     return files or [NO_MODEL]
+
+
+def _projector_list():
+    return [NO_PROJECTOR, AUTO_PROJECTOR] + [f for f in folder_paths.get_filename_list(LLM_FOLDER)
+                                             if llm_vision.is_projector_name(f)]
+
+
+def resolve_projector(mmproj, model_path):
+    """The projector file for the loader's 'mmproj' value: None for (none); for (auto), the one mmproj*.gguf in
+    the model's own folder (several: the one whose output width is the model's); else the named file."""
+    if not mmproj or mmproj == NO_PROJECTOR:
+        return None
+    if mmproj != AUTO_PROJECTOR:
+        path = folder_paths.get_full_path(LLM_FOLDER, mmproj)
+        if not path:
+            raise FileNotFoundError(f"Local LLM Loader: projector '{mmproj}' is not in any 'llm' folder "
+                                    f"({', '.join(folder_paths.get_folder_paths(LLM_FOLDER))}): refresh the list")
+        return path
+    folder = os.path.dirname(model_path)
+    found = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if llm_vision.is_projector_name(f) and os.path.isfile(os.path.join(folder, f)))
+    if len(found) > 1:
+        _, width = llm_vision.model_width(model_path)
+        fitting = []
+        for f in found:
+            try:
+                if llm_vision.pairs(llm_vision.read_projector(f), width):
+                    fitting.append(f)
+            except ValueError:
+                continue
+        found = fitting if len(fitting) == 1 else found
+    if len(found) != 1:
+        names = ", ".join(os.path.basename(f) for f in found) or "none"
+        raise FileNotFoundError(
+            f"Local LLM Loader: mmproj is '{AUTO_PROJECTOR}' but the folder of '{os.path.basename(model_path)}' "
+            f"({folder}) holds {len(found)} projector files that could pair with it ({names}): put the model's "
+            f"mmproj-*.gguf beside it, or pick the projector by name")
+    return found[0]
 
 
 class LeanLLMLoader:
     DESCRIPTION = ("Loads a local quantized language model (.gguf: Qwen2.5-Instruct, DeepSeek-R1-Distill, Llama, "
                    "Q4_K_M/Q8_0...) with llama.cpp in this process, or connects to an OpenAI-compatible server "
                    "(llama.cpp server, LM Studio, vLLM, Ollama /v1). Fully offline: nothing is downloaded. The "
-                   "loaded model is cached by its settings, so the next run costs no load.")
+                   "loaded model is cached by its settings, so the next run costs no load. With a projector "
+                   "(mmproj-*.gguf, e.g. for Qwen2.5-VL or Gemma 3) the model sees images.")
     CATEGORY = "lean/llm"
     RETURN_TYPES = ("LEAN_LLM",)
     RETURN_NAMES = ("llm",)
@@ -154,22 +195,30 @@ class LeanLLMLoader:
                              "Ignored by a CPU-only llama-cpp-python build."}),
             "threads": ("INT", {"default": 0, "advanced": True, "min": 0, "max": 512, "tooltip":
                         "CPU threads for llama.cpp; 0 = automatic (half the logical cores)."}),
+        }, "optional": {
+            "mmproj": (_projector_list(), {"default": NO_PROJECTOR, "advanced": True, "tooltip":
+                       "llama_cpp only: the vision projector (mmproj-*.gguf in models/llm, published beside a vision "
+                       "model such as Qwen2.5-VL or Gemma 3), so LLM Prompt Writer's 'image' works. (auto) takes the "
+                       "mmproj*.gguf in the model's own folder (if several, the one whose size fits the model). "
+                       "(none): text only."}),
         }}
 
     @classmethod
-    def IS_CHANGED(cls, backend, model, base_url, model_id, n_ctx, n_gpu_layers, threads):
+    def IS_CHANGED(cls, backend, model, base_url, model_id, n_ctx, n_gpu_layers, threads, mmproj=NO_PROJECTOR):
         # Same settings -> same value, so the node re-runs only when an input (or the file itself) changes.
         if backend == "llama_cpp":
             path = folder_paths.get_full_path(LLM_FOLDER, model) if model != NO_MODEL else None
             try:
-                return repr(core_llm.file_identity(path)) if path else "missing"
-            except OSError:
+                ident = repr(core_llm.file_identity(path)) if path else "missing"
+                proj = resolve_projector(mmproj, path) if path else None
+                return ident + (repr(core_llm.file_identity(proj)) if proj else "")
+            except (OSError, ValueError):
                 return "missing"
         # where the key may go is the user's setting, not an input: a change of it must load again
         return repr((user_servers().fingerprint(), bool(os.environ.get(llm_servers.ENV_KEY))))
 
-    def load(self, backend, model, base_url, model_id, n_ctx, n_gpu_layers, threads):
-        path = None
+    def load(self, backend, model, base_url, model_id, n_ctx, n_gpu_layers, threads, mmproj=NO_PROJECTOR):
+        path = proj = None
         if backend == "llama_cpp":
             if model == NO_MODEL or not model:
                 raise FileNotFoundError(
@@ -179,17 +228,27 @@ class LeanLLMLoader:
             if not path:
                 raise FileNotFoundError(f"Local LLM Loader: model '{model}' is not in any 'llm' folder "
                                         f"({', '.join(folder_paths.get_folder_paths(LLM_FOLDER))}): refresh the list")
+            proj = resolve_projector(mmproj, path)
         loads = core_llm.CACHE.loads
         t0 = time.perf_counter()
         servers = user_servers() if backend == "openai" else None
         handle = core_llm.load(backend, path=path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, threads=threads,
-                               base_url=base_url, model_id=model_id, servers=servers)
-        _warn_once(getattr(core_llm.CACHE.peek(handle.key), "notice", ""))
+                               base_url=base_url, model_id=model_id, servers=servers, mmproj=proj)
+        loaded = core_llm.CACHE.peek(handle.key)
+        _warn_once(getattr(loaded, "notice", ""))
+        if backend == "llama_cpp":
+            sees = bool(getattr(loaded, "sees_images", False))
+            vision = (f"sees images (projector {os.path.basename(proj)}, "
+                      f"{getattr(loaded.projector, 'type', '?')})" if sees else "text only (no projector)")
+        else:
+            sees, vision = None, "images: as the server's model allows"
         if core_llm.CACHE.loads != loads:
-            log.info("[Lean LLM] loaded %s (%s) in %.2f s", handle.name, backend, time.perf_counter() - t0)
+            log.info("[Lean LLM] loaded %s (%s) in %.2f s: %s", handle.name, backend, time.perf_counter() - t0,
+                     vision)
         _sync_host_memory(handle)
         _free_with_loader_output(handle)
-        return (handle,)
+        return {"ui": {"lean_llm_loader": [{"model": handle.name, "sees_images": sees, "vision": vision}]},
+                "result": (handle,)}
 
 
 _SERVER = []
@@ -253,12 +312,19 @@ class LeanLLMPrompt:
     DESCRIPTION = ("Writes an image prompt from a short idea with the model from Local LLM Loader. Reasoning "
                    "models' <think> text goes to 'thinking', never into 'prompt'. Tokens stream onto the node as they "
                    "are generated; Cancel stops between tokens. Same seed and inputs give the same text, and the node "
-                   "only re-runs when an input changes.")
+                   "only re-runs when an input changes. With an image (a vision model: Local LLM Loader's mmproj, or "
+                   "a server that sees images) it describes the image as a prompt; a batch of N images gives N "
+                   "prompts, one per line of 'prompt' and as the list 'prompts'.")
     CATEGORY = "lean/llm"
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("prompt", "thinking")
-    OUTPUT_TOOLTIPS = ("The image prompt (no reasoning; empty if the model ran out of tokens while thinking).",
-                       "The model's reasoning (<think> ... </think>), empty for non-reasoning models.")
+    RETURN_TYPES = ("STRING", "STRING", "STRING")
+    RETURN_NAMES = ("prompt", "thinking", "prompts")
+    OUTPUT_IS_LIST = (False, False, True)
+    OUTPUT_TOOLTIPS = ("The image prompt (no reasoning; empty if the model ran out of tokens while thinking). For "
+                       "a batch of N images: the N prompts, one per line (line breaks inside a prompt become "
+                       "spaces), ready for Prompt Batch's text.",
+                       "The model's reasoning (<think> ... </think>), empty for non-reasoning models.",
+                       "The prompts as a list, one per image (one item without an image): for nodes that take a "
+                       "list, e.g. to save a caption per image.")
     FUNCTION = "write"
 
     @classmethod
@@ -266,10 +332,12 @@ class LeanLLMPrompt:
         return {"required": {
             "llm": ("LEAN_LLM", {"tooltip": "The model from Local LLM Loader (GGUF)."}),
             "idea": ("STRING", {"multiline": True, "default": "a lighthouse on a cliff at dusk", "tooltip":
-                     "What the image should show, in your own words; the model turns it into a prompt."}),
+                     "What the image should show, in your own words; the model turns it into a prompt. With an "
+                     "image: leave empty to describe the image as it is, or say what to change (the idea steers)."}),
             "style": (STYLES, {"default": STYLES[0], "tooltip":
                       "Prompt style: SD1.5 comma tags, SDXL (sentence + tags), Flux / prose (natural language), or "
-                      "custom (your system_prompt)."}),
+                      "custom (your system_prompt). With an image: describe for SD1.5 / SDXL / Flux / Z-Image (a "
+                      "prompt that reproduces it), caption (one line, for training data) or tags."}),
             "system_prompt": ("STRING", {"multiline": True, "default": "", "advanced": True, "tooltip":
                               "Instructions for the model, used only when style is 'custom'."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
@@ -284,34 +352,60 @@ class LeanLLMPrompt:
             "keep_loaded": ("BOOLEAN", {"default": True, "tooltip":
                             "Keep the model in memory for the next run (fast). Off: free its RAM/VRAM right after "
                             "this run, e.g. to leave room for the image model."}),
+        }, "optional": {
+            "image": ("IMAGE", {"tooltip": "A picture for the model to look at (needs a vision model: Local LLM "
+                                "Loader's mmproj, or a server that sees images). A batch of N images gives N "
+                                "prompts. Images larger than the projector takes are shrunk (never enlarged)."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
-        # A digest of the widget values only: equal inputs -> equal value -> cached, never a random re-run.
-        values = {k: v for k, v in kwargs.items() if k not in ("llm", "unique_id")}
+        # A digest of the widget values only: equal inputs -> equal value -> cached, never a random re-run.  A
+        # linked image is part of ComfyUI's own cache key (the upstream node's signature), never hashed here.
+        values = {k: v for k, v in kwargs.items() if k not in ("llm", "unique_id", "image")}
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
     def write(self, llm, idea, style, system_prompt, seed, max_tokens, temperature, top_p, keep_loaded,
-              unique_id=None):
+              unique_id=None, image=None):
         if not isinstance(llm, core_llm.LLMHandle):
             raise TypeError("LLM Prompt Writer: 'llm' must come from Local LLM Loader (GGUF)")
         try:
             max_tokens = core_llm.check_int("max_tokens", max_tokens)
+            n_images = llm_vision.batch_shape(image)[0] if image is not None else 0
         except ValueError as e:
             raise ValueError(f"LLM Prompt Writer: {e}") from None
-        streamer = _Streamer(unique_id, max_tokens)
-        result = None
+        if n_images and llm.backend == "llama_cpp" and not llm.settings.get("mmproj"):
+            raise core_llm.CannotSee("LLM Prompt Writer: " + str(core_llm.cannot_see_local(llm.name)))
+        runs = max(1, n_images)
+        streamer = _Streamer(unique_id, max_tokens * runs)
+        results = []
         status = "failed"
         if not llm.is_loaded():
             log.info("[Lean LLM] loading %s again (it was freed)", llm.name)
-        log.info("[Lean LLM] generating with %s: max_tokens=%d seed=%d", llm.name, max_tokens, seed)
+        log.info("[Lean LLM] generating with %s: max_tokens=%d seed=%d%s", llm.name, max_tokens, seed,
+                 f", {n_images} image{'s' if n_images != 1 else ''}" if n_images else "")
         try:
-            result = core_llm.write_prompt(llm, idea, style=style, system_prompt=system_prompt, seed=seed,
-                                           max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                           on_text=streamer, keep_loaded=keep_loaded,
-                                           check_cancel=streamer.check_cancel)
-            status = result.message(max_tokens)
+            for i in range(runs):
+                rgb, note = None, ""
+                if n_images:
+                    rgb, note = self._picture(llm, image, i, n_images)
+                    if i:
+                        streamer.pending.append("\n")  # the stream view shows one prompt per line
+                base = streamer.n
+
+                def on_text(piece, n, base=base):
+                    streamer(piece, base + n)
+
+                result = core_llm.write_prompt(llm, idea, style=style, system_prompt=system_prompt, seed=seed,
+                                               max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                               on_text=on_text, keep_loaded=keep_loaded or i < runs - 1,
+                                               check_cancel=streamer.check_cancel, image=rgb)
+                streamer.n = base + result.n_tokens
+                if note:
+                    note = f"{note}, {result.image_tokens} image tokens"
+                    log.info("[Lean LLM] %s", note)
+                results.append((result, note))
+            status = _status(results, max_tokens)
         except BaseException as e:
             from . import _host
             if _host.interrupted(e):
@@ -321,15 +415,54 @@ class LeanLLMPrompt:
                 status = f"failed: {type(e).__name__}: {e}"
             raise
         finally:
+            if not keep_loaded and llm.is_loaded():
+                llm.free()  # a failed or cancelled batch frees too
             if not keep_loaded and not llm.is_loaded():
                 log.info("[Lean LLM] freed %s after the run (keep_loaded=false)", llm.name)
             _sync_host_memory(llm)
-            streamer.done(result, status)
-        if result.truncated or not result.prompt or result.notice:
+            streamer.done(_Joined(results) if results else None, status)
+        if any(r.truncated or not r.prompt or r.notice for r, _ in results):
             log.warning("[Lean LLM] %s", status)
-        return {"ui": {"lean_llm": [{"prompt": result.prompt, "thinking": result.thinking, "status": status,
-                                     "tokens": result.n_tokens}]},
-                "result": (result.prompt, result.thinking)}
+        joined = _Joined(results)
+        return {"ui": {"lean_llm": [{"prompt": joined.prompt, "thinking": joined.thinking, "status": status,
+                                     "tokens": sum(r.n_tokens for r, _ in results),
+                                     "image_tokens": [r.image_tokens for r, _ in results if n_images]}]},
+                "result": (joined.prompt, joined.thinking, [r.prompt for r, _ in results])}
+
+    @staticmethod
+    def _picture(llm, image, i, n_images):
+        """Image i of the batch as RGB uint8, shrunk by the resize rule (core/llm_vision.py), and a note."""
+        loaded = llm.model() if llm.backend == "llama_cpp" else None
+        info = getattr(loaded, "projector", None)
+        limit = info.max_pixels() if info is not None else llm_vision.MAX_PIXELS
+        h, w = llm_vision.batch_shape(image)[1:3]
+        rgb = llm_vision.picture(image, i, limit)
+        nh, nw = rgb.shape[:2]
+        size = f"{w}x{h}" + (f" -> {nw}x{nh}" if (nw, nh) != (w, h) else "")
+        return rgb, f"image {i + 1}/{n_images}: {size}"
+
+
+class _Joined:
+    """The prompts of a batch as the node's 'prompt' / 'thinking' outputs: one prompt as it is; several, one per
+    line (line breaks inside a prompt become spaces, so line i is image i's prompt, as Prompt Batch reads it)."""
+
+    def __init__(self, results):
+        prompts = [r.prompt for r, _ in results]
+        thinking = [r.thinking for r, _ in results if r.thinking]
+        if len(prompts) == 1:
+            self.prompt = prompts[0]
+        else:
+            self.prompt = "\n".join(" ".join(p.split()) for p in prompts)
+        self.thinking = "\n\n".join(thinking)
+
+
+def _status(results, max_tokens):
+    if len(results) == 1:
+        result, note = results[0]
+        text = result.message(max_tokens)
+        return f"{text}; {note}" if note else text
+    parts = [f"{i + 1}: {r.message(max_tokens)}" for i, (r, _) in enumerate(results)]
+    return f"{len(results)} prompts. " + " | ".join(parts)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -20,7 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from lean import _get, _free_port, answering, start_host, _load_workflow_module  # noqa: E402
 from workflow_builder import Graph  # noqa: E402
 from workflow_models import (CKPT, CONTROLNET, FLUX_CLIP_L, FLUX_LORA, FLUX_T5, FLUX_UNET, FLUX_VAE, IMAGE,  # noqa: E402
-                             LLM, LORA, SDXL_CKPT, SDXL_LORA)
+                             LLM, LORA, SDXL_CKPT, SDXL_LORA, VL_LLM, VL_MMPROJ)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"
@@ -405,6 +405,38 @@ def wf_all(info):
     return L.finish()
 
 
+def wf_image_to_prompt(info):
+    L = Layout(info)
+    g = L.g
+    c = L.column("1. The picture", (
+        f"## 1. The picture\n**Load Image** (`{IMAGE}` in `input/`, or upload one): a photo or a generated image "
+        "to reproduce or vary. A batch of N images (e.g. a folder loaded as a batch) gives N prompts in one run."),
+        "load")
+    img = c.add("LoadImage", image=IMAGE)
+    v = L.column("2. A local vision model describes it", (
+        f"## 2. A local vision model describes it\n**Local LLM Loader** runs a vision `.gguf` (here `{VL_LLM}`) "
+        f"with its projector (advanced input `mmproj`: `{VL_MMPROJ}`, both in `models/llm`), offline. **LLM Prompt "
+        "Writer** looks at the picture: `idea` empty describes it as it is; type a change (\"make it winter\") "
+        "to steer. Style `describe for SD1.5` writes SD1.5 tags; SDXL / Flux / Z-Image, caption and tags too."),
+        "llm", width=380)
+    loader = v.add("LeanLLMLoader", backend="llama_cpp", model=VL_LLM, n_ctx=4096, n_gpu_layers=0, threads=0,
+                   mmproj=VL_MMPROJ)
+    writer = v.add("LeanLLMPrompt", multiline_h=80, idea="", style="describe for SD1.5", seed=0, max_tokens=200,
+                   temperature=0.7, top_p=0.9, keep_loaded=False)
+    g.wire(writer, llm=loader, image=img.out("IMAGE"))
+    c, ck = stock_checkpoint(L, "## 3. Model and prompts\nStock **Load Checkpoint** (SD1.5). **Prompt Batch** "
+                             "reads the writer's `prompt`, one line per picture (`keep_loaded` is off: the vision "
+                             "model leaves memory before the image model samples).")
+    c.title = "3. Model and prompts"
+    pb = c.add("LeanPromptBatch", multiline_h=60, text="", mode="lines", count=16, seed=0, prefix="", suffix="")
+    g.wire(pb, clip=ck.out("CLIP"), text=writer.out("prompt"))
+    neg = c.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE)
+    g.wire(neg, clip=ck.out("CLIP"))
+    sampler_columns(L, ck.out("MODEL"), pb.out("conditioning"), neg, ck.out("VAE"), prefix="lean_img2prompt",
+                    batch_link=pb.out("count"), n="4", extra_note=" `batch_size` is the number of prompts.")
+    return L.finish()
+
+
 WORKFLOWS_DEF = {
     "lean_checkpoint_mmap": wf_checkpoint,
     "lean_lora_tags_schedule": wf_lora,
@@ -414,6 +446,7 @@ WORKFLOWS_DEF = {
     "lean_all_in_one": wf_all,
     "lean_sdxl_lora_tags": wf_sdxl_lora,
     "lean_flux_lora_prompt_batch": wf_flux,
+    "lean_image_to_prompt": wf_image_to_prompt,
 }
 
 

@@ -234,3 +234,28 @@ def test_text_rendering_names_every_section():
               "sd15.safetensors", "qwen7b-q4_k_m.gguf", "-- Result: OK"):
         assert s in text, s
     json.dumps(rep)  # JSON-serialisable as it is
+
+
+def test_projectors_are_listed_with_the_models_they_pair_with(tmp_path):
+    """Issue 25: a vision projector (mmproj) in models/llm is not an LLM to fit: the report says what it is and which
+    language models of the folder it pairs with (its output width = the model's hidden size, read from both
+    headers; the tiny fixtures: a 64-wide qwen2vl model, a 64-wide and a 96-wide qwen2vl_merger projector)."""
+    from lean_testlib import tiny_gguf, tiny_vision
+    files = {"vl.gguf": tiny_vision.text_model(), "mmproj-vl.gguf": tiny_vision.projector(),
+             "mmproj-other.gguf": tiny_vision.projector(n_embd_out=96), "text.gguf": tiny_gguf.tiny_model("chatml")}
+    models = []
+    for name, path in files.items():
+        item = doctor.read_model(str(path), "llm")
+        item["name"] = name
+        models.append(item)
+    fit = doctor.recommend(facts([], models))
+    rows = {f["name"]: f for f in fit["files"]}
+    assert rows["mmproj-vl.gguf"]["status"] == doctor.PROJECTOR
+    # the tiny text model is 64 wide as well (qwen2): width is all the header tells, so it pairs too
+    assert rows["mmproj-vl.gguf"]["pairs_with"] == ["vl.gguf", "text.gguf"]
+    assert "type qwen2vl_merger: pairs with vl.gguf, text.gguf" in rows["mmproj-vl.gguf"]["why"]
+    assert rows["mmproj-other.gguf"]["pairs_with"] == []
+    assert any("mmproj-other.gguf" in n and "pairs with no model" in n for n in fit["notes"])
+    assert {r["name"] for r in fit["llm"]} == {"vl.gguf", "text.gguf"}  # projectors are not fitted as LLMs
+    text = doctor.render_text({"hardware": {"devices": [], "cpu": {}, "disk": {}}, "software": {}, "fit": fit})
+    assert "llm/mmproj-vl.gguf:" in text and "vision projector (type qwen2vl_merger: pairs with vl.gguf" in text

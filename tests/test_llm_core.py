@@ -10,11 +10,13 @@ import sys
 import time
 import urllib.request
 
+import re
+
 import pytest
 
 from lean_testlib import REPO, prereq, tiny_gguf
 from lean_nodes.core import llm, llm_backends, llm_gguf
-from lean_nodes.core.llm_text import (STYLE_PRESETS, STYLES, build_messages, clean_prompt, opens_think,
+from lean_nodes.core.llm_text import (IMAGE_STYLES, STYLE_PRESETS, STYLES, build_messages, clean_prompt, opens_think,
                                       render_chat, split_thinking)
 
 
@@ -133,8 +135,9 @@ def test_no_think_and_cleanup():
 
 
 def test_presets_and_bad_inputs():
-    assert {"SD1.5 tags", "SDXL", "Flux / prose", "custom"} <= set(STYLES)
-    for style in STYLES[:-1]:
+    # saved workflows store the style by value and the list by position: the first four stay, in order
+    assert STYLES[:4] == ["SD1.5 tags", "SDXL", "Flux / prose", "custom"]
+    for style in STYLES[:3]:
         msgs = build_messages("a fox", style)
         assert msgs[0]["content"] == STYLE_PRESETS[style] and msgs[1] == {"role": "user", "content": "a fox"}
     assert build_messages("a fox", "custom", "Be brief.")[0]["content"] == "Be brief."
@@ -144,6 +147,20 @@ def test_presets_and_bad_inputs():
         build_messages("a fox", "custom", "")
     with pytest.raises(ValueError, match="unknown style"):
         build_messages("a fox", "anime")
+
+
+def test_image_styles_and_messages():
+    assert STYLES[4:] == IMAGE_STYLES == ["describe for SD1.5", "describe for SDXL", "describe for Flux",
+                                          "describe for Z-Image", "caption (training data, one line)", "tags"]
+    for style in IMAGE_STYLES:
+        assert build_messages("", style, image=True)[1]["content"] == "Describe this image."
+        steered = build_messages("  make it winter ", style, image=True)[1]["content"]
+        assert steered == "Describe this image, changed as follows: make it winter"
+        with pytest.raises(ValueError, match=f"style '{re.escape(style)}' describes an image, but no image"):
+            build_messages("a fox", style)
+    # a text style with an image: the idea goes as it is, the image beside it
+    assert build_messages("a fox", "SDXL", image=True)[1]["content"] == "a fox"
+    assert build_messages("", "SDXL", image=True)[1]["content"] == "Describe this image."
 
 
 @needs_llama

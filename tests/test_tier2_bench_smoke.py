@@ -27,6 +27,7 @@ KEYS = {  # the keys each benchmark's RESULT line promises (smoke runs add smoke
     "import_time": ["import_s", "import_precise_s", "vs_empty", "runs"],
     "prompt_batch": ["encode_ratio", "e2e_ratio", "images"],
     "llm": ["tok_ratio", "cached_load_s"],
+    "vision": ["tok_ratio", "encode_ratio", "cached_load_s"],
     "flux_load": ["peak_rss_ratio", "lean_peak_vs_file", "wall_ratio", "total_wall_ratio", "sampled", "identical"],
     "soak": ["prompts", "ok", "rss_growth", "fd_growth"],
     "gguf_lora": ["host", "model", "none_ms", "stock_ms_1", "lean_ms_1", "lean_vs_stock_1"],
@@ -67,7 +68,7 @@ def test_every_benchmark_has_a_smoke_case():
 
 @pytest.mark.parametrize("name", list(KEYS))
 def test_benchmark_runs_in_smoke_mode(name):
-    if name == "llm":
+    if name in ("llm", "vision"):
         py = harness.host_python(host_path())
         if subprocess.run([str(py), "-c", "import llama_cpp"], capture_output=True).returncode:
             pytest.skip(prereq(f"llama-cpp-python not installed in the host's python {py}"))

@@ -73,7 +73,9 @@ def test_loader_lists_llm_folder(host):
     p = host.object_info("LeanLLMPrompt")
     assert list(p["input"]["required"]) == ["llm", "idea", "style", "system_prompt", "seed", "max_tokens",
                                             "temperature", "top_p", "keep_loaded"]
-    assert p["output"] == ["STRING", "STRING"] and p["output_name"] == ["prompt", "thinking"]
+    # outputs are positions too: 'prompts' (issue 25, a list) came after the first two
+    assert p["output"] == ["STRING", "STRING", "STRING"] and p["output_name"] == ["prompt", "thinking", "prompts"]
+    assert p["output_is_list"] == [False, False, True] and list(p["input"].get("optional", {})) == ["image"]
     assert "/extensions/comfyui-lean/lean.llm.js" in host.get("/extensions"), "the stream view is not served"
 
 

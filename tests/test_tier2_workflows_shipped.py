@@ -20,7 +20,7 @@ FILES = shipped.workflow_files()
 NAMES = [p.stem for p in FILES]
 EXPECTED = {"lean_checkpoint_mmap", "lean_lora_tags_schedule", "lean_canny_controlnet", "lean_prompt_batch_16",
             "lean_llm_prompt", "lean_all_in_one", "lean_sdxl_lora_tags",
-            "lean_flux_lora_prompt_batch"}
+            "lean_flux_lora_prompt_batch", "lean_image_to_prompt"}
 RUN_FILES = [p for p in FILES if p.stem not in shipped.OWN_HOST]  # the others run in a host of their own
 # a workflow on the full-size SDXL fixture is marked sdxl_full (CI runs those on ComfyUI 0.33.0 only)
 RUN_PARAMS = [pytest.param(p, id=p.stem, marks=[pytest.mark.sdxl_full] if shipped.SDXL_CKPT in p.read_text() else [])
@@ -95,8 +95,11 @@ def _run_and_check(host, path, size=64):
     expected_n = 1
     for n in prompt.values():
         if n["class_type"] == "LeanPromptBatch":
+            text = n["inputs"]["text"]
+            if isinstance(text, list):  # linked: the LLM's prompt, one line per picture (one Load Image here)
+                text = "one prompt"
             expected_n = n["inputs"]["count"] if n["inputs"]["mode"] != "lines" else \
-                len([l for l in n["inputs"]["text"].splitlines() if l.strip() and not l.strip().startswith("#")])
+                len([l for l in text.splitlines() if l.strip() and not l.strip().startswith("#")])
     assert len(out) == expected_n, f"{path.name}: {len(out)} images, expected {expected_n}"
     with Image.open(out[0]) as im:
         assert im.size == (size, size)

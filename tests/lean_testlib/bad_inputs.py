@@ -20,10 +20,11 @@ import shutil
 import struct
 import zipfile
 
-from . import images, lora, tiny_gguf
+from . import images, lora, tiny_gguf, tiny_vision
 from .workloads import LORA, SD15, TINY  # the fixture names the host is given, defined once
 
 PHOTO = "lean_bad_inputs_photo.png"
+VL, VL_PROJ = "lean_tiny_vl.gguf", "mmproj-lean_tiny_vl.gguf"  # in models/llm/vl/
 LONG = "x" * 5000
 
 
@@ -137,6 +138,15 @@ def make_bad_files(base, marker):
     put("llm", "truncated_header.gguf", copy_head=(tiny, 3000))
     put("llm", "truncated_tensors.gguf", copy_head=(tiny, os.path.getsize(tiny) * 2 // 3))
     tiny_gguf.write_unknown_arch(m / "llm" / "unknown_arch.gguf")
+    # issue 25: a vision model in its own folder (so (auto) there finds its projector), and bad projectors
+    proj = tiny_vision.projector()
+    (m / "llm" / "vl").mkdir(exist_ok=True)
+    put("llm", "vl/" + VL, link=tiny_vision.text_model())
+    put("llm", "vl/" + VL_PROJ, link=proj)
+    put("llm", "mmproj-other-model.gguf", link=tiny_vision.projector(n_embd_out=96))
+    put("llm", "mmproj-corrupt.gguf", copy_head=(proj, 400))
+    put("llm", "mmproj-cut.gguf", copy_head=(proj, os.path.getsize(proj) * 2 // 3))
+    put("llm", "mmproj-is-a-model.gguf", link=tiny)
 
     put("wildcards", "cycle_a.txt", b"red __cycle_b__\n")
     put("wildcards", "cycle_b.txt", b"blue __cycle_a__\n")
@@ -179,6 +189,14 @@ def llm_prompt(link=("l", 0), **kw):
 def llm_graph(loader=None, **prompt_kw):
     return {"l": loader or llm_loader(), "p": llm_prompt(**prompt_kw),
             "v": {"class_type": "PreviewAny", "inputs": {"source": ["p", 0]}}}
+
+
+def vision_graph(mmproj="vl/" + VL_PROJ, model="vl/" + VL, image=None, **prompt_kw):
+    """Local LLM Loader (vision model + mmproj) -> LLM Prompt Writer with an image (Load Image of the photo)."""
+    g = llm_graph(llm_loader(model=model, mmproj=mmproj, n_ctx=1024), **dict(dict(idea="", style="tags"), **prompt_kw))
+    g["i"] = image or {"class_type": "LoadImage", "inputs": {"image": PHOTO}}
+    g["p"]["inputs"]["image"] = ["i", 0]
+    return g
 
 
 CANNY = dict(low_threshold=100, high_threshold=200, auto="off", sigma=0.33, blur=0, aperture="3",
@@ -540,6 +558,32 @@ CASES += [
     _c("llm-seed-linked-negative", "LeanLLMPrompt", "seed -1 through a link",
        lambda: _linked_int(llm_graph(), "p", "seed", -1), ("seed",)),
 ]
+
+# ---- issue 25, image to prompt: projectors and images.  Images that are odd but usable (1x1, 8192 x 8192, RGBA,
+# grey, a batch of 64) must *work*, so they are not error cases here: tests/test_tier2_llm_vision.py runs them.
+CASES += [
+    _c("vis-projector-other-model", "LeanLLMLoader", "a projector made for another model (96-wide, model 64)",
+       lambda: vision_graph(mmproj="mmproj-other-model.gguf"), ("mmproj-other-model.gguf", "does not fit", "64")),
+    _c("vis-projector-corrupt", "LeanLLMLoader", "a projector cut inside its header",
+       lambda: vision_graph(mmproj="mmproj-corrupt.gguf"), ("mmproj-corrupt.gguf", "truncated")),
+    _c("vis-projector-cut", "LeanLLMLoader", "a projector cut inside its tensor data",
+       lambda: vision_graph(mmproj="mmproj-cut.gguf"), ("mmproj-cut.gguf", "could not load projector")),
+    _c("vis-projector-is-a-model", "LeanLLMLoader", "a text model named mmproj-*.gguf",
+       lambda: vision_graph(mmproj="mmproj-is-a-model.gguf"), ("mmproj-is-a-model.gguf", "not a vision projector")),
+    _c("vis-projector-missing", "LeanLLMLoader", "a projector name that is not in the list",
+       lambda: vision_graph(mmproj="mmproj-gone.gguf"), ("mmproj", "mmproj-gone.gguf"), stage="validation"),
+    _c("vis-projector-dotdot", "LeanLLMLoader", "a projector name with ../",
+       lambda: vision_graph(mmproj="../../mmproj-x.gguf"), ("mmproj",), stage="validation"),
+    _c("vis-model-cannot-see", "LeanLLMPrompt", "an image for a text model loaded without a projector",
+       lambda: vision_graph(model=TINY, mmproj="(none)"), ("cannot see images", "mmproj")),
+    _c("vis-describe-without-image", "LeanLLMPrompt", "an image style with no image connected",
+       lambda: llm_graph(style="describe for SDXL"), ("describe for SDXL", "no image")),
+    _c("vis-image-empty-batch", "LeanLLMPrompt", "an empty image batch",
+       lambda: vision_graph(image=bad_image("empty_batch")), ("image", "no pixels"), needs=("TestBadImage_lean",)),
+    _c("vis-image-rank-5", "LeanLLMPrompt", "a 5-d tensor as the image",
+       lambda: vision_graph(image=bad_image("rank_5")), ("image", "must be an image"), needs=("TestBadImage_lean",)),
+]
+# ---- end of issue 25
 # ---- end of issue 21, LLM
 
 

@@ -3,10 +3,12 @@
     with FakeOpenAI() as a:                       # a.url == "http://127.0.0.1:<port>", a.base_url == a.url + "/v1"
         ...
     a.seen                                        # [(method, path, Authorization header or None), ...]
+    a.bodies                                      # the JSON bodies of the POSTs, in order
 
 Options: ``chunks`` (the streamed deltas of POST /v1/chat/completions), ``status`` (answer POSTs with this code
 instead), ``redirect_to`` (a callable path -> URL: answer every request with a 302 there), ``empty_forever`` (after
-the role chunk, an empty delta every ``interval`` seconds until the client goes away or the server closes).
+the role chunk, an empty delta every ``interval`` seconds until the client goes away or the server closes),
+``refuse_images`` (answer 400 to a request with an image_url part, as a text-only model's server does).
 What the server itself recorded decides a test, whatever the client claims.
 """
 import http.server
@@ -18,8 +20,11 @@ CHUNKS_OK = [{"choices": [{"delta": {"content": "red fox"}}]}, {"choices": [{"de
 
 
 class FakeOpenAI:
-    def __init__(self, chunks=CHUNKS_OK, status=200, redirect_to=None, empty_forever=False, interval=0.01):
+    def __init__(self, chunks=CHUNKS_OK, status=200, redirect_to=None, empty_forever=False, interval=0.01,
+                 refuse_images=False):
         self.seen = []
+        self.bodies = []
+        self.refuse_images = refuse_images
         self.chunks, self.status, self.redirect_to = chunks, status, redirect_to
         self.empty_forever, self.interval = empty_forever, interval
         self.stop = threading.Event()
@@ -29,8 +34,12 @@ class FakeOpenAI:
         class H(http.server.BaseHTTPRequestHandler):
             def _record(self):
                 n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
+                data = self.rfile.read(n) if n else b""
+                if self.command == "POST":
+                    try:
+                        outer.bodies.append(json.loads(data))
+                    except ValueError:
+                        outer.bodies.append(None)
                 outer.seen.append((self.command, self.path, self.headers.get("Authorization")))
 
             def _redirect(self):
@@ -53,9 +62,11 @@ class FakeOpenAI:
                 self._record()
                 if outer.redirect_to:
                     return self._redirect()
-                if outer.status != 200:
-                    body = b'{"error": "unauthorized: no API key"}'
-                    self.send_response(outer.status)
+                has_image = outer.refuse_images and '"image_url"' in json.dumps(outer.bodies[-1])
+                if outer.status != 200 or has_image:
+                    body = (b'{"error": {"code": 400, "message": "image input is not supported by this model"}}'
+                            if has_image else b'{"error": "unauthorized: no API key"}')
+                    self.send_response(400 if has_image else outer.status)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)

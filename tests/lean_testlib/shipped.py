@@ -25,6 +25,7 @@ def _workflow_models():
 
 _M = _workflow_models()
 CKPT, CONTROLNET, LORA, LLM, IMAGE = _M.CKPT, _M.CONTROLNET, _M.LORA, _M.LLM, _M.IMAGE
+VL_LLM, VL_MMPROJ = _M.VL_LLM, _M.VL_MMPROJ
 SDXL_CKPT, SDXL_LORA = _M.SDXL_CKPT, _M.SDXL_LORA
 FLUX_UNET, FLUX_T5, FLUX_CLIP_L = _M.FLUX_UNET, _M.FLUX_T5, _M.FLUX_CLIP_L
 FLUX_VAE, FLUX_LORA = _M.FLUX_VAE, _M.FLUX_LORA
@@ -46,6 +47,9 @@ def put_fixtures(base):
     harness.link_model(base, "controlnet", controlnet.sd15_controlnet(), CONTROLNET)
     harness.link_model(base, "loras", lora.sd15_lora(), LORA)
     harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), LLM)
+    from . import tiny_vision
+    harness.link_model(base, "llm", tiny_vision.text_model(), VL_LLM)
+    harness.link_model(base, "llm", tiny_vision.projector(), VL_MMPROJ)
     from . import sdxl_ckpt, sdxl_loras
     harness.link_model(base, "checkpoints", sdxl_ckpt.sdxl_checkpoint(), SDXL_CKPT)
     harness.link_model(base, "loras", sdxl_loras.sdxl_kohya_lora(depth=1, te_attn_only=True), SDXL_LORA)

@@ -35,7 +35,18 @@ R1_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}"
 )
-TEMPLATES = {"chatml": CHATML_TEMPLATE, "r1": R1_TEMPLATE, "none": None}
+# ChatML that also takes OpenAI content parts (what llama_cpp's MTMDChatHandler passes: the image part turned into
+# a text part holding the media marker), as Qwen2-VL's own template does.
+CHATML_VL_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\\n'}}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{% endif %}"
+    "{{'<|im_end|>' + '\\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+TEMPLATES = {"chatml": CHATML_TEMPLATE, "r1": R1_TEMPLATE, "chatml_vl": CHATML_VL_TEMPLATE, "none": None}
 
 SPECIAL_TOKENS = [  # (text, llama.cpp token type): 3 = CONTROL, 4 = USER_DEFINED
     ("<|endoftext|>", 3),
@@ -73,8 +84,9 @@ def bytes_to_unicode():
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def build_vocab(n_merges=200, pad_to=None):
-    """(tokens, token_types, merges, special ids) for a byte-level BPE learnt on CORPUS."""
+def build_vocab(n_merges=200, pad_to=None, extra_special=()):
+    """(tokens, token_types, merges, special ids) for a byte-level BPE learnt on CORPUS.  ``extra_special``:
+    more (text, type) control tokens after SPECIAL_TOKENS (the vision model's <|vision_start|> ...)."""
     b2u = bytes_to_unicode()
     tokens = [b2u[b] for b in range(256)]
     words = collections.Counter(
@@ -112,7 +124,7 @@ def build_vocab(n_merges=200, pad_to=None):
         tokens += [f"[PAD{i}]" for i in range(n_pad)]
         types += [1] * n_pad
     ids = {}
-    for text, ttype in SPECIAL_TOKENS:
+    for text, ttype in list(SPECIAL_TOKENS) + list(extra_special):
         ids[text] = len(tokens)
         tokens.append(text)
         types.append(ttype)
@@ -132,11 +144,11 @@ def _quantize(arr, qtype):
 
 def write_model(path, *, arch="qwen2", template="chatml", qtype="Q8_0", seed=0, n_embd=64, n_layer=2,
                 n_head=4, n_head_kv=2, n_ff=128, n_ctx_train=2048, vocab_pad_to=None, std=0.02,
-                rope_theta=10000.0, arch_name=None):
+                rope_theta=10000.0, arch_name=None, extra_special=(), rope_sections=None):
     """Write one random-weight GGUF model to `path` (deterministic for the same arguments)."""
     import gguf
     path = pathlib.Path(path)
-    tokens, types, merges, ids = build_vocab(pad_to=vocab_pad_to)
+    tokens, types, merges, ids = build_vocab(pad_to=vocab_pad_to, extra_special=extra_special)
     n_vocab = len(tokens)
     rng = np.random.default_rng(seed)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -150,6 +162,8 @@ def write_model(path, *, arch="qwen2", template="chatml", qtype="Q8_0", seed=0, 
     w.add_head_count_kv(n_head_kv)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(rope_theta)
+    if rope_sections:
+        w.add_rope_dimension_sections(list(rope_sections))
     w.add_file_type({"Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
                      "F16": gguf.LlamaFileType.MOSTLY_F16, "F32": gguf.LlamaFileType.ALL_F32}[qtype])
     w.add_tokenizer_model("gpt2")
@@ -186,7 +200,7 @@ def write_model(path, *, arch="qwen2", template="chatml", qtype="Q8_0", seed=0, 
         add(p + "attn_q.weight", rand(n_head * head_dim, n_embd))
         add(p + "attn_k.weight", rand(n_head_kv * head_dim, n_embd))
         add(p + "attn_v.weight", rand(n_head_kv * head_dim, n_embd))
-        if arch == "qwen2":
+        if arch in ("qwen2", "qwen2vl"):
             add(p + "attn_q.bias", rand(n_head * head_dim), quantize=False)
             add(p + "attn_k.bias", rand(n_head_kv * head_dim), quantize=False)
             add(p + "attn_v.bias", rand(n_head_kv * head_dim), quantize=False)
