@@ -545,3 +545,21 @@ def set_clip_reload(clip, paths, embedding_directory, clip_type, model_options):
     patcher = getattr(clip, "patcher", None)
     if callable(fn) and patcher is not None and hasattr(patcher, "cached_patcher_init"):
         patcher.cached_patcher_init = (fn, (list(paths), embedding_directory, clip_type, model_options))
+
+
+def text_mask_read_by_model(clip):
+    """True when the diffusion model this text encoder is for reads the text attention mask in its attention, so
+    that padded text tokens can be masked out exactly: Qwen-Image's encoder (``QwenImageTEModel``) on hosts whose
+    Qwen-Image attention applies ``encoder_hidden_states_mask`` (0.33: it builds the joint mask from it; 0.3.64 takes
+    the argument and never uses it).  Z-Image's model drops the mask (``cap_mask = None``) and Flux.2's takes none."""
+    qi = _import("comfy.text_encoders.qwen_image")
+    cls = getattr(qi, "QwenImageTEModel", None)
+    if not isinstance(cls, type) or not isinstance(getattr(clip, "cond_stage_model", None), cls):
+        return False
+    model = _import("comfy.ldm.qwen_image.model")
+    attention = getattr(model, "Attention", None)
+    try:
+        source = inspect.getsource(attention.forward)
+    except (TypeError, OSError, AttributeError):
+        return False
+    return "= encoder_hidden_states_mask" in source

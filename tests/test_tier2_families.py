@@ -45,9 +45,19 @@ MISSING_064 = {"zimage": "Z-Image: not in ComfyUI 0.3.64 (no ZImage model, no Qw
 PROMPT = "a red cube on a wooden table, soft light"
 
 
+LORAS = [("qwen_image", "peft"), ("qwen_image", "diffsynth"), ("zimage", "aitoolkit"), ("flux2", "aitoolkit"),
+         ("flux2", "musubi")]
+
+
+def _lora_name(family, naming):
+    return f"lean_{family}_lora_{naming}.safetensors"
+
+
 def _files(base):
     for name, (folder, make) in FILES.items():
         harness.link_model(base, folder, make(), name)
+    for family, naming in LORAS:
+        harness.link_model(base, "loras", families.family_lora(family, naming), _lora_name(family, naming))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +68,7 @@ def host(shared_hosts):
 
 def _knows(host, family):
     """Skip (reason on the CI allow-list) where the host's CLIPLoader has no type for the family."""
-    types = host.object_info("CLIPLoader")["CLIPLoader"]["input"]["required"]["type"][0]
+    types = host.object_info("CLIPLoader")["input"]["required"]["type"][0]
     typ = FAMILY[family][2] if family in FAMILY else family
     if typ not in types or (family == "zimage" and "flux2" not in types):  # 0.3.64's lumina2 is Gemma-2 only
         pytest.skip(MISSING_064[family])
@@ -203,3 +213,106 @@ def test_dm_same_latent_as_unetloader(host, family, weight_dtype):
             host.free()
         ref_default = probe_node.read(host.base, name)[0]["latent.0"]
         assert not torch.equal(ref, ref_default)  # fp8 weights give another latent: the comparison sees weights
+
+
+# ------------------------------------------------------------------ Prompt Batch on the LLM encoders
+LONG = ("a lighthouse on a rocky coast at dusk, waves breaking on the rocks, warm light in the windows, " * 6).strip()
+PB_PROMPTS = ["x", "a red cube on a wooden table", LONG]  # 1, 6 and ~110 words: very different token counts
+QWEN_064 = "Qwen-Image: ComfyUI 0.3.64's Qwen-Image attention ignores the text attention mask"
+
+
+def _pb_graph(family):
+    dm, te, typ, (empty, size) = FAMILY[family]
+    g = {"m": {"class_type": "UNETLoader", "inputs": {"unet_name": dm, "weight_dtype": "default"}},
+         "c": _te_node("CLIPLoader", te, typ),
+         "l": {"class_type": empty, "inputs": {"width": size, "height": size, "batch_size": len(PB_PROMPTS)}}}
+    g["b"] = {"class_type": "LeanPromptBatch", "inputs": {"clip": ["c", 0], "text": "\n".join(PB_PROMPTS),
+                                                         "mode": "lines", "count": 16, "seed": 0, "prefix": "",
+                                                         "suffix": ""}}
+    sampler = {"model": ["m", 0], "seed": 7, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+               "denoise": 1.0}
+    g["s"] = {"class_type": "KSampler", "inputs": {**sampler, "positive": ["b", 0], "negative": ["b", 0],
+                                                   "latent_image": ["l", 0]}}
+    g["p"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"pb_{family}", "latent": ["s", 0],
+                                                         "conditioning": ["b", 0]}}
+    for i, text in enumerate(PB_PROMPTS):  # stock: the prompt alone, on image i's noise (LatentFromBatch)
+        g[f"e{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": text}}
+        g[f"f{i}"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["l", 0], "batch_index": i, "length": 1}}
+        g[f"s{i}"] = {"class_type": "KSampler", "inputs": {**sampler, "positive": [f"e{i}", 0],
+                                                           "negative": [f"e{i}", 0], "latent_image": [f"f{i}", 0]}}
+        g[f"p{i}"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"pb_{family}_ref{i}", "latent": [f"s{i}", 0],
+                                                                 "conditioning": [f"e{i}", 0]}}
+    return g
+
+
+@pytest.mark.parametrize("family", ["qwen_image", "flux2"])
+def test_prompt_batch_entry_equals_its_prompt_alone(host, family):
+    """One KSampler pass over LeanPromptBatch's batch of prompts of very different lengths: image i equals stock
+    CLIPTextEncode(prompt i) sampled alone on image i's noise.  Qwen-Image: shorter prompts are zero-padded and
+    masked (the attention mask its model reads; the padded keys get weight exactly 0, so what differs is only the
+    float summation order of a longer attention row: tolerance 1e-4 of the latent's scale).  Flux.2 Klein: every
+    prompt up to 512 tokens is padded to 512 by the host's own tokenizer, so all entries have one shape already."""
+    if family == "flux2":
+        _knows(host, family)
+    elif "flux2" not in host.object_info("CLIPLoader")["input"]["required"]["type"][0]:
+        pytest.skip(QWEN_064)
+    host.run(_pb_graph(family))
+    host.free()
+    got, meta = probe_node.read(host.base, f"pb_{family}")
+    out = got["latent.0"]
+    assert out.shape[0] == len(PB_PROMPTS)
+    refs = [probe_node.read(host.base, f"pb_{family}_ref{i}")[0] for i in range(len(PB_PROMPTS))]
+    lengths = [r["cond.0.0"].shape[1] for r in refs]
+    if family == "qwen_image":
+        assert len(set(lengths)) == len(PB_PROMPTS), lengths  # the prompts really differ in length
+        mask = got["mask.0.0"]
+        assert mask.shape == (len(PB_PROMPTS), max(lengths))
+        assert [int(m.sum()) for m in mask] == lengths  # each entry's own tokens, the rest masked
+    else:
+        assert set(lengths) == {512}, lengths
+    for i, r in enumerate(refs):
+        ref = r["latent.0"][0]
+        scale = ref.abs().max().item()
+        err = (out[i] - ref).abs().max().item()
+        others = min((out[j] - ref).abs().max().item() for j in range(len(PB_PROMPTS)) if j != i)
+        assert err <= 1e-4 * max(1.0, scale), (i, err, scale)
+        assert others > 100 * max(err, 1e-6), (i, err, others)  # the check tells the prompts apart
+
+
+# ------------------------------------------------------------------ LoRA (dynamic) against stock LoraLoaderModelOnly
+STRENGTH = 0.8
+
+
+@pytest.mark.parametrize("family,naming", LORAS, ids=[f"{f}-{n}" for f, n in LORAS])
+def test_lora_equals_stock(host, family, naming):
+    """A LoRA in a trainer's naming: stock LoraLoaderModelOnly maps every key (no "lora key not loaded"), and
+    LeanLoraLoader (the dynamic branch, CLIP None, strength_clip 0) gives its latent within 1e-3 of the scale, on
+    Load Diffusion Model (mmap)'s model; the LoRA changes the result."""
+    if family in MISSING_064:
+        _knows(host, family)
+    lora = _lora_name(family, naming)
+    names = {k: f"lora_{family}_{naming}_{k}" for k in ("base", "stock", "lean")}
+    mark = len(host.log())
+    for kind, name in names.items():
+        g = _sample_graph(family, DM, "default", name)
+        if kind == "stock":
+            g["x"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["m", 0], "lora_name": lora,
+                                                                      "strength_model": STRENGTH}}
+        elif kind == "lean":
+            g["nc"] = {"class_type": "TestNoneClip_lean", "inputs": {}}
+            g["x"] = {"class_type": "LeanLoraLoader", "inputs": {"model": ["m", 0], "clip": ["nc", 0],
+                                                                 "lora_name": lora, "strength_model": STRENGTH,
+                                                                 "strength_clip": 0.0, "schedule": "",
+                                                                 "block_weights": ""}}
+        if kind != "base":
+            g["s"]["inputs"]["model"] = ["x", 0]
+        host.run(g)
+        if kind == "stock":
+            log = host.log()[mark:]
+            assert "lora key not loaded" not in log, [x for x in log.splitlines() if "lora key not loaded" in x][:5]
+    host.free()
+    base, stock, lean = (probe_node.read(host.base, names[k])[0]["latent.0"] for k in ("base", "stock", "lean"))
+    scale = max(1.0, stock.abs().max().item())
+    assert (stock - base).abs().max() > 1e-2 * scale, "the LoRA changed nothing: the comparison would not see it"
+    err = (lean - stock).abs().max().item()
+    assert err <= 1e-3 * scale, err

@@ -217,7 +217,6 @@ def sd15_clip_l(seed=0, cache=None):
     """SD1.5's CLIP-L as a standalone text-encoder file (HF CLIPTextModel keys ``text_model.*``, fp16, ~246 MB):
     the same tensors as the text encoder of ``sd15.sd15_checkpoint(seed)``, what a Load CLIP user has in
     models/text_encoders."""
-    import torch
     from safetensors.torch import save_file
     from . import cache_dir, sd15
     d = (cache or cache_dir()) / "fixtures"
@@ -290,4 +289,71 @@ def qwen3_4b_full(seed=0, cache=None):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_streamed(path, qwen3_4b_keys(**QWEN3_4B_FULL), seed,
                        {"lean_fixture": f"qwen3_4b_full v{GENERATOR_VERSION} seed {seed}"})
+    return path
+
+
+# ------------------------------------------------------------------ LoRAs in the namings trainers write
+def _lora_modules(family):
+    """(LoRA module name in the family's diffusers naming, (out, in)) for the linear layers a trainer targets."""
+    out = []
+    if family == "qwen_image":
+        for k, shape in qwen_image_keys().items():
+            if k.startswith("transformer_blocks.") and k.endswith(".weight") and len(shape) == 2:
+                out.append((k[:-len(".weight")], shape))
+    elif family == "zimage":
+        dim = 3840
+        for k, shape in zimage_keys().items():
+            if not (k.startswith(("layers.", "noise_refiner.", "context_refiner.")) and k.endswith(".weight")
+                    and len(shape) == 2):
+                continue
+            base = k[:-len(".weight")]
+            if base.endswith(".attention.qkv"):  # diffusers' Z-Image splits qkv into to_q/to_k/to_v
+                stem = base[:-len("qkv")]
+                out += [(stem + n, (dim, dim)) for n in ("to_q", "to_k", "to_v")]
+            elif base.endswith(".attention.out"):
+                out.append((base[:-len("out")] + "to_out.0", shape))
+            else:
+                out.append((base, shape))
+    elif family == "flux2":
+        for k, shape in flux2_keys().items():
+            if k.startswith(("double_blocks.", "single_blocks.")) and k.endswith(".weight") and len(shape) == 2:
+                out.append((k[:-len(".weight")], shape))
+    return out
+
+
+LORA_NAMINGS = {
+    # the host's own diffusers/PEFT form (what ai-toolkit writes for Qwen-Image and Z-Image): transformer.<module>
+    "peft": ("transformer.{}", ".lora_A.weight", ".lora_B.weight", False),
+    # DiffSynth-Studio (Qwen-Image): bare module names, PEFT's adapter name "default"
+    "diffsynth": ("{}", ".lora_A.default.weight", ".lora_B.default.weight", False),
+    # ai-toolkit for Z-Image / Flux.2: diffusion_model.<module>
+    "aitoolkit": ("diffusion_model.{}", ".lora_A.weight", ".lora_B.weight", False),
+    # kohya / musubi-tuner: lora_unet_<module with _>, lora_down/lora_up/alpha
+    "musubi": ("lora_unet_{}", ".lora_down.weight", ".lora_up.weight", True),
+}
+
+
+def family_lora(family, naming="peft", seed=0, rank=4, cache=None):
+    """A LoRA for the tiny ``family`` model in ``naming`` (LORA_NAMINGS), fp16 (bf16 for none), rank 4, every
+    linear layer of the blocks; alpha = rank where the naming stores one (scale 1)."""
+    import torch
+    from safetensors.torch import save_file
+    from . import cache_dir
+    d = (cache or cache_dir()) / "fixtures"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{family}_tiny_lora_{naming}_v{GENERATOR_VERSION}_r{rank}_seed{seed}.safetensors"
+    if path.exists():
+        return path
+    fmt, down, up, alpha = LORA_NAMINGS[naming]
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for module, (out_f, in_f) in _lora_modules(family):
+        name = fmt.format(module.replace(".", "_") if naming == "musubi" else module)
+        sd[name + down] = (torch.randn((rank, in_f), generator=g) / in_f ** 0.5).to(torch.float16)
+        sd[name + up] = (torch.randn((out_f, rank), generator=g) * 0.05).to(torch.float16)
+        if alpha:
+            sd[name + ".alpha"] = torch.tensor(float(rank), dtype=torch.float16)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(sd, str(tmp), metadata={"lean_fixture": f"{family} lora {naming} v{GENERATOR_VERSION} seed {seed}"})
+    os.replace(tmp, path)
     return path
