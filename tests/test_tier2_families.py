@@ -49,6 +49,9 @@ LORAS = [("qwen_image", "peft"), ("qwen_image", "diffsynth"), ("zimage", "aitool
          ("flux2", "musubi")]
 
 
+ZIMAGE_ONLY = {"LAYERS": ("layers.",), "REFINERS": ("noise_refiner.", "context_refiner.")}
+
+
 def _lora_name(family, naming):
     return f"lean_{family}_lora_{naming}.safetensors"
 
@@ -58,6 +61,9 @@ def _files(base):
         harness.link_model(base, folder, make(), name)
     for family, naming in LORAS:
         harness.link_model(base, "loras", families.family_lora(family, naming), _lora_name(family, naming))
+    for only in ZIMAGE_ONLY.values():
+        harness.link_model(base, "loras", families.family_lora("zimage", "aitoolkit", only=only),
+                           f"lean_zimage_lora_only_{only[0].strip('.')}.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -314,5 +320,34 @@ def test_lora_equals_stock(host, family, naming):
     base, stock, lean = (probe_node.read(host.base, names[k])[0]["latent.0"] for k in ("base", "stock", "lean"))
     scale = max(1.0, stock.abs().max().item())
     assert (stock - base).abs().max() > 1e-2 * scale, "the LoRA changed nothing: the comparison would not see it"
+    err = (lean - stock).abs().max().item()
+    assert err <= 1e-3 * scale, err
+
+
+@pytest.mark.parametrize("preset", list(ZIMAGE_ONLY))
+def test_zimage_block_weight_preset_equals_stock_on_filtered_file(host, preset):
+    """Z-Image block weights: LeanLoraLoader with the preset (LAYERS: L0.., refiners 0; REFINERS: the reverse)
+    equals stock LoraLoaderModelOnly on the same LoRA filtered to those blocks' modules, within 1e-3; the preset
+    differs from the whole LoRA (the blocks it drops matter)."""
+    _knows(host, "zimage")
+    filtered = f"lean_zimage_lora_only_{ZIMAGE_ONLY[preset][0].strip('.')}.safetensors"
+    names = {k: f"bw_zimage_{preset}_{k}" for k in ("stock", "lean", "full")}
+    for kind, name in names.items():
+        g = _sample_graph("zimage", DM, "default", name)
+        if kind == "stock":
+            g["x"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["m", 0], "lora_name": filtered,
+                                                                      "strength_model": STRENGTH}}
+        else:
+            g["nc"] = {"class_type": "TestNoneClip_lean", "inputs": {}}
+            g["x"] = {"class_type": "LeanLoraLoader", "inputs": {
+                "model": ["m", 0], "clip": ["nc", 0], "lora_name": _lora_name("zimage", "aitoolkit"),
+                "strength_model": STRENGTH, "strength_clip": 0.0, "schedule": "",
+                "block_weights": preset if kind == "lean" else ""}}
+        g["s"]["inputs"]["model"] = ["x", 0]
+        host.run(g)
+    host.free()
+    stock, lean, full = (probe_node.read(host.base, names[k])[0]["latent.0"] for k in ("stock", "lean", "full"))
+    scale = max(1.0, stock.abs().max().item())
+    assert (full - stock).abs().max() > 1e-2 * scale, "the preset drops nothing the comparison would see"
     err = (lean - stock).abs().max().item()
     assert err <= 1e-3 * scale, err

@@ -215,6 +215,13 @@ def text_encoder_graph(**kw):
     return _preview({"class_type": "LeanTextEncoderLoader", "inputs": inputs}, 1)
 
 
+def dual_text_encoder_graph(**kw):
+    inputs = dict(clip_name1="gone.safetensors", clip_name2="gone.safetensors", type="flux", device="default",
+                  load_mode="mmap", weight_dtype="default")
+    inputs.update(kw)
+    return _preview({"class_type": "LeanDualTextEncoderLoader", "inputs": inputs}, 1)
+
+
 def stock_ckpt():
     return {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD15}}
 
@@ -470,6 +477,17 @@ CASES = [
        ("lora_not_text_encoder.safetensors", "no text encoder", "lora")),
     _c("te-type-unknown", "LeanTextEncoderLoader", "a type that does not exist",
        lambda: text_encoder_graph(clip_name="zero_bytes.safetensors", type="sd99"), ("type",), stage="validation"),
+
+    _c("dual-missing", "LeanDualTextEncoderLoader", "a second text encoder that is not there",
+       lambda: dual_text_encoder_graph(clip_name1="zero_bytes.safetensors", clip_name2="gone.safetensors"),
+       ("clip_name2", "gone.safetensors"), stage="validation"),
+    _c("dual-zero-bytes", "LeanDualTextEncoderLoader", "a zero-byte first file",
+       lambda: dual_text_encoder_graph(clip_name1="zero_bytes.safetensors", clip_name2="truncated.safetensors"),
+       ("zero_bytes.safetensors",)),
+    _c("dual-lora-not-encoder", "LeanDualTextEncoderLoader", "two LoRAs picked as text encoders",
+       lambda: dual_text_encoder_graph(clip_name1="lora_not_text_encoder.safetensors",
+                                       clip_name2="lora_not_text_encoder.safetensors"),
+       ("lora_not_text_encoder.safetensors", "no text encoder")),
 
     # ---- LeanLoraLoader / LeanLoraTags
     _c("lora-other-arch", "LeanLoraLoader", "a LoRA made for another architecture (Flux)",

@@ -333,15 +333,18 @@ LORA_NAMINGS = {
 }
 
 
-def family_lora(family, naming="peft", seed=0, rank=4, cache=None):
-    """A LoRA for the tiny ``family`` model in ``naming`` (LORA_NAMINGS), fp16 (bf16 for none), rank 4, every
-    linear layer of the blocks; alpha = rank where the naming stores one (scale 1)."""
+def family_lora(family, naming="peft", seed=0, rank=4, cache=None, only=None):
+    """A LoRA for the tiny ``family`` model in ``naming`` (LORA_NAMINGS), fp16, rank 4, every linear layer of the
+    blocks; alpha = rank where the naming stores one (scale 1).  ``only``: a tuple of module-name prefixes (e.g.
+    ("layers.",)) keeps just those modules, with the same values as in the full file (the reference of a block
+    weight that keeps only those blocks)."""
     import torch
     from safetensors.torch import save_file
     from . import cache_dir
     d = (cache or cache_dir()) / "fixtures"
     d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{family}_tiny_lora_{naming}_v{GENERATOR_VERSION}_r{rank}_seed{seed}.safetensors"
+    tag = "" if not only else "_only_" + "_".join(o.strip(".") for o in only)
+    path = d / f"{family}_tiny_lora_{naming}_v{GENERATOR_VERSION}_r{rank}{tag}_seed{seed}.safetensors"
     if path.exists():
         return path
     fmt, down, up, alpha = LORA_NAMINGS[naming]
@@ -349,8 +352,11 @@ def family_lora(family, naming="peft", seed=0, rank=4, cache=None):
     sd = {}
     for module, (out_f, in_f) in _lora_modules(family):
         name = fmt.format(module.replace(".", "_") if naming == "musubi" else module)
-        sd[name + down] = (torch.randn((rank, in_f), generator=g) / in_f ** 0.5).to(torch.float16)
-        sd[name + up] = (torch.randn((out_f, rank), generator=g) * 0.05).to(torch.float16)
+        a = (torch.randn((rank, in_f), generator=g) / in_f ** 0.5).to(torch.float16)
+        b = (torch.randn((out_f, rank), generator=g) * 0.05).to(torch.float16)
+        if only and not module.startswith(tuple(only)):
+            continue
+        sd[name + down], sd[name + up] = a, b
         if alpha:
             sd[name + ".alpha"] = torch.tensor(float(rank), dtype=torch.float16)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
