@@ -13,7 +13,9 @@ same, bit for bit.  Peak RSS is over the whole worker process (import, load, enc
     python bench/te_load.py --remove-file      # deletes the 8 GB benchmark file (made on demand by the first run)
 
 --smoke: the tiny Qwen3-4B fixture (28 layers of one head; the host builds it through tests' tiny_te_node hook,
-installed here in-process), one pair (checks that the benchmark still runs; the figures mean nothing).
+installed here in-process), one pair (checks that the benchmark still runs; the figures mean nothing); on a host
+without Qwen3-4B (0.3.64) SD1.5's CLIP-L file (type stable_diffusion).  Without --smoke such a host prints
+RESULT skipped=1.
 
 Ends with: RESULT peak_rss_ratio=<lean/stock> lean_peak_vs_file=<lean peak / file bytes> wall_ratio=<load wall
 lean/stock> total_wall_ratio=<load+encode> identical=0|1 [stock_stopped=<phase> bound=upper]
@@ -35,7 +37,7 @@ PROMPT = ("a lighthouse on a rocky coast at dusk, waves breaking on the rocks, w
 TYPE = "lumina2"
 
 
-def worker(kind, path, out, smoke=False):
+def worker(kind, path, out, smoke=False, typ=TYPE):
     from flux_load import FIGURES, _hwm, _phase
     _phase("import")
     import _common
@@ -59,13 +61,13 @@ def worker(kind, path, out, smoke=False):
     _phase("load")
     t0 = time.perf_counter()
     if kind == "stock":
-        clip = host_nodes.CLIPLoader().load_clip(name, TYPE, "default")[0]
+        clip = host_nodes.CLIPLoader().load_clip(name, typ, "default")[0]
         report = ""
     else:
         from lean_testlib import inproc
         inproc.load_pack()
         from lean_nodes.nodes.text_encoder import LeanTextEncoderLoader
-        clip, report = LeanTextEncoderLoader().load(name, TYPE, "default", "mmap", "default")["result"]
+        clip, report = LeanTextEncoderLoader().load(name, typ, "default", "mmap", "default")["result"]
     load_wall = time.perf_counter() - t0
     held = proc.memory_info().rss
     load_hwm = _hwm()
@@ -98,6 +100,7 @@ def parse_args(argv=None):
                     help="watchdog: kill a worker when available memory falls below this (GiB; default 1.5)")
     ap.add_argument("--smoke", action="store_true", help="tiny Qwen3-4B fixture, one pair: does the benchmark run")
     ap.add_argument("--remove-file", action="store_true", help="delete the full-size benchmark file and exit")
+    ap.add_argument("--type", default=TYPE, help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["stock", "lean"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -112,7 +115,8 @@ def run_one(kind, path, a, tmp, i):
     from flux_load import summarize, warm, watch
     out = os.path.join(tmp, f"{kind}_{i}.pt")
     w = warm(path)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--file", str(path), "--out", out]
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--file", str(path), "--out", out,
+           "--type", a.type]
     if a.smoke:
         cmd.append("--smoke")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO / "bench")]))
@@ -143,7 +147,7 @@ def main():
     _common.host_from_argv()
     a = parse_args()
     if a.worker:
-        return worker(a.worker, a.file, a.out, a.smoke)
+        return worker(a.worker, a.file, a.out, a.smoke, a.type)
     sys.path.insert(0, str(TESTS))
     from lean_testlib import families, harness
     if a.remove_file:
@@ -160,8 +164,16 @@ def main():
         print(f"no ComfyUI host found ({why}); set COMFYUI_PATH")
         print("RESULT skipped=1")
         return
+    knows_qwen3 = (pathlib.Path(host) / "comfy" / "text_encoders" / "z_image.py").exists()  # 0.3.64 does not
     if a.file:
         path = pathlib.Path(a.file)
+    elif a.smoke and not knows_qwen3:  # the benchmark still runs: SD1.5's CLIP-L, the encoder every host knows
+        path, a.type = families.sd15_clip_l(), "stable_diffusion"
+        print(f"ComfyUI {harness.host_version(host)} has no Qwen3-4B text encoder (Z-Image): smoke on SD1.5's CLIP-L")
+    elif not knows_qwen3:
+        print(f"ComfyUI {harness.host_version(host)} has no Qwen3-4B text encoder (Z-Image); run on 0.33.0")
+        print("RESULT skipped=1")
+        return
     elif a.smoke:
         path = families.qwen3_4b_tiny()
     else:
@@ -171,7 +183,7 @@ def main():
               f"deletes it)", flush=True)
     size = path.stat().st_size
     print(f"file {path} ({size / 1e9:.2f} GB), ComfyUI {harness.host_version(host)}, {a.pairs} pair(s), CPU, type "
-          f"{TYPE}; watchdog: private memory > {a.max_private_gb} GiB or available < {a.min_available_gb} GiB",
+          f"{a.type}; watchdog: private memory > {a.max_private_gb} GiB or available < {a.min_available_gb} GiB",
           flush=True)
     tmp = tempfile.mkdtemp(prefix="lean-bench-te-")
     runs = {"stock": [], "lean": []}
