@@ -509,3 +509,60 @@ def weights_in_own_mappings(is_uninitialised):
         yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def release_as_loaded(files):
+    """While active, every module built registers a ``load_state_dict`` pre-hook (torch's own module hook) that,
+    as the load reaches it, drops from the resident set the file pages (``CheckpointFile.release``) of the
+    tensors the modules visited before it were handed (their values are copied by then): when some host code
+    builds a model and loads a whole state dict of mapped views into it in one call, the mapped file and the
+    model's copy never add up beyond one module's tensors.  ``files``: the open CheckpointFiles the views come
+    from.  On exit the hooks are removed and the last module's pages released.  Views that no file handed out
+    (tensors host code built itself) are skipped."""
+    from torch.nn.modules import module as nn_module
+
+    pending, handles, seen = [], [], set()
+
+    def flush():
+        while pending:
+            ck, key = pending.pop()
+            ck.release(key)
+
+    def file_key(t):
+        for ck in files:
+            try:
+                key = ck.key_of_view(t)
+            except (RuntimeError, TypeError, AttributeError):
+                key = None
+            if key is not None:
+                return ck, key
+        return None
+
+    def pre_hook(module, state_dict, prefix, *args):
+        flush()
+        for name in list(module._parameters) + list(module._buffers):
+            t = state_dict.get(prefix + name)
+            if t is not None and hasattr(t, "data_ptr"):
+                found = file_key(t)
+                if found is not None:
+                    pending.append(found)
+
+    def on_param(module, name, param):
+        if id(module) not in seen:
+            seen.add(id(module))
+            register = getattr(module, "register_load_state_dict_pre_hook", None)
+            if register is not None:  # torch >= 2.5
+                handles.append(register(pre_hook))
+            else:
+                handles.append(module._register_load_state_dict_pre_hook(pre_hook, with_module=True))
+        return None
+
+    reg = nn_module.register_module_parameter_registration_hook(on_param)
+    try:
+        yield
+    finally:
+        reg.remove()
+        for h in handles:
+            h.remove()
+        flush()

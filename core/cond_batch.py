@@ -101,3 +101,21 @@ def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0
     per_row = max(1, chunk_len * width * 4 * 24)
     n = int(free_bytes * fraction // per_row)
     return max(1, min(total_rows, cap, n))
+
+
+def stack_masked(conds, masks):
+    """[1, T_i, C] tensors zero-padded at the end to the longest and stacked into [N, T, C], with the attention
+    mask [N, T] (integer: 1 = a real token, 0 = padding) a model that reads it needs to ignore the padding; a
+    prompt's own mask ([1, T_i] or None for all ones) is kept for its tokens.  Mask None when nothing is padded
+    or masked (what the host's encoder gives for one unmasked prompt)."""
+    length = max(c.shape[1] for c in conds)
+    rows, mrows = [], []
+    for c, m in zip(conds, masks):
+        t = c.shape[1]
+        rows.append(torch.cat([c, c.new_zeros((1, length - t) + tuple(c.shape[2:]))], dim=1) if t < length else c)
+        own = torch.ones((1, t), dtype=torch.long) if m is None else m.reshape(1, t).to("cpu", torch.long)
+        mrows.append(torch.cat([own, torch.zeros((1, length - t), dtype=torch.long)], dim=1))
+    mask = torch.cat(mrows, dim=0)
+    if bool(mask.all()):
+        mask = None
+    return torch.cat(rows, dim=0), mask

@@ -31,7 +31,26 @@ FLUX_DOUBLE, FLUX_SINGLE = 19, 38
 FLUX_58 = ("BASE",) + tuple(f"D{i}" for i in range(FLUX_DOUBLE)) + tuple(f"S{i}" for i in range(FLUX_SINGLE))
 
 LAYOUTS = {"sd15": (SD15_17, SD15_26), "sdxl": (SDXL_12, SDXL_20), "flux": (FLUX_58, FLUX_58)}
-LAYOUT_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux"}
+LAYOUT_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "zimage": "Z-Image", "qwen_image": "Qwen-Image"}
+
+# The 2026 DiTs, by name only (no A1111 list form exists for them): BASE (text encoder and the modules outside the
+# blocks) and the block stacks of the published models, numbered as their state dicts number them.
+#   Z-Image (Lumina2 DiT, 6B): L0..L29 (layers.N), NR0..NR1 (noise_refiner.N), CR0..CR1 (context_refiner.N)
+#   Qwen-Image (20B): B0..B59 (transformer_blocks.N)
+# Flux.2 (Klein, dev) has Flux's double_blocks/single_blocks and uses the Flux layout (Klein 4B: D0-D4, S0-S19).
+DIT_LAYOUTS = {
+    "zimage": (("L", "layers", 30), ("NR", "noise_refiner", 2), ("CR", "context_refiner", 2)),
+    "qwen_image": (("B", "transformer_blocks", 60),),
+}
+DIT_PRESETS = {
+    "zimage": {"NONE": "BASE:0,L0-L29:0,NR0-NR1:0,CR0-CR1:0", "ALL": "BASE:1,L0-L29:1,NR0-NR1:1,CR0-CR1:1",
+               "ALL0.5": "BASE:0.5,L0-L29:0.5,NR0-NR1:0.5,CR0-CR1:0.5",
+               "LAYERS": "BASE:1,L0-L29:1,NR0-NR1:0,CR0-CR1:0", "REFINERS": "BASE:1,L0-L29:0,NR0-NR1:1,CR0-CR1:1"},
+    "qwen_image": {"NONE": "BASE:0,B0-B59:0", "ALL": "BASE:1,B0-B59:1", "ALL0.5": "BASE:0.5,B0-B59:0.5",
+                   "FIRST_HALF": "BASE:1,B0-B29:1,B30-B59:0", "SECOND_HALF": "BASE:1,B0-B29:0,B30-B59:1"},
+}
+_DIT_RES = {layout: re.compile(r"^(?:diffusion_model\.)?(" + "|".join(stack for _, stack, _ in spec) + r")\.(\d+)\.")
+            for layout, spec in DIT_LAYOUTS.items()}
 
 # In the short formats, blocks without attention (reached only by LoCon) follow the nearest listed block.
 _SHORT_FALLBACK = {
@@ -148,6 +167,50 @@ def _parse_flux_named(text: str, what: str, full: str, base: int, source: str) -
     return BlockWeights("flux", tuple(w.items()), source)
 
 
+def _dit_ids(layout):
+    return ("BASE",) + tuple(f"{p}{i}" for p, _, n in DIT_LAYOUTS[layout] for i in range(n))
+
+
+def _dit_ranges(layout):
+    return ", ".join(f"{p}0..{p}{n - 1} ({stack})" for p, stack, n in DIT_LAYOUTS[layout])
+
+
+def _parse_dit_named(layout: str, text: str, what: str, full: str, base: int, source: str) -> BlockWeights:
+    """'L0-L29:1,NR0-NR1:0' (or '=' for ':') for the DiT layouts; ids not named keep 1."""
+    name = LAYOUT_NAMES[layout]
+    counts = {p: n for p, _, n in DIT_LAYOUTS[layout]}
+    ident = re.compile(r"\s*(BASE|(?:" + "|".join(sorted(counts, key=len, reverse=True)) + r")\d+)"
+                       r"(?:\s*-\s*((?:" + "|".join(counts) + r")\d+))?\s*$", re.IGNORECASE)
+    w = dict.fromkeys(_dit_ids(layout), 1.0)
+    pos = 0
+    for part in text.split(","):
+        start, end = pos, pos + len(part)
+        pos = end + 1
+        if not part.strip():
+            raise LoraSyntaxError(what, full, base + start, "empty entry (two commas in a row or a trailing comma)")
+        sep = max(part.find(":"), part.find("="))
+        m = ident.fullmatch(part[:sep]) if sep >= 0 else None
+        if not m:
+            raise LoraSyntaxError(what, full, base + start, f"'{part.strip()}' is not BLOCK:weight or FIRST-LAST:weight "
+                                  f"for {name}: blocks are BASE, {_dit_ranges(layout)}", max(1, len(part)))
+        a, b = m.group(1).upper(), (m.group(2) or m.group(1)).upper()
+        kinds = [re.match(r"[A-Z]+", x).group(0) for x in (a, b)]
+        for bid, kind in zip((a, b), kinds):
+            if bid != "BASE" and int(bid[len(kind):]) >= counts[kind]:
+                raise LoraSyntaxError(what, full, base + start, f"block {bid} does not exist: {name} has "
+                                      f"{_dit_ranges(layout)}", max(1, sep))
+        if kinds[0] != kinds[1] or (a != "BASE" and int(a[len(kinds[0]):]) > int(b[len(kinds[1]):])):
+            raise LoraSyntaxError(what, full, base + start, f"range {a}-{b} must go upwards within one kind", max(1, sep))
+        v = _number(part, sep + 1, len(part), what, full, base + start)
+        if a == "BASE":
+            w["BASE"] = v
+        else:
+            k = kinds[0]
+            for i in range(int(a[len(k):]), int(b[len(k):]) + 1):
+                w[f"{k}{i}"] = v
+    return BlockWeights(layout, tuple(w.items()), source)
+
+
 def parse_block_weights(text: str, layout: str | None, what: str = "block weights", full: str | None = None,
                         base: int = 0) -> BlockWeights | None:
     """A preset name (NONE, ALL, INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL, ALL0.5) or a comma list of
@@ -159,6 +222,16 @@ def parse_block_weights(text: str, layout: str | None, what: str = "block weight
         return None
     s = text.strip()
     lead = base + (len(text) - len(text.lstrip()))
+    if layout in DIT_LAYOUTS:
+        presets = DIT_PRESETS[layout]
+        preset = next((p for p in presets if p.lower() == s.lower()), None)
+        if preset is not None:
+            return _parse_dit_named(layout, presets[preset], what, presets[preset], 0, preset)
+        if re.search(r"[:=]", s):
+            return _parse_dit_named(layout, text, what, full, base, "named")
+        raise LoraSyntaxError(what, full, lead, f"'{s}' is no {LAYOUT_NAMES[layout]} preset or block list: presets "
+                              f"{', '.join(presets)}, or blocks such as {presets['ALL'].split(',', 2)[1]} "
+                              f"(blocks: BASE, {_dit_ranges(layout)})", len(s))
     if layout == "flux":
         preset = next((p for p in FLUX_PRESET_NAMES if p.lower() == s.lower()), None)
         if preset is not None:
@@ -216,13 +289,18 @@ _FLUX_RE = re.compile(r"(?:^|\.)(double_blocks|single_blocks)\.(\d+)\.")
 
 
 def unet_layout(keys) -> str | None:
-    """'sd15' (12 input blocks), 'sdxl' (9 input blocks) or 'flux' (double_blocks/single_blocks) from the
-    model's state-dict keys, else None."""
+    """'sd15' (12 input blocks), 'sdxl' (9 input blocks), 'flux' (double_blocks/single_blocks), 'zimage'
+    (noise/context refiners) or 'qwen_image' (transformer_blocks with img_mod/txt_mod) from the model's state-dict
+    keys, else None."""
     n_in = -1
     n_out = -1
     for k in keys:
         if _FLUX_RE.search(k):
             return "flux"
+        if k.startswith(("noise_refiner.", "context_refiner.", "diffusion_model.noise_refiner.")):
+            return "zimage"
+        if _DIT_RES["qwen_image"].match(k) and (".img_mod." in k or ".txt_mod." in k):
+            return "qwen_image"
         m = _BLOCK_RE.search(k)
         if m:
             if m.group(1) == "input_blocks":
@@ -236,10 +314,16 @@ def unet_layout(keys) -> str | None:
     return None
 
 
-def block_of_key(key: str) -> str:
+def block_of_key(key: str, layout: str | None = None) -> str:
     """'diffusion_model.input_blocks.4.1.proj_in.weight' -> 'IN04'; middle -> 'M00'; Flux
     'diffusion_model.double_blocks.3.img_attn.qkv.weight' -> 'D3', 'single_blocks.12...' -> 'S12';
     others -> 'BASE'."""
+    if layout in DIT_LAYOUTS:  # anchored at the model's root: SD's transformer_blocks sit inside input_blocks
+        d = _DIT_RES[layout].match(key)
+        if not d:
+            return "BASE"
+        prefix = next(p for p, stack, _ in DIT_LAYOUTS[layout] if stack == d.group(1))
+        return f"{prefix}{int(d.group(2))}"
     f = _FLUX_RE.search(key)
     if f:
         return ("D" if f.group(1) == "double_blocks" else "S") + str(int(f.group(2)))

@@ -513,3 +513,53 @@ def read_user_setting(setting_id):
         return None, (f"ComfyUI's settings file (user/{SETTINGS_USER}/{SETTINGS_FILE}) is not a JSON object: its "
                       f"{setting_id} entry is ignored")
     return data.get(setting_id), ""
+
+
+def clip_loader_types(loader="CLIPLoader"):
+    """The ``type`` options of the host's own CLIPLoader (or DualCLIPLoader), in its order (they differ between
+    releases: 0.3.64's CLIPLoader has 16, 0.33 adds flux2, ovis, ...); the names of ``comfy.sd.CLIPType`` where
+    the node cannot be read."""
+    mod = _import("nodes")
+    try:
+        options = getattr(mod, loader).INPUT_TYPES()["required"]["type"][0]
+        if isinstance(options, (list, tuple)) and options:
+            return [str(o) for o in options]
+    except Exception:
+        pass
+    import comfy.sd
+    return [t.name.lower() for t in comfy.sd.CLIPType]
+
+
+def clip_type(name):
+    """``comfy.sd.CLIPType`` for a CLIPLoader type name, as CLIPLoader maps it (unknown -> STABLE_DIFFUSION)."""
+    import comfy.sd
+    return getattr(comfy.sd.CLIPType, str(name).upper(), comfy.sd.CLIPType.STABLE_DIFFUSION)
+
+
+def set_clip_reload(clip, paths, embedding_directory, clip_type, model_options):
+    """What the host's ``comfy.sd.load_clip`` records on the CLIP it returns so that its patcher can be rebuilt
+    (``cached_patcher_init``, 0.33: multi-GPU deep clones): the host's own loader of the same files.  Nothing on
+    hosts that do not record it."""
+    import comfy.sd
+    fn = getattr(comfy.sd, "load_clip_model_patcher", None)
+    patcher = getattr(clip, "patcher", None)
+    if callable(fn) and patcher is not None and hasattr(patcher, "cached_patcher_init"):
+        patcher.cached_patcher_init = (fn, (list(paths), embedding_directory, clip_type, model_options))
+
+
+def text_mask_read_by_model(clip):
+    """True when the diffusion model this text encoder is for reads the text attention mask in its attention, so
+    that padded text tokens can be masked out exactly: Qwen-Image's encoder (``QwenImageTEModel``) on hosts whose
+    Qwen-Image attention applies ``encoder_hidden_states_mask`` (0.33: it builds the joint mask from it; 0.3.64 takes
+    the argument and never uses it).  Z-Image's model drops the mask (``cap_mask = None``) and Flux.2's takes none."""
+    qi = _import("comfy.text_encoders.qwen_image")
+    cls = getattr(qi, "QwenImageTEModel", None)
+    if not isinstance(cls, type) or not isinstance(getattr(clip, "cond_stage_model", None), cls):
+        return False
+    model = _import("comfy.ldm.qwen_image.model")
+    attention = getattr(model, "Attention", None)
+    try:
+        source = inspect.getsource(attention.forward)
+    except (TypeError, OSError, AttributeError):
+        return False
+    return "= encoder_hidden_states_mask" in source

@@ -287,6 +287,7 @@ def map_lora(lf: LoraFile, model, clip):
     m.matched = len(loaded)
     m.not_loaded = [n for n in names if n not in key_map]
     sliced = {}  # (is_unet, path) -> [Factors] of the slices of one module
+    layout = lora_blocks.unet_layout(model.model.diffusion_model.state_dict().keys()) if model is not None else None
     for key, patch in loaded.items():
         k0 = key if isinstance(key, str) else key[0]
         is_unet = k0 in unet_targets
@@ -308,7 +309,7 @@ def map_lora(lf: LoraFile, model, clip):
             sliced.setdefault((is_unet, path, k0), []).append(fac)
         elif fac is not None:
             fac.slabs = m.slabs
-            (m.unet if is_unet else m.clip).append((path, fac, lora_blocks.block_of_key(k0)) if is_unet
+            (m.unet if is_unet else m.clip).append((path, fac, lora_blocks.block_of_key(k0, layout)) if is_unet
                                                      else (path, fac))
         else:
             (m.unet_host if is_unet else m.clip_host)[key] = patch
@@ -316,7 +317,7 @@ def map_lora(lf: LoraFile, model, clip):
     for (is_unet, path, k0), parts in sliced.items():
         fac = _merge_slices(parts)
         fac.slabs = m.slabs
-        (m.unet if is_unet else m.clip).append((path, fac, lora_blocks.block_of_key(k0)) if is_unet else (path, fac))
+        (m.unet if is_unet else m.clip).append((path, fac, lora_blocks.block_of_key(k0, layout)) if is_unet else (path, fac))
     m.refs = tuple(weakref.ref(o) if o is not None else None for o in objs)
     lf.sd = None  # the Mapped factors (and host-patch adapters) keep what is needed; nothing else is held
     if len(lf.mapped) > 4:
@@ -486,7 +487,7 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
                 groups = {}
                 for key, patch in m.unet_host.items():
                     k0 = key if isinstance(key, str) else key[0]
-                    w = bw.weight(lora_blocks.block_of_key(k0)) if bw is not None else 1.0
+                    w = bw.weight(lora_blocks.block_of_key(k0, layout)) if bw is not None else 1.0
                     groups.setdefault(w, {})[key] = patch
                 for w, patches in groups.items():
                     if w != 0.0:

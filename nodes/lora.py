@@ -17,7 +17,9 @@ _BW_TIP = ("Block weights (A1111 LoRA Block Weight): a preset (" + ", ".join(lor
            ") or comma values: SD1.5 17 (BASE,IN01,IN02,IN04,IN05,IN07,IN08,M00,OUT03..OUT11) or 26 (every block), "
            "SDXL 12 (BASE,IN04,IN05,IN07,IN08,M00,OUT00..OUT05) or 20. Flux: blocks and ranges such as "
            "D0-D18:1,S0-S37:0 (double blocks D0..D18, single blocks S0..S37; unnamed blocks keep 1), presets "
-           "DOUBLE, SINGLE, ALL, NONE, ALL0.5, or 58 values (BASE,D0..D18,S0..S37). BASE weights the text "
+           "DOUBLE, SINGLE, ALL, NONE, ALL0.5, or 58 values (BASE,D0..D18,S0..S37); Flux.2 the same names. "
+           "Z-Image: L0..L29 (layers), NR0..NR1, CR0..CR1 (refiners), presets LAYERS, REFINERS, ALL, NONE, ALL0.5. "
+           "Qwen-Image: B0..B59, presets FIRST_HALF, SECOND_HALF, ALL, NONE, ALL0.5. BASE weights the text "
            "encoder. Empty = ALL.")
 _SCHED_TIP = ("Per-step strength multiplier: 'fraction:value' keyframes, e.g. 0:0.2,0.5:1,1:0.4 (step fraction 0..1 "
               "from the sampler's sigma, linear between keyframes). Empty = constant strength_model.")

@@ -250,17 +250,25 @@ def encode_batched_flux(clip, texts):
 
 def encode_each(clip, texts):
     """Fallback for encoders the batched path does not know: ComfyUI's own encode per prompt,
-    padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule."""
+    padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule.
+    Where the model reads the text attention mask (Qwen-Image), shorter prompts are padded with masked tokens
+    instead (cond_batch.stack_masked), so entry i is its prompt alone."""
     import torch
 
     results = [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in texts]
-    empty = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    masked = _host.text_mask_read_by_model(clip)
+    empty = None if masked else clip.encode_from_tokens_scheduled(clip.tokenize(""))
     steps = {len(r) for r in results}
     if len(steps) != 1:
         raise ValueError("LeanPromptBatch: the CLIP hook schedule differs between prompts")
     out = []
     for s in range(steps.pop()):
         conds = [r[s][0] for r in results]
+        if masked:
+            cond, mask = cond_batch.stack_masked(conds, [r[s][1].get("attention_mask") for r in results])
+            info = {} if mask is None else {"attention_mask": mask}
+            out.append([cond, {**{k: v for k, v in results[0][s][1].items() if k != "attention_mask"}, **info}])
+            continue
         cond = cond_batch.stack_padded(conds, empty[min(s, len(empty) - 1)][0])
         info = {}
         first = results[0][s][1]

@@ -259,3 +259,45 @@ def test_flux_lbw_in_a_tag_with_colons():
     with pytest.raises(lt.LoraSyntaxError) as e:
         lb.parse_block_weights(t.lbw, "flux", "LoRA tag", prompt, t.lbw_pos)
     assert f"at character {prompt.index('D40') + 1}:" in str(e.value)
+
+
+# ------------------------------------------------------------------ the 2026 DiT layouts (Z-Image, Qwen-Image)
+ZIMAGE_KEYS = ["x_embedder.weight", "noise_refiner.0.attention.qkv.weight", "context_refiner.1.feed_forward.w1.weight",
+               "layers.0.attention.qkv.weight", "layers.29.feed_forward.w2.weight", "cap_embedder.1.weight"]
+QWEN_KEYS = ["img_in.weight", "transformer_blocks.0.img_mod.1.weight", "transformer_blocks.59.attn.to_q.weight",
+             "txt_in.weight"]
+
+
+def test_dit_layouts_detected_and_keys_mapped():
+    assert lb.unet_layout(ZIMAGE_KEYS) == "zimage"
+    assert lb.unet_layout(QWEN_KEYS) == "qwen_image"
+    # SD's transformer_blocks sit inside input_blocks: still SD, and never a Qwen-Image block
+    sd = [f"input_blocks.{i}.1.transformer_blocks.0.attn1.to_q.weight" for i in range(12)] + \
+         [f"output_blocks.{i}.0.in_layers.0.weight" for i in range(12)]
+    assert lb.unet_layout(sd) == "sd15"
+    assert lb.block_of_key("diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight", "qwen_image") == "BASE"
+    assert lb.block_of_key("diffusion_model.layers.12.attention.qkv.weight", "zimage") == "L12"
+    assert lb.block_of_key("diffusion_model.noise_refiner.1.attention.out.weight", "zimage") == "NR1"
+    assert lb.block_of_key("diffusion_model.context_refiner.0.feed_forward.w3.weight", "zimage") == "CR0"
+    assert lb.block_of_key("diffusion_model.cap_embedder.1.weight", "zimage") == "BASE"
+    assert lb.block_of_key("diffusion_model.transformer_blocks.59.attn.to_q.weight", "qwen_image") == "B59"
+    assert lb.block_of_key("diffusion_model.txt_in.weight", "qwen_image") == "BASE"
+    # without a layout the Flux/SD mapping is unchanged
+    assert lb.block_of_key("diffusion_model.layers.3.attention.qkv.weight") == "BASE"
+
+
+def test_dit_named_block_weights_and_presets():
+    bw = lb.parse_block_weights("L0-L29:0.5,NR0-NR1:0,cr1:2", "zimage")
+    assert bw.weight("L7") == 0.5 and bw.weight("NR1") == 0.0 and bw.weight("CR1") == 2.0 and bw.weight("CR0") == 1.0
+    assert bw.base == 1.0
+    p = lb.parse_block_weights("layers", "zimage")
+    assert p.weight("L0") == 1.0 and p.weight("NR0") == 0.0 and p.weight("CR1") == 0.0
+    q = lb.parse_block_weights("SECOND_HALF", "qwen_image")
+    assert q.weight("B29") == 0.0 and q.weight("B30") == 1.0 and q.base == 1.0
+    assert lb.parse_block_weights("NONE", "qwen_image").is_all(0.0)
+    for bad, words in (("L30:1", "does not exist"), ("B0-B60:1", "does not exist"), ("L3-L1:1", "upwards"),
+                       ("L0-NR1:1", "upwards"), ("D0:1", "not BLOCK:weight"), ("MIDD", "no Z-Image preset"),
+                       ("L0:1,,L1:1", "empty entry"), ("L0:x", "")):
+        with pytest.raises(ls.LoraSyntaxError) as e:
+            lb.parse_block_weights(bad, "zimage" if not bad.startswith("B") else "qwen_image")
+        assert words in str(e.value), (bad, str(e.value))

@@ -381,3 +381,19 @@ def test_stack_padded_repeats_and_cuts():
     out = cond_batch.stack_padded([a, b], pad)
     assert out.shape == (2, 5, 2)
     assert torch.equal(out[1, 2:4], pad[0]) and torch.equal(out[1, 4], pad[0, 0])
+
+
+def test_stack_masked_pads_with_masked_zeros():
+    """LLM encoders whose model reads the text mask (Qwen-Image): shorter prompts are zero-padded at the end and
+    masked; a prompt's own mask is kept for its tokens; no mask when nothing is padded or masked."""
+    a, b = torch.randn(1, 3, 4), torch.randn(1, 5, 4)
+    cond, mask = cond_batch.stack_masked([a, b], [None, None])
+    assert cond.shape == (2, 5, 4)
+    assert torch.equal(cond[0, :3], a[0]) and torch.equal(cond[0, 3:], torch.zeros(2, 4))
+    assert torch.equal(cond[1], b[0])
+    assert mask.dtype == torch.long and mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    own = torch.tensor([[1, 1, 0]])
+    _, mask = cond_batch.stack_masked([a, b], [own, None])
+    assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    cond, mask = cond_batch.stack_masked([a, a.clone()], [None, None])
+    assert mask is None and cond.shape == (2, 3, 4)

@@ -29,6 +29,7 @@ KEYS = {  # the keys each benchmark's RESULT line promises (smoke runs add smoke
     "llm": ["tok_ratio", "cached_load_s"],
     "vision": ["tok_ratio", "encode_ratio", "cached_load_s"],
     "flux_load": ["peak_rss_ratio", "lean_peak_vs_file", "wall_ratio", "total_wall_ratio", "sampled", "identical"],
+    "te_load": ["peak_rss_ratio", "lean_peak_vs_file", "wall_ratio", "total_wall_ratio", "encoded", "identical"],
     "soak": ["prompts", "ok", "rss_growth", "fd_growth"],
     "gguf_lora": ["host", "model", "none_ms", "stock_ms_1", "lean_ms_1", "lean_vs_stock_1"],
     "gpu_dynamic_vram": ["gpu", "host", "dynamic_vram", "identical", "vram_peak_ratio", "ram_peak_ratio",

@@ -94,7 +94,7 @@ def make_bad_files(base, marker):
     pickles would write: it must never appear."""
     base = pathlib.Path(base)
     m = base / "models"
-    for d in ("checkpoints", "loras", "llm", "wildcards", "diffusion_models"):
+    for d in ("checkpoints", "loras", "llm", "wildcards", "diffusion_models", "text_encoders"):
         (m / d).mkdir(parents=True, exist_ok=True)
     lora_src = lora.sd15_lora()
     tiny = tiny_gguf.tiny_model("chatml")
@@ -118,7 +118,7 @@ def make_bad_files(base, marker):
     half = os.path.getsize(lora_src) // 2
     corrupt = struct.pack("<Q", 1 << 40) + b"\x00" * 64          # header length far past the file's end
     badjson = struct.pack("<Q", 24) + b'{"a": {"dtype": "F32", '     # header is not JSON
-    for folder in ("checkpoints", "loras", "diffusion_models"):
+    for folder in ("checkpoints", "loras", "diffusion_models", "text_encoders"):
         put(folder, "zero_bytes.safetensors", b"")
         put(folder, "truncated.safetensors", copy_head=(lora_src, half))
         put(folder, "corrupt_header.safetensors", corrupt)
@@ -127,6 +127,7 @@ def make_bad_files(base, marker):
         write_evil_pickle(m / folder / "evil_legacy.pt", marker)
     put("checkpoints", "lora_not_checkpoint.safetensors", link=lora_src)
     put("diffusion_models", "lora_not_diffusion_model.safetensors", link=lora_src)
+    put("text_encoders", "lora_not_text_encoder.safetensors", link=lora_src)
     put("loras", LORA, link=lora_src)
     write_flux_lora(m / "loras" / "flux_lora.safetensors")
     write_safetensors(m / "loras" / "not_a_lora.safetensors", {"foo.weight": [[1.0, 2.0]], "bar.bias": [3.0]})
@@ -223,6 +224,20 @@ def diffusion_model_graph(**kw):
     inputs = dict(unet_name="gone.safetensors", weight_dtype="default", load_mode="mmap")
     inputs.update(kw)
     return _preview({"class_type": "LeanDiffusionModelLoader", "inputs": inputs}, 1)
+
+
+def text_encoder_graph(**kw):
+    inputs = dict(clip_name="gone.safetensors", type="stable_diffusion", device="default", load_mode="mmap",
+                  weight_dtype="default")
+    inputs.update(kw)
+    return _preview({"class_type": "LeanTextEncoderLoader", "inputs": inputs}, 1)
+
+
+def dual_text_encoder_graph(**kw):
+    inputs = dict(clip_name1="gone.safetensors", clip_name2="gone.safetensors", type="flux", device="default",
+                  load_mode="mmap", weight_dtype="default")
+    inputs.update(kw)
+    return _preview({"class_type": "LeanDualTextEncoderLoader", "inputs": inputs}, 1)
 
 
 def stock_ckpt():
@@ -461,6 +476,36 @@ CASES = [
     _c("dm-dtype-unknown", "LeanDiffusionModelLoader", "a weight dtype that does not exist",
        lambda: diffusion_model_graph(unet_name="zero_bytes.safetensors", weight_dtype="fp64"), ("weight_dtype",),
        stage="validation"),
+
+    # ---- LeanTextEncoderLoader
+    _c("te-missing", "LeanTextEncoderLoader", "a text encoder that is not there",
+       lambda: text_encoder_graph(clip_name="gone.safetensors"), ("clip_name", "gone.safetensors"), stage="validation"),
+    _c("te-zero-bytes", "LeanTextEncoderLoader", "a zero-byte safetensors",
+       lambda: text_encoder_graph(clip_name="zero_bytes.safetensors"), ("zero_bytes.safetensors",)),
+    _c("te-truncated", "LeanTextEncoderLoader", "a safetensors cut in half",
+       lambda: text_encoder_graph(clip_name="truncated.safetensors"), ("truncated.safetensors", "truncated")),
+    _c("te-corrupt-header", "LeanTextEncoderLoader", "a header length past the end of the file",
+       lambda: text_encoder_graph(clip_name="corrupt_header.safetensors"), ("corrupt_header.safetensors",)),
+    _c("te-not-json", "LeanTextEncoderLoader", "a header that is not JSON",
+       lambda: text_encoder_graph(clip_name="not_json.safetensors"), ("not_json.safetensors",)),
+    _c("te-evil-zip", "LeanTextEncoderLoader", "a .ckpt whose unpickling runs code",
+       lambda: text_encoder_graph(clip_name="evil.ckpt"), ("evil.ckpt",)),
+    _c("te-lora-not-encoder", "LeanTextEncoderLoader", "a LoRA picked as a text encoder",
+       lambda: text_encoder_graph(clip_name="lora_not_text_encoder.safetensors"),
+       ("lora_not_text_encoder.safetensors", "no text encoder", "lora")),
+    _c("te-type-unknown", "LeanTextEncoderLoader", "a type that does not exist",
+       lambda: text_encoder_graph(clip_name="zero_bytes.safetensors", type="sd99"), ("type",), stage="validation"),
+
+    _c("dual-missing", "LeanDualTextEncoderLoader", "a second text encoder that is not there",
+       lambda: dual_text_encoder_graph(clip_name1="zero_bytes.safetensors", clip_name2="gone.safetensors"),
+       ("clip_name2", "gone.safetensors"), stage="validation"),
+    _c("dual-zero-bytes", "LeanDualTextEncoderLoader", "a zero-byte first file",
+       lambda: dual_text_encoder_graph(clip_name1="zero_bytes.safetensors", clip_name2="truncated.safetensors"),
+       ("zero_bytes.safetensors",)),
+    _c("dual-lora-not-encoder", "LeanDualTextEncoderLoader", "two LoRAs picked as text encoders",
+       lambda: dual_text_encoder_graph(clip_name1="lora_not_text_encoder.safetensors",
+                                       clip_name2="lora_not_text_encoder.safetensors"),
+       ("lora_not_text_encoder.safetensors", "no text encoder")),
 
     # ---- LeanLoraLoader / LeanLoraTags
     _c("lora-other-arch", "LeanLoraLoader", "a LoRA made for another architecture (Flux)",

@@ -43,6 +43,8 @@ class TestProbe_lean:
                     tensors[f"cond.{e}.{j}"] = c.float().contiguous().cpu()
                     if d.get("pooled_output") is not None:
                         tensors[f"pooled.{e}.{j}"] = d["pooled_output"].float().contiguous().cpu()
+                    if d.get("attention_mask") is not None:  # LLM encoders (Qwen-Image) carry their mask
+                        tensors[f"mask.{e}.{j}"] = d["attention_mask"].float().contiguous().cpu()
                     meta.setdefault("keys", []).append(sorted(d))
         if latent is not None:
             meta["executions"]["latent"] = len(latent)

@@ -3,6 +3,10 @@ fixtures of flux_files.py.  The host builds T5-XXL (24 blocks) and CLIP-L (12 la
 hook, linked into a test host's custom_nodes/ before it starts, passes FluxClipModel the fixtures' configs
 (``t5xxl_model_config`` / ``clip_l_model_config``, options the host's SDClipModel reads) -- only when the T5
 state dict has exactly the tiny fixture's shape (one block, width 4096), so a real T5 file is never affected.
+The same for the tiny Qwen3-4B / Qwen2.5-VL-7B fixtures of families.py (the host builds 36 / 28 full-size layers):
+``qwen3_4b_model_config`` / ``qwen25_7b_model_config`` (read by the host's SDClipModel for the encoder of that
+name) get the fixtures' layer/head/FFN counts, only when the file has exactly the tiny fixture's shapes (one or four
+heads of 128; the real files have 32 / 28), so a real encoder is never affected.
 Everything else (detection, tokenizers, loading, the model patcher, encoding) stays the host's own code.
 """
 import logging
@@ -10,6 +14,10 @@ import logging
 NODE_CLASS_MAPPINGS = {}
 
 TINY_T5 = {"d_model": 4096, "num_layers": 1, "num_heads": 2, "d_kv": 32, "d_ff": 64}  # = flux_files.TINY_T5
+TINY_QWEN3 = {"num_hidden_layers": 28, "num_attention_heads": 1, "num_key_value_heads": 1,
+              "intermediate_size": 64}  # = families.TINY_QWEN3
+TINY_QWEN25 = {"num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 4,
+               "intermediate_size": 64}  # = families.TINY_QWEN25
 TINY_CLIP_L = {"hidden_size": 768, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
                "projection_dim": 768}
 
@@ -19,6 +27,19 @@ def _is_tiny_t5(sd):
             and "encoder.block.1.layer.0.SelfAttention.q.weight" not in sd
             and tuple(sd["encoder.block.0.layer.0.SelfAttention.q.weight"].shape)
             == (TINY_T5["num_heads"] * TINY_T5["d_kv"], TINY_T5["d_model"]))
+
+
+def _tiny_qwen(sd):
+    """(option name, config) for a tiny Qwen fixture's state dict, else None."""
+    q = sd.get("model.layers.0.self_attn.q_proj.weight")
+    if q is None or "model.layers.0.post_attention_layernorm.weight" not in sd:
+        return None
+    shape = tuple(q.shape)
+    if shape == (TINY_QWEN3["num_attention_heads"] * 128, 2560) and "model.layers.0.self_attn.q_norm.weight" in sd:
+        return "qwen3_4b_model_config", TINY_QWEN3
+    if shape == (TINY_QWEN25["num_attention_heads"] * 128, 3584) and "model.layers.0.self_attn.q_proj.bias" in sd:
+        return "qwen25_7b_model_config", TINY_QWEN25
+    return None
 
 
 def _install():
@@ -37,6 +58,13 @@ def _install():
             options.setdefault("model_config", dict(TINY_CLIP_L))
             kwargs["model_options"] = options
             logging.info("[lean test] tiny T5-XXL fixture: building T5 %s and CLIP-L %s", TINY_T5, TINY_CLIP_L)
+        for sd in state_dicts:
+            tiny = _tiny_qwen(sd)
+            if tiny is not None:
+                options = dict(kwargs.get("model_options") or {})
+                options.setdefault(tiny[0], dict(tiny[1]))
+                kwargs["model_options"] = options
+                logging.info("[lean test] tiny Qwen fixture: %s %s", *tiny)
         return orig(state_dicts, *args, **kwargs)
 
     load_text_encoder_state_dicts._lean_tiny_te = True

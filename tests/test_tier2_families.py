@@ -1,0 +1,353 @@
+"""Tier 2: the 2026 model families (Z-Image, Flux.2 Klein, Qwen-Image; lean_testlib.families: tiny files with the
+published key names) through the Lean loaders inside a real ComfyUI, against the stock nodes:
+
+* Load Diffusion Model (mmap) gives stock UNETLoader's latent bit for bit (default and fp8_e4m3fn weights), one
+  sampling step on the family's own latent and a conditioning from its own text encoder;
+* Load Text Encoder (mmap) gives stock CLIPLoader's conditioning bit for bit (tensor, pooled output, attention mask)
+  for SD1.5's CLIP-L, Qwen3-4B (as Z-Image's and Flux.2 Klein's encoder) and Qwen2.5-VL-7B (Qwen-Image's), and
+  Load Dual Text Encoders (mmap) stock DualCLIPLoader's for Flux.1's T5-XXL + CLIP-L.
+
+ComfyUI 0.3.64 knows Qwen-Image but neither Z-Image nor Flux.2: those cases skip there with that reason (on the
+CI allow-list).  The tiny Qwen encoders are built by the host from the test-only hook tiny_te_node.py (installed
+in every test host), which tells the host's own encoder classes the fixtures' layer counts.
+"""
+import pytest
+import torch
+
+from lean_testlib import families, flux_files, harness, probe_node
+
+pytestmark = pytest.mark.tier2
+
+DM = "LeanDiffusionModelLoader"
+TE = "LeanTextEncoderLoader"
+DUAL = "LeanDualTextEncoderLoader"
+FILES = {  # name in the host -> (folder, generator)
+    "lean_zimage_tiny.safetensors": ("diffusion_models", families.zimage_tiny),
+    "lean_flux2_klein_tiny.safetensors": ("diffusion_models", families.flux2_tiny),
+    "lean_qwen_image_tiny.safetensors": ("diffusion_models", families.qwen_image_tiny),
+    "lean_qwen3_4b_tiny.safetensors": ("text_encoders", families.qwen3_4b_tiny),
+    "lean_qwen25_7b_tiny.safetensors": ("text_encoders", families.qwen25_7b_tiny),
+    "lean_sd15_clip_l.safetensors": ("text_encoders", families.sd15_clip_l),
+    "lean_flux_t5_tiny.safetensors": ("text_encoders", flux_files.tiny_t5xxl),
+    "lean_flux_clip_l_tiny.safetensors": ("text_encoders", flux_files.tiny_clip_l),
+}
+# family -> (diffusion model, text encoder, CLIPLoader type, empty-latent node and its size)
+FAMILY = {
+    "zimage": ("lean_zimage_tiny.safetensors", "lean_qwen3_4b_tiny.safetensors", "lumina2",
+               ("EmptySD3LatentImage", 64)),
+    "flux2": ("lean_flux2_klein_tiny.safetensors", "lean_qwen3_4b_tiny.safetensors", "flux2",
+              ("EmptyFlux2LatentImage", 128)),
+    "qwen_image": ("lean_qwen_image_tiny.safetensors", "lean_qwen25_7b_tiny.safetensors", "qwen_image",
+                   ("EmptySD3LatentImage", 64)),
+}
+MISSING_064 = {"zimage": "Z-Image: not in ComfyUI 0.3.64 (no ZImage model, no Qwen3-4B text encoder)",
+               "flux2": "Flux.2 Klein: not in ComfyUI 0.3.64 (no Flux2 model, no flux2 text-encoder type)"}
+PROMPT = "a red cube on a wooden table, soft light"
+
+
+LORAS = [("qwen_image", "peft"), ("qwen_image", "diffsynth"), ("zimage", "aitoolkit"), ("flux2", "aitoolkit"),
+         ("flux2", "musubi")]
+
+
+ZIMAGE_ONLY = {"LAYERS": ("layers.",), "REFINERS": ("noise_refiner.", "context_refiner.")}
+
+
+def _lora_name(family, naming):
+    return f"lean_{family}_lora_{naming}.safetensors"
+
+
+def _files(base):
+    for name, (folder, make) in FILES.items():
+        harness.link_model(base, folder, make(), name)
+    for family, naming in LORAS:
+        harness.link_model(base, "loras", families.family_lora(family, naming), _lora_name(family, naming))
+    for only in ZIMAGE_ONLY.values():
+        harness.link_model(base, "loras", families.family_lora("zimage", "aitoolkit", only=only),
+                           f"lean_zimage_lora_only_{only[0].strip('.')}.safetensors")
+
+
+@pytest.fixture(scope="module")
+def host(shared_hosts):
+    with shared_hosts.use(setup=_files) as h:
+        yield h
+
+
+def _knows(host, family):
+    """Skip (reason on the CI allow-list) where the host's CLIPLoader has no type for the family."""
+    types = host.object_info("CLIPLoader")["input"]["required"]["type"][0]
+    typ = FAMILY[family][2] if family in FAMILY else family
+    if typ not in types or (family == "zimage" and "flux2" not in types):  # 0.3.64's lumina2 is Gemma-2 only
+        pytest.skip(MISSING_064[family])
+
+
+def _te_node(loader, clip_name, typ):
+    if loader == "CLIPLoader":
+        return {"class_type": "CLIPLoader", "inputs": {"clip_name": clip_name, "type": typ, "device": "default"}}
+    return {"class_type": TE, "inputs": {"clip_name": clip_name, "type": typ, "device": "default",
+                                         "load_mode": "mmap", "weight_dtype": "default"}}
+
+
+def _encode(host, loader, clip_name, typ, name, prompt=PROMPT):
+    g = {"c": _te_node(loader, clip_name, typ),
+         "e": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": prompt}},
+         "p": {"class_type": "TestProbe_lean", "inputs": {"name": name, "conditioning": ["e", 0]}}}
+    entry = host.run(g)
+    tensors, meta = probe_node.read(host.base, name)
+    return tensors, meta, entry
+
+
+def _assert_same_cond(ref, got):
+    assert set(ref) == set(got), (sorted(ref), sorted(got))
+    for k in ref:
+        assert ref[k].shape == got[k].shape, (k, ref[k].shape, got[k].shape)
+        assert torch.equal(ref[k], got[k]), f"{k}: max abs diff {(ref[k] - got[k]).abs().max().item()}"
+
+
+def test_te_inputs_follow_cliploader(host):
+    info = host.object_info()
+    for lean, stock in ((TE, "CLIPLoader"), (DUAL, "DualCLIPLoader")):
+        node, ref = info[lean], info[stock]
+        assert node["category"] == "lean/loaders" and node["description"]
+        req = dict(node["input"]["required"])
+        sreq = {**ref["input"]["required"], **ref["input"].get("optional", {})}
+        assert list(req)[:len(sreq)] == list(sreq), (list(req), list(sreq))
+        assert list(req)[len(sreq):] == ["load_mode", "weight_dtype"]
+        for k in sreq:
+            assert req[k][0] == sreq[k][0], k  # the same options in the same order
+        for k, spec in req.items():
+            assert spec[1].get("tooltip"), k
+        assert req["load_mode"][0] == info[DM]["input"]["required"]["load_mode"][0]  # one load_mode spec
+        assert sum(1 for spec in req.values() if not spec[1].get("advanced")) <= 4
+        assert node["output"] == ["CLIP", "STRING"]
+
+
+TE_CASES = [("sd15_clip_l", "lean_sd15_clip_l.safetensors", "stable_diffusion"),
+            ("zimage", "lean_qwen3_4b_tiny.safetensors", "lumina2"),
+            ("flux2", "lean_qwen3_4b_tiny.safetensors", "flux2"),
+            ("qwen_image", "lean_qwen25_7b_tiny.safetensors", "qwen_image")]
+
+
+@pytest.mark.parametrize("case,clip_name,typ", TE_CASES, ids=[c[0] for c in TE_CASES])
+def test_te_same_conditioning_as_cliploader(host, case, clip_name, typ):
+    if case in MISSING_064:
+        _knows(host, case)
+    mark = len(host.log())
+    ref, ref_meta, _ = _encode(host, "CLIPLoader", clip_name, typ, f"te_stock_{case}")
+    got, got_meta, entry = _encode(host, TE, clip_name, typ, f"te_lean_{case}")
+    log = host.log()[mark:]
+    host.free()
+    assert torch.isfinite(ref["cond.0.0"]).all() and ref["cond.0.0"].std() > 0
+    _assert_same_cond(ref, got)
+    assert ref_meta["keys"] == got_meta["keys"]
+    if case == "qwen_image":
+        assert ref["cond.0.0"].shape[-1] == 3584
+    elif case in ("zimage", "flux2"):
+        assert ref["cond.0.0"].shape[-1] == (3 * 2560 if case == "flux2" else 2560), ref["cond.0.0"].shape
+        assert "[lean test] tiny Qwen fixture" in log, log[-2000:]
+    text = entry["outputs"]["c"]["text"][0]
+    assert clip_name in text and "clip: " in text and f"type {typ}" in text, text
+    assert "peak RSS" in text and "model:" not in text, text
+
+
+def test_dual_same_conditioning_as_dualcliploader(host):
+    """Flux.1's two files: stock DualCLIPLoader(type flux) vs Load Dual Text Encoders (mmap): T5 tokens and
+    CLIP-L's pooled output bit for bit."""
+    files = {"clip_name1": "lean_flux_t5_tiny.safetensors", "clip_name2": "lean_flux_clip_l_tiny.safetensors",
+             "type": "flux", "device": "default"}
+    out = {}
+    for loader in ("DualCLIPLoader", DUAL):
+        inputs = dict(files)
+        if loader == DUAL:
+            inputs.update(load_mode="mmap", weight_dtype="default")
+        name = f"dual_{loader}"
+        host.run({"c": {"class_type": loader, "inputs": inputs},
+                  "e": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": PROMPT}},
+                  "p": {"class_type": "TestProbe_lean", "inputs": {"name": name, "conditioning": ["e", 0]}}})
+        out[loader] = probe_node.read(host.base, name)[0]
+    host.free()
+    ref, got = out["DualCLIPLoader"], out[DUAL]
+    assert ref["cond.0.0"].shape[-1] == 4096 and "pooled.0.0" in ref
+    assert ref["cond.0.0"].std() > 0
+    _assert_same_cond(ref, got)
+
+
+def _sample_graph(family, loader, weight_dtype, name):
+    dm, te, typ, (empty, size) = FAMILY[family]
+    inputs = {"unet_name": dm, "weight_dtype": weight_dtype}
+    if loader == DM:
+        inputs["load_mode"] = "mmap"
+    return {
+        "m": {"class_type": loader, "inputs": inputs},
+        "c": _te_node("CLIPLoader", te, typ),
+        "e": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": PROMPT}},
+        "l": {"class_type": empty, "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "s": {"class_type": "KSampler", "inputs": {"model": ["m", 0], "positive": ["e", 0], "negative": ["e", 0],
+                                                   "latent_image": ["l", 0], "seed": 7, "steps": 1, "cfg": 1.0,
+                                                   "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "p": {"class_type": "TestProbe_lean", "inputs": {"name": name, "latent": ["s", 0]}},
+    }
+
+
+MODEL_NAMES = {"zimage": "Lumina2 (ZImage)", "flux2": "Flux2 (Flux2)", "qwen_image": "QwenImage (QwenImage)"}
+
+
+@pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn"])
+@pytest.mark.parametrize("family", list(FAMILY))
+def test_dm_same_latent_as_unetloader(host, family, weight_dtype):
+    if family in MISSING_064:
+        _knows(host, family)
+    mark = len(host.log())
+    host.run(_sample_graph(family, "UNETLoader", weight_dtype, f"dm_stock_{family}_{weight_dtype}"))
+    entry = host.run(_sample_graph(family, DM, weight_dtype, f"dm_lean_{family}_{weight_dtype}"))
+    log = host.log()[mark:]
+    host.free()
+    ref = probe_node.read(host.base, f"dm_stock_{family}_{weight_dtype}")[0]["latent.0"]
+    got = probe_node.read(host.base, f"dm_lean_{family}_{weight_dtype}")[0]["latent.0"]
+    assert torch.isfinite(ref).all() and ref.std() > 0
+    assert torch.equal(got, ref), f"max abs diff {(got - ref).abs().max().item()}"
+    assert "keys missing" not in log and "has no place" not in log and "left over keys" not in log, log[-3000:]
+    text = entry["outputs"]["m"]["text"][0]
+    keys = {"zimage": families.zimage_keys, "flux2": families.flux2_keys, "qwen_image": families.qwen_image_keys}
+    n = len(keys[family]())
+    assert f"({n} of {n} tensors)" in text, text
+    assert MODEL_NAMES[family] in text, text
+    if weight_dtype == "fp8_e4m3fn":
+        assert "weights float8_e4m3fn" in text, text
+        name = f"dm_stock_{family}_default"
+        if not (host.base / "output" / "probe" / f"{name}.safetensors").exists():
+            host.run(_sample_graph(family, "UNETLoader", "default", name))
+            host.free()
+        ref_default = probe_node.read(host.base, name)[0]["latent.0"]
+        assert not torch.equal(ref, ref_default)  # fp8 weights give another latent: the comparison sees weights
+
+
+# ------------------------------------------------------------------ Prompt Batch on the LLM encoders
+LONG = ("a lighthouse on a rocky coast at dusk, waves breaking on the rocks, warm light in the windows, " * 6).strip()
+PB_PROMPTS = ["x", "a red cube on a wooden table", LONG]  # 1, 6 and ~110 words: very different token counts
+QWEN_064 = "Qwen-Image: ComfyUI 0.3.64's Qwen-Image attention ignores the text attention mask"
+
+
+def _pb_graph(family):
+    dm, te, typ, (empty, size) = FAMILY[family]
+    g = {"m": {"class_type": "UNETLoader", "inputs": {"unet_name": dm, "weight_dtype": "default"}},
+         "c": _te_node("CLIPLoader", te, typ),
+         "l": {"class_type": empty, "inputs": {"width": size, "height": size, "batch_size": len(PB_PROMPTS)}}}
+    g["b"] = {"class_type": "LeanPromptBatch", "inputs": {"clip": ["c", 0], "text": "\n".join(PB_PROMPTS),
+                                                         "mode": "lines", "count": 16, "seed": 0, "prefix": "",
+                                                         "suffix": ""}}
+    sampler = {"model": ["m", 0], "seed": 7, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+               "denoise": 1.0}
+    g["s"] = {"class_type": "KSampler", "inputs": {**sampler, "positive": ["b", 0], "negative": ["b", 0],
+                                                   "latent_image": ["l", 0]}}
+    g["p"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"pb_{family}", "latent": ["s", 0],
+                                                         "conditioning": ["b", 0]}}
+    for i, text in enumerate(PB_PROMPTS):  # stock: the prompt alone, on image i's noise (LatentFromBatch)
+        g[f"e{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": text}}
+        g[f"f{i}"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["l", 0], "batch_index": i, "length": 1}}
+        g[f"s{i}"] = {"class_type": "KSampler", "inputs": {**sampler, "positive": [f"e{i}", 0],
+                                                           "negative": [f"e{i}", 0], "latent_image": [f"f{i}", 0]}}
+        g[f"p{i}"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"pb_{family}_ref{i}", "latent": [f"s{i}", 0],
+                                                                 "conditioning": [f"e{i}", 0]}}
+    return g
+
+
+@pytest.mark.parametrize("family", ["qwen_image", "flux2"])
+def test_prompt_batch_entry_equals_its_prompt_alone(host, family):
+    """One KSampler pass over LeanPromptBatch's batch of prompts of very different lengths: image i equals stock
+    CLIPTextEncode(prompt i) sampled alone on image i's noise.  Qwen-Image: shorter prompts are zero-padded and
+    masked (the attention mask its model reads; the padded keys get weight exactly 0, so what differs is only the
+    float summation order of a longer attention row: tolerance 1e-4 of the latent's scale).  Flux.2 Klein: every
+    prompt up to 512 tokens is padded to 512 by the host's own tokenizer, so all entries have one shape already."""
+    if family == "flux2":
+        _knows(host, family)
+    elif "flux2" not in host.object_info("CLIPLoader")["input"]["required"]["type"][0]:
+        pytest.skip(QWEN_064)
+    host.run(_pb_graph(family))
+    host.free()
+    got, meta = probe_node.read(host.base, f"pb_{family}")
+    out = got["latent.0"]
+    assert out.shape[0] == len(PB_PROMPTS)
+    refs = [probe_node.read(host.base, f"pb_{family}_ref{i}")[0] for i in range(len(PB_PROMPTS))]
+    lengths = [r["cond.0.0"].shape[1] for r in refs]
+    if family == "qwen_image":
+        assert len(set(lengths)) == len(PB_PROMPTS), lengths  # the prompts really differ in length
+        mask = got["mask.0.0"]
+        assert mask.shape == (len(PB_PROMPTS), max(lengths))
+        assert [int(m.sum()) for m in mask] == lengths  # each entry's own tokens, the rest masked
+    else:
+        assert set(lengths) == {512}, lengths
+    for i, r in enumerate(refs):
+        ref = r["latent.0"][0]
+        scale = ref.abs().max().item()
+        err = (out[i] - ref).abs().max().item()
+        others = min((out[j] - ref).abs().max().item() for j in range(len(PB_PROMPTS)) if j != i)
+        assert err <= 1e-4 * max(1.0, scale), (i, err, scale)
+        assert others > 100 * max(err, 1e-6), (i, err, others)  # the check tells the prompts apart
+
+
+# ------------------------------------------------------------------ LoRA (dynamic) against stock LoraLoaderModelOnly
+STRENGTH = 0.8
+
+
+@pytest.mark.parametrize("family,naming", LORAS, ids=[f"{f}-{n}" for f, n in LORAS])
+def test_lora_equals_stock(host, family, naming):
+    """A LoRA in a trainer's naming: stock LoraLoaderModelOnly maps every key (no "lora key not loaded"), and
+    LeanLoraLoader (the dynamic branch, CLIP None, strength_clip 0) gives its latent within 1e-3 of the scale, on
+    Load Diffusion Model (mmap)'s model; the LoRA changes the result."""
+    if family in MISSING_064:
+        _knows(host, family)
+    lora = _lora_name(family, naming)
+    names = {k: f"lora_{family}_{naming}_{k}" for k in ("base", "stock", "lean")}
+    mark = len(host.log())
+    for kind, name in names.items():
+        g = _sample_graph(family, DM, "default", name)
+        if kind == "stock":
+            g["x"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["m", 0], "lora_name": lora,
+                                                                      "strength_model": STRENGTH}}
+        elif kind == "lean":
+            g["nc"] = {"class_type": "TestNoneClip_lean", "inputs": {}}
+            g["x"] = {"class_type": "LeanLoraLoader", "inputs": {"model": ["m", 0], "clip": ["nc", 0],
+                                                                 "lora_name": lora, "strength_model": STRENGTH,
+                                                                 "strength_clip": 0.0, "schedule": "",
+                                                                 "block_weights": ""}}
+        if kind != "base":
+            g["s"]["inputs"]["model"] = ["x", 0]
+        host.run(g)
+        if kind == "stock":
+            log = host.log()[mark:]
+            assert "lora key not loaded" not in log, [x for x in log.splitlines() if "lora key not loaded" in x][:5]
+    host.free()
+    base, stock, lean = (probe_node.read(host.base, names[k])[0]["latent.0"] for k in ("base", "stock", "lean"))
+    scale = max(1.0, stock.abs().max().item())
+    assert (stock - base).abs().max() > 1e-2 * scale, "the LoRA changed nothing: the comparison would not see it"
+    err = (lean - stock).abs().max().item()
+    assert err <= 1e-3 * scale, err
+
+
+@pytest.mark.parametrize("preset", list(ZIMAGE_ONLY))
+def test_zimage_block_weight_preset_equals_stock_on_filtered_file(host, preset):
+    """Z-Image block weights: LeanLoraLoader with the preset (LAYERS: L0.., refiners 0; REFINERS: the reverse)
+    equals stock LoraLoaderModelOnly on the same LoRA filtered to those blocks' modules, within 1e-3; the preset
+    differs from the whole LoRA (the blocks it drops matter)."""
+    _knows(host, "zimage")
+    filtered = f"lean_zimage_lora_only_{ZIMAGE_ONLY[preset][0].strip('.')}.safetensors"
+    names = {k: f"bw_zimage_{preset}_{k}" for k in ("stock", "lean", "full")}
+    for kind, name in names.items():
+        g = _sample_graph("zimage", DM, "default", name)
+        if kind == "stock":
+            g["x"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["m", 0], "lora_name": filtered,
+                                                                      "strength_model": STRENGTH}}
+        else:
+            g["nc"] = {"class_type": "TestNoneClip_lean", "inputs": {}}
+            g["x"] = {"class_type": "LeanLoraLoader", "inputs": {
+                "model": ["m", 0], "clip": ["nc", 0], "lora_name": _lora_name("zimage", "aitoolkit"),
+                "strength_model": STRENGTH, "strength_clip": 0.0, "schedule": "",
+                "block_weights": preset if kind == "lean" else ""}}
+        g["s"]["inputs"]["model"] = ["x", 0]
+        host.run(g)
+    host.free()
+    stock, lean, full = (probe_node.read(host.base, names[k])[0]["latent.0"] for k in ("stock", "lean", "full"))
+    scale = max(1.0, stock.abs().max().item())
+    assert (full - stock).abs().max() > 1e-2 * scale, "the preset drops nothing the comparison would see"
+    err = (lean - stock).abs().max().item()
+    assert err <= 1e-3 * scale, err
