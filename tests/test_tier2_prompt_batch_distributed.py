@@ -54,6 +54,8 @@ def trio(tmp_path_factory, sd15_ckpt):
         pytest.skip(prereq(f"ComfyUI-Distributed's archive {archive} is missing (../shared/peers)"))
     with distributed.cluster(tmp_path_factory.mktemp("distrib"), sd15_ckpt, workers=2, setup=_setup) as c:
         yield c
+    for what, i, mx, mean in STATS:  # the measured differences (shown with pytest -s)
+        print(f"[distributed vs one machine] {what}: image {i}: max {mx}, mean {mean:.5f}")
 
 
 def graph(prefix, **kw):
@@ -79,11 +81,20 @@ def reference(trio):
     return imgs, prompts
 
 
+# Measured on CPU (2 cores, ComfyUI 0.33.0 and 0.3.64): a share sampled as a batch of 3-5 instead of 10 rounds a few
+# values differently (torch's CPU kernels block by batch size), so a saved 8-bit value can move by one step.
+MAX_LSB = 1          # no channel value of any image differs by more than one step of 255
+MAX_MEAN = 0.02      # mean |difference| per channel value, per image
+STATS = []           # (what, image, max, mean) of every comparison, printed at the end
+
+
 def _same(got, ref, what):
     assert len(got) == len(ref), f"{what}: {len(got)} images, expected {len(ref)}"
     for i, (g, r) in enumerate(zip(got, ref)):
-        diff = int(np.abs(g - r).max())
-        assert diff == 0, f"{what}: image {i} differs from the one-machine image {i} (max {diff} of 255)"
+        d = np.abs(g - r)
+        STATS.append((what, i, int(d.max()), float(d.mean())))
+        assert d.max() <= MAX_LSB and d.mean() <= MAX_MEAN, \
+            f"{what}: image {i} differs from the one-machine image {i}: max {d.max()} of 255, mean {d.mean():.4f}"
 
 
 def _log_since(host, mark):
