@@ -296,11 +296,11 @@ def wf_prompt_batch(info):
 
 DISTRIBUTED_PROMPTS = "\n".join([
     "# 12 prompts: with a master and 2 workers each GPU makes 4 of them",
-    "a __colors__ fox in the snow, morning light",
+    "a {red|white|arctic} fox in the snow, morning light",
     "a lighthouse on a rocky coast at dusk, long exposure",
     "a bowl of ramen on a wooden table, steam, close-up",
     "a {watercolor|pencil} drawing of a cottage garden",
-    "a __colors__ vintage car on a desert road",
+    "a {red|green|cream} vintage car on a desert road",
     "an astronaut reading in a library, warm light",
     "a glass teapot with blooming tea, studio light",
     "a mountain village under the northern lights",
