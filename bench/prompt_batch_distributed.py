@@ -49,7 +49,7 @@ def main():
     _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=int(os.environ.get("LEAN_BENCH_REPEATS", 3)))
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     _common.host_or_exit()
