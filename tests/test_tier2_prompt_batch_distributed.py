@@ -80,10 +80,11 @@ def reference(trio):
     return imgs, prompts
 
 
-# Measured on CPU (2 cores, ComfyUI 0.33.0 and 0.3.64): a share sampled as a batch of 3-5 instead of 10 rounds a few
-# values differently (torch's CPU kernels block by batch size), so a saved 8-bit value can move by one step.
+# Measured on CPU (2 cores, ComfyUI 0.33.0): every image of the 3-way (4+3+3) and the 2-way (5+5) run differs from
+# the one-machine image in at most 0.07 % of its 8-bit values, each by one step (max 1, mean 0.00008-0.00065 per
+# image), the same values in both runs: a batch of 10 is sampled with other float rounding than a batch of 3-5.
 MAX_LSB = 1          # no channel value of any image differs by more than one step of 255
-MAX_MEAN = 0.02      # mean |difference| per channel value, per image
+MAX_MEAN = 0.002     # mean |difference| per channel value, per image (3x the largest measured)
 STATS = []           # (what, image, max, mean) of every comparison, printed at the end
 
 
@@ -259,13 +260,20 @@ def test_a_worker_killed_mid_run_is_named(trio, tmp_path):
     assert "does not answer" in dist["workers"][1]["problems"][0]
 
 
+# ComfyUI-Distributed's own /distributed/network_info (its panel asks it when the editor opens) looks up this
+# machine's name and opens a UDP socket towards 8.8.8.8 to learn its LAN address (no packet is sent by a UDP
+# connect; the audit hook refuses it here anyway).  Not worker traffic, and not this pack's.
+PEER_NETWORK_INFO = "get_network_ips"
+
+
 def test_every_connection_stayed_on_loopback(trio):
-    """Master and workers ran with the socket audit hook: every connect and lookup, ComfyUI-Distributed's and this
-    pack's, went to loopback (the hook also refused any other)."""
+    """Master and workers ran with the socket audit hook: every connect and lookup of this pack, and all of
+    ComfyUI-Distributed's worker traffic (dispatch, images, probes), went to loopback (the hook refused any other)."""
     seen_lean = False
     for name, host in [("master", trio.master), *trio.workers.items()]:
         records = socket_audit.read(host.socket_audit_log)
-        others = [r for r in records if not socket_audit.is_local(r) or r.get("event") == "audit_error"]
+        others = [r for r in records if (not socket_audit.is_local(r) or r.get("event") == "audit_error")
+                  and (r.get("lean") or not any(PEER_NETWORK_INFO in f for f in r.get("top", [])))]
         assert not others, f"{name}: non-loopback sockets: {others[:5]}"
         seen_lean |= any(r.get("lean") and r.get("event") == "socket.connect" for r in records)
     assert seen_lean, "the pack's check never asked a worker (the audit would have nothing to say)"
