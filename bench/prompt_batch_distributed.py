@@ -10,9 +10,11 @@ VAEDecode -> Distributed Collector -> Prompt Batch Check -> SaveImage) is queued
   distributed:  with ComfyUI-Distributed's /distributed/queue: the master and each worker make their share (4+4+4).
 The contenders alternate after one warm-up run each (models loaded in every process); each figure is the median
 wall time (queue to history entry) over --repeats pairs, divided by the number of images.  `identical` is 1 when
-every run's saved images equal the first alone run's, byte for byte.  Ends with
+every run's saved images equal the first alone run's within what tests/test_tier2_prompt_batch_distributed.py
+allows (each 8-bit value within one step, mean difference per image at most 0.002: a batch of 12 and a share of 4
+are sampled with other float rounding); `max_diff` and `mean_diff` are the largest seen.  Ends with
     RESULT identical=<0|1> alone_s_per_image=<s> distributed_s_per_image=<s> speedup=<alone/distributed>
-           images=<n> participants=3 cores=<os.cpu_count()>
+           images=<n> participants=3 cores=<os.cpu_count()> max_diff=<0-255> mean_diff=<x>
 On a machine with fewer cores than participants x the cores one sampler uses, the three processes share the
 cores: the speedup is bounded by the cores (see docs/prompt_batch_distributed.md).
 --smoke: 6 prompts, 1 step, one pair (checks that the benchmark runs; the figures mean nothing).
@@ -27,6 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
+MAX_LSB, MAX_MEAN = 1, 0.002   # as tests/test_tier2_prompt_batch_distributed.py
 FILLER = ["sharp focus", "golden hour", "highly detailed", "soft light", "wide angle", "film grain"]
 
 
@@ -88,17 +91,23 @@ def main():
         _, ref = run("alone")   # warm-up: every process loads the checkpoint once
         run("distributed")
         identical = len(ref) == n
+        max_diff, mean_diff = 0, 0.0
         times = {"alone": [], "distributed": []}
         for _ in range(repeats):
             for kind in ("alone", "distributed"):
                 dt, imgs = run(kind)
                 times[kind].append(dt)
-                identical &= len(imgs) == n and all(np.array_equal(a, b) for a, b in zip(imgs, ref))
+                identical &= len(imgs) == n
+                for a, b in zip(imgs, ref):
+                    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+                    max_diff, mean_diff = max(max_diff, int(d.max())), max(mean_diff, float(d.mean()))
                 print(f"{kind}: {dt:.2f} s for {n} images", file=sys.stderr, flush=True)
     alone = statistics.median(times["alone"]) / n
     dist = statistics.median(times["distributed"]) / n
+    identical &= max_diff <= MAX_LSB and mean_diff <= MAX_MEAN
     fig = dict(identical=int(identical), alone_s_per_image=alone, distributed_s_per_image=dist,
-               speedup=_common.ratio(alone, dist), images=n, participants=3, cores=os.cpu_count())
+               speedup=_common.ratio(alone, dist), images=n, participants=3, cores=os.cpu_count(),
+               max_diff=max_diff, mean_diff=round(mean_diff, 5))
     if args.smoke:
         fig["smoke"] = 1
     _common.result(**fig)
