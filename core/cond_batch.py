@@ -50,18 +50,22 @@ def chunk_key(chunks):
     return tuple(out)
 
 
-def assemble(chunk_cond, chunk_pooled, chunk_counts, pad_chunk):
+def assemble(chunk_cond, chunk_pooled, chunk_counts, pad_chunk, k_max=None):
     """Stack prompts into one batch.
 
     chunk_cond:   {(prompt, chunk): tensor [L, C]}
     chunk_pooled: {(prompt, chunk): tensor [C']} or None (model without pooled output)
     chunk_counts: chunks per prompt
     pad_chunk:    the encoded empty chunk, [L, C]
-    Returns (cond [N, K*L, C], pooled [N, C'] or None) with K = max(chunk_counts); the pooled
+    k_max:        chunks every prompt is padded to (default max(chunk_counts); a slice of a larger batch passes the
+                  whole batch's, so its entries equal the whole batch's)
+    Returns (cond [N, K*L, C], pooled [N, C'] or None) with K = k_max; the pooled
     output of a prompt is that of its first chunk (as in ComfyUI's own encode)."""
     if not chunk_counts:
         raise ValueError("no prompts to assemble")
-    k_max = max(chunk_counts)
+    k_max = max(chunk_counts) if k_max is None else k_max
+    if k_max < max(chunk_counts):
+        raise ValueError(f"cannot pad {max(chunk_counts)} chunks down to {k_max}")
     rows = []
     for i, n in enumerate(chunk_counts):
         parts = [chunk_cond[(i, k)] for k in range(n)] + [pad_chunk] * (k_max - n)
@@ -86,9 +90,9 @@ def pad_tokens(cond, length, pad):
     return torch.cat([cond, filler], dim=1)
 
 
-def stack_padded(conds, pad):
-    """[1, T_i, C] tensors padded with `pad` to the longest and stacked into [N, T, C]."""
-    length = max(c.shape[1] for c in conds)
+def stack_padded(conds, pad, length=None):
+    """[1, T_i, C] tensors padded with `pad` to the longest (or to `length`) and stacked into [N, T, C]."""
+    length = max(c.shape[1] for c in conds) if length is None else length
     return torch.cat([pad_tokens(c, length, pad) for c in conds], dim=0)
 
 

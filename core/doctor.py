@@ -17,6 +17,7 @@ import re
 import shutil
 import struct
 import sys
+import urllib.parse
 
 from . import llm_gguf, st_header, workflow
 
@@ -707,7 +708,10 @@ def render_text(report):
         for f in wf["files"]:
             L.append(f"file {f['file']} (node #{f['node']} {f['type']}): " + (
                 f"found in {f['folder']}" + (f", {f['status']}" if f.get("status") else "") if f["found"] else "MISSING"))
-    problems = list(fit["problems"]) + list((wf or {}).get("problems", [])) + list(report.get("problems", []))
+    if report.get("distributed"):
+        L.extend(render_distributed(report["distributed"]))
+    problems = list(fit["problems"]) + list((wf or {}).get("problems", [])) + list(report.get("problems", [])) \
+        + list((report.get("distributed") or {}).get("problems", []))
     L.append("-- Result: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
     L.extend(f"problem: {p}" for p in problems)
     return "\n".join(L)
@@ -715,4 +719,133 @@ def render_text(report):
 
 def problems(report):
     return list(report["fit"]["problems"]) + list((report.get("workflow") or {}).get("problems", [])) \
-        + list(report.get("problems", []))
+        + list(report.get("problems", [])) + list((report.get("distributed") or {}).get("problems", []))
+
+
+
+# ------------------------------------------------------------------------------- a distributed setup
+
+_WILDCARD_REF = re.compile(r"__([^\s{}|]+?)__")
+MAX_WILDCARD_REFS = 10_000
+
+
+def wildcard_hashes(roots):
+    """{wildcard name: sha256 of its file} of the wildcards folders (first folder wins, as Prompt Batch reads them)."""
+    import hashlib
+    out = {}
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                if not fn.lower().endswith(".txt"):
+                    continue
+                full = os.path.join(dirpath, fn)
+                name = os.path.relpath(full[:-4], root).replace(os.sep, "/")
+                if name not in out:
+                    try:
+                        with open(full, "rb") as f:
+                            out[name] = hashlib.sha256(f.read()).hexdigest()
+                    except OSError:
+                        continue
+    return out
+
+
+def wildcards_used(texts, read):
+    """Wildcard names the texts use, directly or inside the wildcard files they use (`read(name)` -> text or None),
+    each read once, at most MAX_WILDCARD_REFS names."""
+    todo = [m for t in texts for m in _WILDCARD_REF.findall(t or "")]
+    seen = []
+    while todo and len(seen) < MAX_WILDCARD_REFS:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.append(name)
+        todo.extend(_WILDCARD_REF.findall(read(name) or ""))
+    return sorted(seen)
+
+
+def check_distributed(workers, local, needs, asker):
+    """Each enabled worker of ComfyUI-Distributed's config (core.distributed.config_workers) against this machine.
+    local: {"pack": version, "wildcards": {name: sha256}}; needs: {"files": [(node type, file name)], "wildcards":
+    [names]} (what the workflow names; empty without a workflow); asker(url, path) -> JSON (raises when the worker
+    does not answer).  Only the workers of the config are asked.  -> {"workers": [...], "problems": [...]}"""
+    rows, problems = [], []
+    for wid, w in workers.items():
+        if not w.get("enabled"):
+            rows.append({"id": wid, "name": w["name"], "url": w["url"], "enabled": False})
+            continue
+        who = f"worker {w['name']!r} (id {wid}, {w['url']})"
+        row = {"id": wid, "name": w["name"], "url": w["url"], "enabled": True, "answers": False, "problems": []}
+        rows.append(row)
+        try:
+            asker(w["url"], "/system_stats")
+            row["answers"] = True
+        except Exception as e:  # noqa: BLE001 - any failure: it does not answer
+            row["problems"].append(f"{who} does not answer ({type(e).__name__}: {e}); start it, or disable it in "
+                                   "ComfyUI-Distributed")
+            problems += row["problems"]
+            continue
+        try:
+            manifest = asker(w["url"], "/lean/distributed/manifest")
+        except Exception as e:  # noqa: BLE001
+            manifest = None
+            row["problems"].append(f"{who}: Lean Nodes does not answer there ({type(e).__name__}: {e}); install "
+                                   f"Lean Nodes {local.get('pack')} in that ComfyUI")
+        if manifest is not None:
+            row["pack"] = manifest.get("pack")
+            if manifest.get("pack") != local.get("pack"):
+                row["problems"].append(f"{who} runs Lean Nodes {manifest.get('pack')}, this machine "
+                                       f"{local.get('pack')}; install the same version on every participant")
+            theirs = manifest.get("wildcards") or {}
+            for name in needs.get("wildcards", []):
+                mine = (local.get("wildcards") or {}).get(name)
+                if name not in theirs:
+                    row["problems"].append(f"{who} has no wildcard __{name}__ (wildcards/{name}.txt); copy it there")
+                elif mine is not None and theirs[name] != mine:
+                    row["problems"].append(f"{who}: wildcard __{name}__ differs from this machine's; copy the same "
+                                           "file there (each participant expands the prompts itself)")
+        by_type = {}
+        for node_type, fname in needs.get("files", []):
+            if node_type not in by_type:
+                try:
+                    info = asker(w["url"], "/object_info/" + urllib.parse.quote(node_type, safe=""))
+                    by_type[node_type] = _choices(info.get(node_type) if isinstance(info, dict) else None)
+                except Exception as e:  # noqa: BLE001
+                    by_type[node_type] = None
+                    row["problems"].append(f"{who}: node type {node_type} not answered there ({type(e).__name__})")
+            have = by_type[node_type]
+            if have is not None and fname.replace("\\", "/") not in have:
+                row["problems"].append(f"{who} has no {fname} (for {node_type}); put the same file in its models "
+                                       "folder")
+        problems += row["problems"]
+    return {"workers": rows, "problems": problems}
+
+
+def _choices(info):
+    """Every option of every combo input of a node's /object_info entry (the model files it can load), '/'-separated."""
+    out = set()
+    for group in ("required", "optional"):
+        for spec in ((info or {}).get("input") or {}).get(group, {}).values():
+            if isinstance(spec, list) and spec:
+                opts = spec[0] if isinstance(spec[0], list) else (spec[1] or {}).get("options") \
+                    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict) else None
+                for o in opts or []:
+                    if isinstance(o, str):
+                        out.add(o.replace("\\", "/"))
+    return out
+
+
+def render_distributed(dist):
+    L = [f"-- Distributed (ComfyUI-Distributed config {dist.get('config')})"]
+    if not dist["workers"]:
+        L.append("no workers in the config")
+    for r in dist["workers"]:
+        if not r["enabled"]:
+            L.append(f"worker {r['name']} ({r['url']}): disabled, not checked")
+            continue
+        state = "answers" if r["answers"] else "does NOT answer"
+        L.append(f"worker {r['name']} ({r['url']}): {state}" + (f", Lean Nodes {r['pack']}" if r.get("pack") else "")
+                 + ("" if r["problems"] else ", OK"))
+    return L

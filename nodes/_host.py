@@ -563,3 +563,70 @@ def text_mask_read_by_model(clip):
     except (TypeError, OSError, AttributeError):
         return False
     return "= encoder_hidden_states_mask" in source
+# ----------------------------------------------------------------------------- ComfyUI-Distributed (a peer pack)
+# ComfyUI-Distributed (robertvoy/ComfyUI-Distributed 1.4.x) runs one workflow on a master and its workers.  Its
+# /distributed/queue writes, into each participant's copy of the prompt, hidden inputs of its DistributedCollector
+# nodes: is_worker, worker_id (the worker's id in its config), enabled_worker_ids (JSON list of the workers that
+# answered, in config order), multi_job_id, delegate_only (master only) and load_balance (a widget).  The collector
+# gathers the images of the master first, then of each worker in that order.  Distributed Seed gives 0 + seed on the
+# master and seed + i + 1 on worker i of that same list.  Its config (the workers the user named) is gpu_config.json
+# beside its own __init__.py.  Nothing of it is imported: the prompt is read, and its config file is read as JSON.
+
+DISTRIBUTED_COLLECTOR = "DistributedCollector"
+DISTRIBUTED_CONFIG = "gpu_config.json"
+
+
+def distributed_layout(prompt):
+    """The participants of this run as ComfyUI-Distributed wrote them into the prompt, or None outside a
+    distributed run (no collector, or a collector without a job id: a plain /prompt).
+    -> {"participants": ["master", worker id, ...], "me": index of this participant, "job": multi_job_id,
+        "delegate_only": bool, "load_balance": bool}"""
+    import json
+    if not isinstance(prompt, dict):
+        return None
+    for node in prompt.values():
+        if not isinstance(node, dict) or node.get("class_type") != DISTRIBUTED_COLLECTOR:
+            continue
+        inputs = node.get("inputs") or {}
+        job = inputs.get("multi_job_id")
+        if not job or inputs.get("pass_through"):
+            continue
+        try:
+            enabled = [str(w) for w in json.loads(inputs.get("enabled_worker_ids") or "[]")]
+        except (TypeError, ValueError):
+            raise ValueError(f"the Distributed Collector's enabled_worker_ids {inputs.get('enabled_worker_ids')!r} "
+                             "is not a JSON list; queue the workflow with ComfyUI-Distributed's Queue button") from None
+        enabled = list(dict.fromkeys(enabled))
+        worker = str(inputs.get("worker_id") or "")
+        is_worker = bool(inputs.get("is_worker"))
+        if is_worker and worker not in enabled:
+            raise ValueError(f"this worker ({worker!r}) is not in the Distributed Collector's list of workers "
+                             f"{enabled}; queue the workflow again from the master")
+        return {"participants": ["master"] + enabled, "me": 1 + enabled.index(worker) if is_worker else 0,
+                "job": str(job), "delegate_only": bool(inputs.get("delegate_only")),
+                "load_balance": bool(inputs.get("load_balance"))}
+    return None
+
+
+def distributed_config():
+    """ComfyUI-Distributed's config in this ComfyUI (its gpu_config.json as a dict: the workers the user named), or
+    {} when the pack is not installed or the file cannot be read.  Found through the host's own node list: the
+    folder of the module that defines DistributedCollector."""
+    import json
+    import os
+    import sys
+    nodes_mod = sys.modules.get("nodes")
+    cls = getattr(nodes_mod, "NODE_CLASS_MAPPINGS", {}).get(DISTRIBUTED_COLLECTOR) if nodes_mod else None
+    mod = sys.modules.get(getattr(cls, "__module__", "") or "")
+    path = getattr(mod, "__file__", None)
+    if not path:
+        return {}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))  # <pack>/nodes/collector.py -> <pack>
+    cfg = os.path.join(root, DISTRIBUTED_CONFIG)
+    try:
+        with open(cfg, encoding="utf-8") as f:
+            data = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+

@@ -5,7 +5,7 @@ import os
 
 import folder_paths
 
-from ..core import cond_batch, prompts as P
+from ..core import cond_batch, distributed as D, prompts as P
 from . import _host
 
 _log = logging.getLogger("lean")
@@ -133,9 +133,11 @@ def _encode_capturing(clip, merged, encoders, rows, length):
     return cond, top, captured, out
 
 
-def encode_batched(clip, texts):
+def encode_batched(clip, texts, keep=None):
     """One conditioning entry with batch len(texts); the text encoder runs over all chunks of all
-    prompts (plus one empty chunk for padding) in as few forward passes as memory allows."""
+    prompts (plus one empty chunk for padding) in as few forward passes as memory allows.
+    keep=(start, end): only those prompts are encoded (every prompt is tokenized, so the slice is padded to the
+    whole batch's chunk count and its entries equal the whole batch's)."""
     import comfy.model_management as mm
     import torch
     from comfy.utils import ProgressBar
@@ -149,8 +151,10 @@ def encode_batched(clip, texts):
     keys, length, counts = _check_tokens(all_tokens)
     if counts[-1] != 1:
         raise _Unsupported("the empty prompt is not one chunk")
+    n = len(texts)
+    start, end = keep or (0, n)
     width = max(e.transformer.get_input_embeddings().weight.shape[1] for e in encoders)
-    rows = [(i, c) for i, n in enumerate(counts) for c in range(n)]
+    rows = [(i, c) for i, k in enumerate(counts) if start <= i < end or i == n for c in range(k)]
     firsts, index = cond_batch.unique_rows(
         [cond_batch.chunk_key([all_tokens[i][k][c] for k in keys]) for i, c in rows])
     unique = [rows[f] for f in firsts]  # the rows the text encoder really computes
@@ -184,23 +188,24 @@ def encode_batched(clip, texts):
         extras = out if extras is None else extras
         pbar.update(1)
 
-    chunk_cond = {row: done_cond[unique[index[r]]] for r, row in enumerate(rows)}
-    chunk_pooled = {row: done_pooled[unique[index[r]]] for r, row in enumerate(rows)} if not pooled_missing else None
-    n = len(texts)
-    pad = chunk_cond[(n, 0)]
-    cond, pooled = cond_batch.assemble({k: v for k, v in chunk_cond.items() if k[0] < n},
-                                       None if chunk_pooled is None else chunk_pooled, counts[:n], pad)
+    chunk_cond = {(i - start, c): done_cond[unique[index[r]]] for r, (i, c) in enumerate(rows)}
+    chunk_pooled = {(i - start, c): done_pooled[unique[index[r]]] for r, (i, c) in enumerate(rows)} \
+        if not pooled_missing else None
+    pad = chunk_cond[(n - start, 0)]
+    cond, pooled = cond_batch.assemble({k: v for k, v in chunk_cond.items() if k[0] < end - start},
+                                       chunk_pooled, counts[start:end], pad, k_max=max(counts[:n]))
     info = dict(extras or {})
     info["pooled_output"] = pooled
-    return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[:n]}
+    return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[start:end]}
 
 
-def encode_batched_flux(clip, texts):
+def encode_batched_flux(clip, texts, keep=None):
     """Flux (T5-XXL + CLIP-L): the conditioning is T5's output, one sequence per prompt of its own length
     (at least 256 tokens, longer for long prompts, never cut), and the pooled output is CLIP-L's of the
     prompt's first 77-token chunk (what FluxClipModel returns).  Prompts whose T5 sequences have the same
     length go through both encoders together; shorter sequences are then padded with the encoded empty
-    prompt, as the SD path pads with the encoded empty chunk."""
+    prompt, as the SD path pads with the encoded empty chunk.  keep=(start, end): only those prompts are encoded,
+    padded to the whole batch's longest sequence."""
     import comfy.model_management as mm
     import torch
     from comfy.utils import ProgressBar
@@ -217,7 +222,11 @@ def encode_batched_flux(clip, texts):
         if len(toks["t5xxl"]) != 1 or not toks["l"]:
             raise _Unsupported("T5 tokens are not one sequence")
     rows = [(toks["t5xxl"][0], toks["l"][0]) for toks in all_tokens]
-    firsts, index = cond_batch.unique_rows([cond_batch.chunk_key(r) for r in rows])
+    n = len(texts)
+    start, end = keep or (0, n)
+    wanted = list(range(start, end)) + [n]
+    firsts, index = cond_batch.unique_rows([cond_batch.chunk_key(rows[i]) for i in wanted])
+    firsts = [wanted[f] for f in firsts]
     width = model.t5xxl.transformer.get_input_embeddings().weight.shape[1]
     passes = []
     for length, group in cond_batch.group_by_length(firsts, [len(rows[f][0]) for f in firsts]):
@@ -240,12 +249,13 @@ def encode_batched_flux(clip, texts):
             done[r] = (cond[:, j * length:(j + 1) * length], p[j:j + 1])
         pbar.update(1)
 
-    per_prompt = [done[firsts[index[i]]] for i in range(len(rows))]
-    n = len(texts)
-    cond = cond_batch.stack_padded([c for c, _ in per_prompt[:n]], per_prompt[n][0])
-    pooled = torch.cat([p for _, p in per_prompt[:n]], dim=0)
+    per_prompt = [done[firsts[index[j]]] for j in range(len(wanted))]
+    k = end - start
+    cond = cond_batch.stack_padded([c for c, _ in per_prompt[:k]], per_prompt[k][0],
+                                   length=max(len(rows[i][0]) for i in range(n)))
+    pooled = torch.cat([p for _, p in per_prompt[:k]], dim=0)
     return [[cond, {"pooled_output": pooled}]], {"passes": len(passes), "rows": len(firsts),
-                                                  "chunks": [len(rows[i][0]) for i in range(n)]}
+                                                  "chunks": [len(rows[i][0]) for i in range(start, end)]}
 
 
 def encode_each(clip, texts):
@@ -285,14 +295,27 @@ def encode_each(clip, texts):
     return out, {"passes": len(texts) + 1, "rows": None, "chunks": None}
 
 
-def encode_prompts(clip, texts):
+def encode_prompts(clip, texts, keep=None):
+    """The batched conditioning of `texts`, or of texts[start:end] for keep=(start, end) (padded as in the whole
+    batch).  The one-by-one fallback encodes every prompt and keeps the slice (it cannot know the padding
+    otherwise)."""
     try:
         if _host.flux_clip_model(clip) is not None:
-            return encode_batched_flux(clip, texts)
-        return encode_batched(clip, texts)
+            return encode_batched_flux(clip, texts, keep)
+        return encode_batched(clip, texts, keep)
     except _Unsupported as why:
         _log.info("[Lean Nodes] LeanPromptBatch: encoding prompts one by one (%s)", why)
-        return encode_each(clip, texts)
+        out, stats = encode_each(clip, texts)
+        if keep is not None:
+            out = [_batch_slice(c, info, *keep) for c, info in out]
+        return out, stats
+
+
+def _batch_slice(cond, info, start, end):
+    import torch
+    n = cond.shape[0]
+    info = {k: (v[start:end] if torch.is_tensor(v) and v.ndim and v.shape[0] == n else v) for k, v in info.items()}
+    return [cond[start:end], info]
 
 
 # ----------------------------------------------------------------------------- node
@@ -303,16 +326,23 @@ class LeanPromptBatch:
                    "wire `count` into Empty Latent Image's batch_size and one KSampler run makes every image. "
                    "Prompts of different lengths are padded with the encoded empty prompt, so each entry equals "
                    "encoding its prompt alone; all prompts go through the text encoder together. On Flux (T5-XXL + "
-                   "CLIP-L) every entry also carries the `guidance` input, as CLIPTextEncodeFlux does.")
+                   "CLIP-L) every entry also carries the `guidance` input, as CLIPTextEncodeFlux does. With "
+                   "ComfyUI-Distributed, wire a Distributed Seed (seed 0) into `participant`: each GPU or machine "
+                   "then encodes and samples only its share of the prompts, and the gathered images equal one "
+                   "machine's, in prompt order.")
     CATEGORY = "lean/conditioning"
     FUNCTION = "build"
-    RETURN_TYPES = ("CONDITIONING", "STRING", "INT")
-    RETURN_NAMES = ("conditioning", "prompts", "count")
-    OUTPUT_IS_LIST = (False, True, False)
+    RETURN_TYPES = ("CONDITIONING", "STRING", "INT", "LATENT")
+    RETURN_NAMES = ("conditioning", "prompts", "count", "latent")
+    OUTPUT_IS_LIST = (False, True, False, False)
     OUTPUT_TOOLTIPS = (
-        "One conditioning with batch N: entry i is prompt i (cond [N, T, C], pooled output [N, C']).",
-        "The N expanded prompts, as a list (prompt i belongs to image i of the batch).",
-        "N, the number of prompts: wire it into Empty Latent Image's batch_size.",
+        "One conditioning with batch N: entry i is prompt i (cond [N, T, C], pooled output [N, C']). With "
+        "`participant` wired: only this participant's share of the prompts.",
+        "The N expanded prompts, as a list (prompt i belongs to image i of the batch), on every participant.",
+        "N, the number of prompts: wire it into Empty Latent Image's batch_size (and into Prompt Batch Check).",
+        "The `latent` input with batch_index 0..N-1 (each image's noise depends only on its index), or with "
+        "`participant` wired only this participant's entries, with their global batch_index: wire it into the "
+        "KSampler. Empty when `latent` is not wired.",
     )
 
     @classmethod
@@ -348,11 +378,24 @@ class LeanPromptBatch:
                                                   "prompt of the batch carries, as in CLIPTextEncodeFlux (3.5 is "
                                                   "Flux's default; FluxGuidance after this node still overrides "
                                                   "it). Ignored by other models."}),
+                "participant": ("INT", {"forceInput": True, "default": 0, "min": 0, "max": 1 << 20,
+                                        "advanced": True,
+                                        "tooltip": "ComfyUI-Distributed: wire a Distributed Seed with seed 0 here "
+                                                   "(0 on the master, i+1 on worker i). The prompts are then shared "
+                                                   "out: each participant encodes only its contiguous share, and "
+                                                   "`latent` carries only its entries. Not wired: the whole batch, "
+                                                   "as always."}),
+                "latent": ("LATENT", {"tooltip": "An empty latent (Empty Latent Image with batch_size 1, or "
+                                                 "count): the `latent` output holds one entry per prompt of this "
+                                                 "participant, each with its global batch_index."}),
             },
+            "hidden": {"prompt": "PROMPT"},
         }
 
     @classmethod
     def IS_CHANGED(cls, text="", mode="lines", count=16, seed=0, prefix="", suffix="", text_file=NO_FILE, **kw):
+        if "participant" in kw:  # wired: ComfyUI-Distributed's participants can change between runs, inputs not
+            return float("nan")
         # wildcard files and text_file can change without any input changing
         try:
             got = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
@@ -360,19 +403,125 @@ class LeanPromptBatch:
         except Exception as e:  # the run itself reports the error
             return f"error: {e}"
 
-    def build(self, clip, text, mode, count, seed, prefix, suffix, text_file=NO_FILE, guidance=3.5):
+    def build(self, clip, text, mode, count, seed, prefix, suffix, text_file=NO_FILE, guidance=3.5,
+              participant=None, latent=None, prompt=None):
         if clip is None:
             raise ValueError("LeanPromptBatch: the clip input is None - the checkpoint has no text encoder; "
                              "load one with a CLIP loader and connect its CLIP output")
         import comfy.model_management as mm
         texts = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file,
                                     cancel=mm.throw_exception_if_processing_interrupted)
-        conditioning, stats = encode_prompts(clip, texts)
+        n = len(texts)
+        keep = None if participant is None else my_share(n, participant, prompt)
+        conditioning, stats = encode_prompts(clip, texts, keep)
         if _host.flux_clip_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
             conditioning = [[c, {**info, "guidance": float(guidance)}] for c, info in conditioning]
-        _log.info("[Lean Nodes] LeanPromptBatch: %d prompts, %s text-encoder pass(es), %s distinct chunks",
-                  len(texts), stats["passes"], stats["rows"])
-        return (conditioning, texts, len(texts))
+        start, end = keep or (0, n)
+        _log.info("[Lean Nodes] LeanPromptBatch: %d prompts%s, %s text-encoder pass(es), %s distinct chunks",
+                  n, "" if keep is None else f" (this participant: prompts {start + 1}-{end})",
+                  stats["passes"], stats["rows"])
+        return (conditioning, texts, n, latent_share(latent, n, start, end))
+
+
+def my_share(n, participant, prompt):
+    """(start, end) of this participant's prompts.  The count of participants and this one's place come from what
+    ComfyUI-Distributed wrote into the prompt (its collector's list of workers); `participant` (a Distributed Seed
+    with seed 0) must agree with it.  Outside a distributed run there is one participant: the whole batch."""
+    layout = _host.distributed_layout(prompt)
+    if layout is None:
+        if participant != 0:
+            raise ValueError(f"LeanPromptBatch: participant is {participant}, but this run was not queued by "
+                             "ComfyUI-Distributed (no Distributed Collector with a job in the workflow); wire a "
+                             "Distributed Seed with seed 0 into participant and a Distributed Collector after the "
+                             "VAE Decode, and queue with ComfyUI-Distributed")
+        return 0, n
+    who = layout["participants"]
+    if layout["load_balance"]:
+        raise ValueError("LeanPromptBatch: the Distributed Collector's load_balance runs the whole workflow on one "
+                         "participant, which cannot share the prompts out; switch load_balance off, or unwire "
+                         "Prompt Batch's participant input")
+    if participant != layout["me"]:
+        raise ValueError(f"LeanPromptBatch: participant is {participant}, but ComfyUI-Distributed runs this as "
+                         f"participant {layout['me']} of {len(who)} ({who[layout['me']]}); wire a Distributed Seed "
+                         "whose seed is 0 into participant (it gives 0 on the master and i+1 on worker i)")
+    if n < len(who):
+        raise ValueError(f"LeanPromptBatch: {n} prompt(s) cannot be shared out over {len(who)} participants "
+                         f"(the master and {len(who) - 1} worker(s)): each needs at least one; write more prompts "
+                         "or disable workers in ComfyUI-Distributed")
+    return D.share(n, len(who), layout["me"])
+
+
+def latent_share(latent, n, start, end):
+    """Entries start..end-1 of an empty latent of batch n (or 1, repeated), each with its global batch_index, so
+    KSampler draws the noise of image i as in a one-machine run of the whole batch (comfy.sample.prepare_noise
+    draws noise i for batch_index i)."""
+    if latent is None:
+        return None
+    import torch
+    samples = latent["samples"]
+    b = samples.shape[0]
+    if b not in (1, n):
+        raise ValueError(f"LeanPromptBatch: the latent has batch {b}, but there are {n} prompts; wire Prompt "
+                         "Batch's count into Empty Latent Image's batch_size")
+    out = dict(latent)
+    out["samples"] = (samples if b == n else samples.expand(n, *samples.shape[1:]))[start:end].clone()
+    mask = latent.get("noise_mask")
+    if torch.is_tensor(mask) and mask.shape[0] == n:
+        out["noise_mask"] = mask[start:end].clone()
+    given = latent.get("batch_index")
+    out["batch_index"] = list(given[start:end]) if given is not None and len(given) == b == n else \
+        list(range(start, end))
+    return out
+
+
+class LeanPromptBatchCheck:
+    DESCRIPTION = ("After ComfyUI-Distributed's Distributed Collector: passes the gathered images on when there is "
+                   "one per prompt (image i is prompt i), and otherwise stops the run with an error that names each "
+                   "worker and what became of its share (does not answer, its run failed and why, still running). "
+                   "ComfyUI-Distributed does not redo a missing worker's images, and its collector returns what "
+                   "arrived after its worker timeout: this node keeps a shorter batch from passing as the whole.")
+    CATEGORY = "lean/conditioning"
+    FUNCTION = "check"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The gathered images, unchanged: one per prompt, in prompt order.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The Distributed Collector's images."}),
+            },
+            "optional": {
+                "count": ("INT", {"forceInput": True, "default": 1, "min": 1, "max": P.MAX_PROMPTS,
+                                  "tooltip": "Prompt Batch's count (the number of prompts, N)."}),
+            },
+            "hidden": {"prompt": "PROMPT"},
+        }
+
+    def check(self, images, count=None, prompt=None):
+        layout = _host.distributed_layout(prompt)
+        if count is None:
+            why = ("ComfyUI-Distributed's master_delegate_only setting leaves Prompt Batch out of the master's run, "
+                   "and the master must take the first share; switch master_delegate_only off"
+                   if layout and layout["delegate_only"] else "wire Prompt Batch's count output into count")
+            raise ValueError(f"LeanPromptBatchCheck: count is not connected: {why}")
+        got = int(images.shape[0])
+        if got == count:
+            return (images,)
+        head = (f"LeanPromptBatchCheck: the Distributed Collector gathered {got} image(s), but Prompt Batch has "
+                f"{count} prompt(s)")
+        if layout is None:
+            raise ValueError(f"{head}, and this run was not queued by ComfyUI-Distributed; wire Prompt Batch's "
+                             "count into Empty Latent Image's batch_size")
+        workers = D.config_workers(_host.distributed_config())
+        names = {wid: w["name"] for wid, w in workers.items()}
+        lines = D.diagnose(layout, workers, _host.DISTRIBUTED_COLLECTOR)
+        raise ValueError(f"{head}: a participant's share is missing, so the images would no longer match the "
+                         f"prompts. The shares were: {D.slices_text(count, layout['participants'], names)}. "
+                         + " ".join(f"{line}." for line in lines)
+                         + " ComfyUI-Distributed does not redo a missing worker's images; fix or disable that "
+                           "worker and queue again.")
 
 
 # ----------------------------------------------------------------------------- preview route
@@ -390,6 +539,13 @@ def preview(query):
                         prefix=query.get("prefix", ""), suffix=query.get("suffix", ""))
     return {"count": n, "mode": mode, "cap": cap, "over_cap": mode == "combinatorial" and n > cap,
             "at_least": n >= P.COUNT_CAP}
+
+
+def manifest():
+    """{"pack": Lean Nodes version, "wildcards": {name: sha256}}: read-only, file names and hashes, never contents."""
+    from ..core import doctor
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {"pack": doctor._pack_version(root), "wildcards": doctor.wildcard_hashes(wildcard_roots())}
 
 
 def public_error(message):
@@ -441,9 +597,15 @@ def _register_routes():
         except (ValueError, OSError) as e:
             return web.json_response({"error": public_error(str(e))}, status=400)
 
+    @instance.routes.get("/lean/distributed/manifest")
+    async def lean_distributed_manifest(request):
+        # what `lean.py doctor` compares between a ComfyUI-Distributed master and its workers
+        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, manifest))
+
 
 _register_routes()
 
 
-NODE_CLASS_MAPPINGS = {"LeanPromptBatch": LeanPromptBatch}
-NODE_DISPLAY_NAME_MAPPINGS = {"LeanPromptBatch": "Prompt Batch (wildcards)"}
+NODE_CLASS_MAPPINGS = {"LeanPromptBatch": LeanPromptBatch, "LeanPromptBatchCheck": LeanPromptBatchCheck}
+NODE_DISPLAY_NAME_MAPPINGS = {"LeanPromptBatch": "Prompt Batch (wildcards)",
+                              "LeanPromptBatchCheck": "Prompt Batch Check (distributed)"}

@@ -374,11 +374,61 @@ def cmd_doctor(args):
                   "files": [], "problems": [f"{args.workflow}: {type(e).__name__}: {e}"]}
         wf["path"] = str(args.workflow)
         report["workflow"] = wf
+    if args.distributed:
+        report["distributed"] = distributed_check(args, host, folders, report.get("workflow"), doctor)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
         print(doctor.render_text(report) if host else doctor.render_text(report) + f"\n(COMFYUI_PATH={env})")
     return 1 if doctor.problems(report) else 0
+
+
+def distributed_config_path(host, given):
+    """ComfyUI-Distributed's config: the path given, else gpu_config.json of the ComfyUI-Distributed folder in the
+    host's custom_nodes."""
+    if given and given != "auto":
+        return pathlib.Path(given)
+    for d in sorted((pathlib.Path(host) / "custom_nodes").glob("*")) if host else []:
+        if (d / "distributed.py").is_file() and (d / "gpu_config.json").is_file():
+            return d / "gpu_config.json"
+    return None
+
+
+def distributed_check(args, host, folders, wf, doctor):
+    """Each enabled worker of ComfyUI-Distributed's config (the workers the user named there, and only those):
+    answers, runs this Lean Nodes version, has the workflow's model files and wildcards (the same files)."""
+    dist = _load_core("distributed")
+    path = distributed_config_path(host, args.distributed)
+    if path is None or not path.is_file():
+        return {"config": str(path), "workers": [], "problems": [
+            f"ComfyUI-Distributed's config not found ({path or 'no ComfyUI-Distributed folder in custom_nodes'}); "
+            "give it with --distributed PATH/gpu_config.json"]}
+    try:
+        workers = dist.config_workers(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as e:
+        return {"config": str(path), "workers": [], "problems": [f"{path}: {type(e).__name__}: {e}"]}
+    roots = folders.get("wildcards") or ([str(pathlib.Path(host) / "models" / "wildcards")] if host else [])
+    local = {"pack": doctor._pack_version(str(REPO)), "wildcards": doctor.wildcard_hashes(roots)}
+
+    def read(name):
+        for r in roots:
+            p = pathlib.Path(r, *name.split("/")).with_name(name.split("/")[-1] + ".txt")
+            if p.is_file():
+                return p.read_text(encoding="utf-8-sig", errors="replace")[:1 << 20]
+        return None
+
+    needs = {"files": [], "wildcards": []}
+    if wf and args.workflow:
+        needs["files"] = sorted({(f["type"], f["file"]) for f in wf.get("files", [])})
+        try:
+            data = json.loads(pathlib.Path(args.workflow).read_text(encoding="utf-8"))
+            texts = [v for _, t, vals in doctor.workflow_nodes(data) if t == "LeanPromptBatch" for v in vals]
+            needs["wildcards"] = doctor.wildcards_used(texts, read)
+        except (OSError, ValueError):
+            pass
+    out = doctor.check_distributed(workers, local, needs, dist.ask)
+    out["config"] = str(path)
+    return out
 
 
 def main(argv=None):
@@ -398,6 +448,10 @@ def main(argv=None):
     d.add_argument("workflow", nargs="?", help="a workflow (UI or API format) to check")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.add_argument("--url", default="http://127.0.0.1:8188", help="a running host to ask for its node types")
+    d.add_argument("--distributed", nargs="?", const="auto", metavar="GPU_CONFIG",
+                   help="also check ComfyUI-Distributed's enabled workers (its gpu_config.json, found in the "
+                        "host's custom_nodes unless given): each answers, runs this Lean Nodes version, has the "
+                        "workflow's model files and wildcards")
     args = p.parse_args(argv)
     return {"serve": cmd_serve, "run": cmd_run, "doctor": cmd_doctor}[args.cmd](args)
 

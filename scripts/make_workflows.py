@@ -294,6 +294,65 @@ def wf_prompt_batch(info):
     return L.finish()
 
 
+DISTRIBUTED_PROMPTS = "\n".join([
+    "# 12 prompts: with a master and 2 workers each GPU makes 4 of them",
+    "a {red|white|arctic} fox in the snow, morning light",
+    "a lighthouse on a rocky coast at dusk, long exposure",
+    "a bowl of ramen on a wooden table, steam, close-up",
+    "a {watercolor|pencil} drawing of a cottage garden",
+    "a {red|green|cream} vintage car on a desert road",
+    "an astronaut reading in a library, warm light",
+    "a glass teapot with blooming tea, studio light",
+    "a mountain village under the northern lights",
+    "a {red|blue} paper boat on a puddle, rain",
+    "a cat asleep on a stack of books",
+    "a city street at night, neon reflections, rain",
+    "a bonsai tree on a windowsill, soft light"])
+
+
+def wf_prompt_batch_distributed(info):
+    L = Layout(info)
+    g = L.g
+    _, ck = stock_checkpoint(L, "## 1. Load the model\nStock **Load Checkpoint** with an SD1.5 checkpoint, e.g. "
+                             f"`{CKPT}`. The **same file** must be in `models/checkpoints` of every worker (and the "
+                             "same wildcard files in `models/wildcards`): `python scripts/lean.py doctor "
+                             "this_workflow.json --distributed` checks them.")
+    c = L.column("2. Share the prompts out", (
+        "## 2. Share the prompts out\n**Distributed Seed** (ComfyUI-Distributed) with seed **0**, control "
+        "**fixed**: 0 on the master, 1, 2, ... on the workers. Wired into Prompt Batch's `participant`, each "
+        "participant keeps only its share of the 12 prompts (master 1-4, worker 1 5-8, worker 2 9-12) and "
+        "encodes only those. **Empty Latent Image** (batch 1) goes through Prompt Batch: its `latent` output "
+        "holds this participant's entries with their global batch index, so every image gets the noise it would "
+        "get on one machine."), "prompt", width=380)
+    ds = c.add("DistributedSeed", seed=0)
+    pb = c.add("LeanPromptBatch", multiline_h=330, text=DISTRIBUTED_PROMPTS, mode="lines", count=16, seed=0,
+               prefix="", suffix="highly detailed")
+    lat = c.add("EmptyLatentImage", title="Empty Latent Image (batch 1)", width=512, height=512, batch_size=1)
+    g.wire(pb, clip=ck.out("CLIP"), participant=ds.out(0), latent=lat)
+    neg = c.add("CLIPTextEncode", title="Negative prompt (shared)", text=NEGATIVE)
+    g.wire(neg, clip=ck.out("CLIP"))
+    s = L.column("3. Sample", "## 3. Sample\n**KSampler** on this participant's latents: one run per participant, "
+                 "all participants at once. Its seed is the same everywhere (the batch index makes each image's "
+                 "noise).", "sample")
+    ks = s.add("KSampler", seed=0, steps=20, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=1.0)
+    g.wire(ks, model=ck.out("MODEL"), positive=pb.out("conditioning"), negative=neg, latent_image=pb.out("latent"))
+    o = L.column("4. Gather, check, save", (
+        "## 4. Gather, check, save\n**VAE Decode**, then **Distributed Collector** gathers every participant's "
+        "images on the master (master first, then the workers in order: prompt order). **Prompt Batch Check** "
+        "stops the run with an error naming the worker when an image is missing (a worker that failed, stopped "
+        "or timed out), so image *i* is always prompt *i*. Queue with ComfyUI-Distributed's **Queue** button "
+        "(workers enabled in its panel); **Save Image** writes `lean_distributed_00001_.png`, ..."), "save")
+    dec = o.add("VAEDecode")
+    g.wire(dec, samples=ks, vae=ck.out("VAE"))
+    col = o.add("DistributedCollector")
+    g.wire(col, images=dec)
+    chk = o.add("LeanPromptBatchCheck")
+    g.wire(chk, images=col.out(0), count=pb.out("count"))
+    save_node = o.add("SaveImage", box_h=300, filename_prefix="lean_distributed")
+    g.wire(save_node, images=chk)
+    return L.finish()
+
+
 FLUX_PROMPTS = "\n".join([
     "# one prompt per line: 4 lines, 4 images, one sampler run",
     "a red fox in the snow, morning light, photograph",
@@ -447,6 +506,7 @@ WORKFLOWS_DEF = {
     "lean_sdxl_lora_tags": wf_sdxl_lora,
     "lean_flux_lora_prompt_batch": wf_flux,
     "lean_image_to_prompt": wf_image_to_prompt,
+    "lean_prompt_batch_distributed": wf_prompt_batch_distributed,
 }
 
 

@@ -26,6 +26,8 @@ KEYS = {  # the keys each benchmark's RESULT line promises (smoke runs add smoke
                   "identical", "cpu_ratio", "pairs", "model"],
     "import_time": ["import_s", "import_precise_s", "vs_empty", "runs"],
     "prompt_batch": ["encode_ratio", "e2e_ratio", "images"],
+    "prompt_batch_distributed": ["identical", "alone_s_per_image", "distributed_s_per_image", "speedup", "images",
+                                 "participants", "cores", "max_diff", "mean_diff"],
     "llm": ["tok_ratio", "cached_load_s"],
     "vision": ["tok_ratio", "encode_ratio", "cached_load_s"],
     "flux_load": ["peak_rss_ratio", "lean_peak_vs_file", "wall_ratio", "total_wall_ratio", "sampled", "identical"],

@@ -28,7 +28,7 @@ from lean_testlib import REPO, browser, harness, prereq, shipped
 pytestmark = [pytest.mark.tier2,
               pytest.mark.skipif(browser.available() is not None, reason=prereq(f"no browser: {browser.available()}"))]
 
-FILES = shipped.workflow_files()
+FILES = [p for p in shipped.workflow_files() if p.stem not in shipped.PEER_WORKFLOWS]  # those: with their peer pack
 MODES = browser.frontend_modes(harness.find_host()[0])
 
 

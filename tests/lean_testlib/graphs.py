@@ -91,3 +91,36 @@ def add_stock_references(g, prompts, chunks, total, probe_prefix, sampler="5", l
                                                                  "latent": [f"r{i}k", 0]}}
         conds[i] = last
     return conds
+
+
+def prompt_batch_distributed(text, ckpt="lean_sd15.safetensors", mode="lines", count=16, batch_seed=0, seed=1,
+                             steps=1, width=64, height=64, prefix="lean_pbd", negative="", cfg=7.0,
+                             participant=True, collector=True):
+    """Prompt Batch shared out with ComfyUI-Distributed: Distributed Seed (seed 0) -> LeanPromptBatch.participant,
+    EmptyLatentImage (batch 1) -> LeanPromptBatch.latent -> KSampler -> VAEDecode -> DistributedCollector ->
+    LeanPromptBatchCheck (count) -> SaveImage; stock PreviewAny shows the prompts.  Node ids: "pb" Prompt Batch,
+    "ds" Distributed Seed, "col" collector, "chk" check, "save", "pv".  participant=False leaves the input unwired
+    (today's whole batch); collector=False leaves the ComfyUI-Distributed nodes out (a host without the pack)."""
+    g = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
+        "pb": {"class_type": "LeanPromptBatch", "inputs": {"clip": ["1", 1], "text": text, "mode": mode,
+                                                          "count": count, "seed": batch_seed, "prefix": "",
+                                                          "suffix": "", "latent": ["4", 0]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["1", 1]}},
+        "5": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["pb", 0], "negative": ["3", 0],
+                                                   "latent_image": ["pb", 3], "seed": seed, "steps": steps,
+                                                   "cfg": cfg, "sampler_name": "euler", "scheduler": "normal",
+                                                   "denoise": 1.0}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "chk": {"class_type": "LeanPromptBatchCheck", "inputs": {"images": ["6", 0], "count": ["pb", 2]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["chk", 0], "filename_prefix": prefix}},
+        "pv": {"class_type": "PreviewAny", "inputs": {"source": ["pb", 1]}},
+    }
+    if collector:
+        g["col"] = {"class_type": "DistributedCollector", "inputs": {"images": ["6", 0], "load_balance": False}}
+        g["chk"]["inputs"]["images"] = ["col", 0]
+    if participant:
+        g["ds"] = {"class_type": "DistributedSeed", "inputs": {"seed": 0}}
+        g["pb"]["inputs"]["participant"] = ["ds", 0]
+    return g

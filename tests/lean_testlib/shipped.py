@@ -30,6 +30,9 @@ SDXL_CKPT, SDXL_LORA = _M.SDXL_CKPT, _M.SDXL_LORA
 FLUX_UNET, FLUX_T5, FLUX_CLIP_L = _M.FLUX_UNET, _M.FLUX_T5, _M.FLUX_CLIP_L
 FLUX_VAE, FLUX_LORA = _M.FLUX_VAE, _M.FLUX_LORA
 OWN_HOST = {"lean_flux_lora_prompt_batch"}  # workflows that run in a host of their own (test-only hooks)
+# workflows that need a peer pack installed in the host (archive of ../shared/peers); converted, run and dropped in
+# the editor by the test module that installs it, never in the shared host (which has no peer pack)
+PEER_WORKFLOWS = {"lean_prompt_batch_distributed": "comfyui-distributed-a91f9fb.tar.gz"}  # test_tier2_prompt_batch_distributed.py
 
 
 def workflow_files():
