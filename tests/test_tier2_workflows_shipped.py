@@ -20,9 +20,7 @@ FILES = shipped.workflow_files()
 NAMES = [p.stem for p in FILES]
 EXPECTED = {"lean_checkpoint_mmap", "lean_lora_tags_schedule", "lean_canny_controlnet", "lean_prompt_batch_16",
             "lean_llm_prompt", "lean_all_in_one", "lean_sdxl_lora_tags",
-            "lean_flux_lora_prompt_batch", "lean_image_to_prompt"}
-RUN_FILES = [p for p in FILES if p.stem not in shipped.OWN_HOST]  # the others run in a host of their own
-            "lean_flux_lora_prompt_batch", "lean_prompt_batch_distributed"}
+            "lean_flux_lora_prompt_batch", "lean_image_to_prompt", "lean_prompt_batch_distributed"}
 HOST_FILES = [p for p in FILES if p.stem not in shipped.PEER_WORKFLOWS]  # the others need a peer pack in the host
 RUN_FILES = [p for p in HOST_FILES if p.stem not in shipped.OWN_HOST]  # the others run in a host of their own
 # a workflow on the full-size SDXL fixture is marked sdxl_full (CI runs those on ComfyUI 0.33.0 only)
