@@ -110,8 +110,9 @@ def pytest_runtest_logreport(report):
 def pytest_configure(config):
     config.addinivalue_line("markers", "sdxl_full: runs the full-size SDXL fixture (~14 GB as fp32 on the CPU); "
                                        "CI runs these on ComfyUI 0.33.0 only (.ci/run)")
-    config.addinivalue_line("markers", "one_host: checks nothing a host version changes (e.g. that every benchmark "
-                                       "still runs); CI runs these on ComfyUI 0.33.0 only (.ci/run)")
+    config.addinivalue_line("markers", "one_host: costly and the same on every host (every benchmark's smoke run; the "
+                                       "distributed prompt batch's master and two workers); CI runs these on "
+                                       "ComfyUI 0.33.0 only (.ci/run)")
 
 
 def pytest_report_header(config):
@@ -189,8 +190,9 @@ def _deselected_by_ci(config):
                    "the other host still runs the tiny SDXL text encoder and converts and drops the SDXL workflow, but samples "
                    "no full-size SDXL model")
     if "notone_host" in expr:
-        out.append("one_host (every benchmark's smoke run): CI runs them on ComfyUI 0.33.0 only, for time; what the "
-                   "benchmarks measure is tested on both hosts by the feature tests")
+        out.append("one_host (every benchmark's smoke run; the distributed prompt batch with ComfyUI-Distributed, three "
+                   "ComfyUI processes): CI runs them on ComfyUI 0.33.0 only, for time; what the benchmarks measure is "
+                   "tested on both hosts by the feature tests, and the distributed module passed on 0.3.64 by hand")
     return out
 
 
