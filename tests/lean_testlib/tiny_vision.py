@@ -137,3 +137,45 @@ def mid_pair(seed=0):
     if not proj.is_file():
         write_projector(proj, seed=seed + 1, n_embd=640, n_head=10, n_ff=2560, n_layer=8, n_embd_out=896)
     return text, proj
+
+
+def raw_reference(pic, seed, max_tokens, system, text):
+    """The same request through llama_cpp's own MTMDChatHandler: its template rendering, its PNG decoding
+    (stb_image), its prompt and image evaluation and chat completion's sampler.  The text of the first
+    ``max_tokens`` tokens it samples (the tokens are read off Llama.generate, because chat completion does not count
+    a token that ends inside a UTF-8 character and its streamed text drops such characters)."""
+    import base64
+    import io
+
+    import llama_cpp
+    from llama_cpp.llama_chat_format import MTMDChatHandler
+    from PIL import Image
+    handler = MTMDChatHandler(clip_model_path=str(projector()), verbose=False)
+    raw = llama_cpp.Llama(model_path=str(text_model()), n_ctx=1024, chat_handler=handler,
+                          verbose=False)
+    sampled = []
+    generate = raw.generate
+
+    def recording(*a, **k):
+        for tok in generate(*a, **k):
+            sampled.append(tok)
+            yield tok
+
+    raw.generate = recording
+    try:
+        buf = io.BytesIO()
+        Image.fromarray(pic).save(buf, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        msgs = [{"role": "system", "content": system},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                             {"type": "text", "text": text}]}]
+        raw.create_chat_completion(messages=msgs, seed=seed, max_tokens=max_tokens + 8, temperature=0.7, top_p=0.9,
+                                   top_k=40, min_p=0.05, repeat_penalty=1.0)
+        toks = []
+        for tok in sampled[:max_tokens]:
+            if llama_cpp.llama_vocab_is_eog(raw._model.vocab, tok):
+                break
+            toks.append(tok)
+        return raw.detokenize(toks).decode("utf-8", errors="ignore")
+    finally:
+        raw.close()
