@@ -564,6 +564,13 @@ def make_prompt_limit_files(wildcards):
 # ---- issue 21, LLM (one block): base_url parts a shared workflow must not use, and numbers that arrive through a
 # link (ComfyUI applies min/max to widget values only).  The 192.0.2.1, settings, key and endless-stream
 # reproductions need fake servers and the offline namespace: tests/test_tier2_llm_servers.py.
+def _pb_check_graph(images):
+    """A stock EmptyImage batch -> Prompt Batch Check -> PreviewImage (count left unwired)."""
+    return {"e": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": images, "color": 0}},
+            "chk": {"class_type": "LeanPromptBatchCheck", "inputs": {"images": ["e", 0]}},
+            "v": {"class_type": "PreviewImage", "inputs": {"images": ["chk", 0]}}}
+
+
 def _linked_int(graph, node, name, value):
     """`graph` with input `name` of node `node` fed by a stock PrimitiveInt holding `value`."""
     graph["i"] = {"class_type": "PrimitiveInt", "inputs": {"value": value}}
@@ -584,6 +591,13 @@ CASES += [
        lambda: _linked_int(prompt_batch_graph("{a|b}", mode="random"), "n", "count", 10 ** 6), ("count", "4096")),
     _c("pb-seed-linked-negative", "LeanPromptBatch", "a negative seed through a link (no widget min)",
        lambda: _linked_int(prompt_batch_graph("{a|b}", mode="random"), "n", "seed", -5), ("seed", "at least 0")),
+    # ---- LeanPromptBatchCheck (after ComfyUI-Distributed's collector; here without it, as a stranger's workflow)
+    _c("pbcheck-count-unwired", "LeanPromptBatchCheck", "no count wired in", lambda: _pb_check_graph(2),
+       ("count", "not connected")),
+    _c("pbcheck-count-mismatch", "LeanPromptBatchCheck", "2 images but a count of 3, outside a distributed run",
+       lambda: _linked_int(_pb_check_graph(2), "chk", "count", 3), ("gathered 2", "3 prompt", "batch_size")),
+    _c("pbcheck-count-linked-huge", "LeanPromptBatchCheck", "a count of 10**6 through a link (no widget max)",
+       lambda: _linked_int(_pb_check_graph(1), "chk", "count", 10 ** 6), ("gathered 1", "1000000 prompt")),
     _c("llm-base_url-userinfo", "LeanLLMLoader", "user:pass@ in base_url",
        lambda: llm_graph(llm_loader(backend="openai", base_url="http://user:secret@127.0.0.1:9/v1")),
        ("base_url", "user:pass@")),
