@@ -8,13 +8,25 @@ Only the workers of ComfyUI-Distributed's own config (gpu_config.json, written b
 (ask()); a workflow names none.
 """
 import json
+import urllib.error
 import urllib.parse
 import urllib.request
 
 ASK_TIMEOUT_S = 3.0
 MAX_ANSWER_BYTES = 64 << 20
-# every request goes straight to the worker the user named: never through HTTP(S)_PROXY
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A worker's answer may not send the pack on to another address (the user named the worker, not where it
+    points): a redirect is an error naming both."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused: ask the worker itself "
+                                     "(its address in ComfyUI-Distributed's config)", headers, fp)
+
+
+# every request goes straight to the worker the user named: never through HTTP(S)_PROXY, never redirected
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
 
 
 def share(n, parts, index):

@@ -155,3 +155,41 @@ def test_wildcards_used_follows_files_once():
     assert __import__("lean_nodes.core.doctor", fromlist=["_"]).wildcards_used(
         ["p __a__", "__missing__ q"], read) == ["a", "b", "c", "missing"]
     assert sorted(reads) == ["a", "b", "c", "missing"]
+
+
+def test_ask_refuses_a_redirect_and_never_reaches_its_target():
+    """A configured worker that answers 302 to another address: ask() raises naming the target, which gets nothing."""
+    import http.server
+    import threading
+    import urllib.error
+    hits = []
+
+    class Target(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *a):
+            pass
+
+    target = http.server.HTTPServer(("127.0.0.1", 0), Target)
+
+    class Worker(Target):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{target.server_port}/system_stats")
+            self.end_headers()
+
+    worker = http.server.HTTPServer(("127.0.0.1", 0), Worker)
+    for srv in (target, worker):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(urllib.error.HTTPError, match="redirect to .* refused"):
+            D.ask(f"http://127.0.0.1:{worker.server_port}", "/system_stats")
+        assert hits == []
+    finally:
+        for srv in (target, worker):
+            srv.shutdown()
+            srv.server_close()
