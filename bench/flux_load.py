@@ -258,14 +258,9 @@ def warm(path):
     return time.perf_counter() - t
 
 
-def run_one(kind, path, a, tmp, i):
-    out = os.path.join(tmp, f"{kind}_{i}.pt")
-    w = warm(path)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--file", str(path), "--out", out,
-           "--size", str(a.size), "--steps", str(a.steps), "--weight-dtype", a.weight_dtype]
-    run = watch(cmd, a.max_private_gb * GiB, a.min_available_gb * GiB)
-    s = summarize(run)
-    s["latent"] = out if run["figures"] else None
+def report(kind, run, s, w, work="step", digits=1):
+    """Print one contender's run (or exit when its worker failed): load and `work` time, peak RSS, what the load
+    held, the load report.  `w`: the warm-up read's seconds."""
     fig = run["figures"] or {}
     phases = " ".join(f"{k} {v / GiB:.2f}" for k, v in run["phases"].items())
     if run["stopped"]:
@@ -275,13 +270,24 @@ def run_one(kind, path, a, tmp, i):
         sys.exit(f"{kind} worker failed (rc {run['rc']}, phase {run['phase']}):\n{run['stdout'][-3000:]}\n"
                  f"{run['stderr'][-5000:]}")
     else:
-        print(f"  {kind:5s}: load {fig['load_wall']:6.2f} s, step {fig['sample_wall']:6.1f} s; peak RSS "
+        print(f"  {kind:5s}: load {fig['load_wall']:6.2f} s, {work} {fig['sample_wall']:6.{digits}f} s; peak RSS "
               f"{s['peak'] / GiB:5.2f} GiB (sampled {run['peak'] / GiB:.2f}, worker HWM "
               f"{(fig.get('hwm') or 0) / GiB:.2f}; load HWM {(fig.get('load_hwm') or 0) / GiB:.2f}); held after load "
               f"{fig['held'] / GiB:5.2f} GiB (before {fig['rss0'] / GiB:.2f}); per phase (GiB): {phases}; "
               f"weights {fig['dtypes']}; finite={fig['finite']} (warm-up read {w:.1f} s)", flush=True)
         if fig.get("report"):
             print("    " + fig["report"].replace("\n", "\n    "), flush=True)
+
+
+def run_one(kind, path, a, tmp, i):
+    out = os.path.join(tmp, f"{kind}_{i}.pt")
+    w = warm(path)
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--file", str(path), "--out", out,
+           "--size", str(a.size), "--steps", str(a.steps), "--weight-dtype", a.weight_dtype]
+    run = watch(cmd, a.max_private_gb * GiB, a.min_available_gb * GiB)
+    s = summarize(run)
+    s["latent"] = out if run["figures"] else None
+    report(kind, run, s, w)
     return s
 
 

@@ -112,7 +112,7 @@ def parse_args(argv=None):
 
 
 def run_one(kind, path, a, tmp, i):
-    from flux_load import summarize, warm, watch
+    from flux_load import report, summarize, warm, watch
     out = os.path.join(tmp, f"{kind}_{i}.pt")
     w = warm(path)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--file", str(path), "--out", out,
@@ -123,22 +123,7 @@ def run_one(kind, path, a, tmp, i):
     run = watch(cmd, a.max_private_gb * GiB, a.min_available_gb * GiB, env=env)
     s = summarize(run)
     s["cond"] = out if run["figures"] else None
-    fig = run["figures"] or {}
-    phases = " ".join(f"{k} {v / GiB:.2f}" for k, v in run["phases"].items())
-    if run["stopped"]:
-        print(f"  {kind:5s}: STOPPED by the watchdog in phase '{run['stopped']}' at RSS "
-              f"{run['rss_at_stop'] / GiB:.2f} GiB ({run['why']}); sampled peak per phase (GiB): {phases}", flush=True)
-    elif run["rc"] != 0 or not fig:
-        sys.exit(f"{kind} worker failed (rc {run['rc']}, phase {run['phase']}):\n{run['stdout'][-3000:]}\n"
-                 f"{run['stderr'][-5000:]}")
-    else:
-        print(f"  {kind:5s}: load {fig['load_wall']:6.2f} s, encode {fig['sample_wall']:6.2f} s; peak RSS "
-              f"{s['peak'] / GiB:5.2f} GiB (sampled {run['peak'] / GiB:.2f}, worker HWM "
-              f"{(fig.get('hwm') or 0) / GiB:.2f}; load HWM {(fig.get('load_hwm') or 0) / GiB:.2f}); held after load "
-              f"{fig['held'] / GiB:5.2f} GiB (before {fig['rss0'] / GiB:.2f}); per phase (GiB): {phases}; "
-              f"weights {fig['dtypes']}; finite={fig['finite']} (warm-up read {w:.1f} s)", flush=True)
-        if fig.get("report"):
-            print("    " + fig["report"].replace("\n", "\n    "), flush=True)
+    report(kind, run, s, w, work="encode", digits=2)
     return s
 
 
