@@ -123,6 +123,34 @@ def _looks_like_text_encoder(sd):
                for k in sd)
 
 
+def _identity(names):
+    """IS_CHANGED of the loaders: each file's identity (size, mtime, ...), "missing" for a name not found."""
+    ids = []
+    for name in names:
+        path = folder_paths.get_full_path("text_encoders", name)
+        ids.append(repr(core.file_identity(path)) if path else "missing")
+    return " ".join(ids)
+
+
+def _load_node(display, tag, names, type, device, load_mode, weight_dtype):
+    """What both loader nodes do: find each file, load them as one CLIP, show the report on the node."""
+    paths = []
+    for name in names:
+        path = folder_paths.get_full_path("text_encoders", name)
+        if path is None:
+            raise FileNotFoundError(f"{display}: text encoder '{name}' not found in models/text_encoders or "
+                                    f"models/clip (put the file there and refresh the browser)")
+        paths.append(path)
+    try:
+        clip, report = load_text_encoder(paths, type, device, load_mode, weight_dtype,
+                                         embedding_directory=folder_paths.get_folder_paths("embeddings"), names=names)
+    except core.CheckpointError as e:
+        raise ValueError(f"{display}: {e}") from None
+    text = report["text"]
+    log.info("[%s] %s", tag, text.replace("\n", " | "))
+    return {"ui": {"text": [text]}, "result": (clip, text)}
+
+
 class LeanTextEncoderLoader:
     DESCRIPTION = ("Loads a text encoder (CLIP-L, T5, Qwen3-4B for Z-Image and Flux.2 Klein, Qwen2.5-VL-7B for "
                    "Qwen-Image, ...) like Load CLIP, with one copy of the weights in memory instead of two: "
@@ -153,23 +181,10 @@ class LeanTextEncoderLoader:
 
     @classmethod
     def IS_CHANGED(cls, clip_name, **kwargs):
-        path = folder_paths.get_full_path("text_encoders", clip_name)
-        return repr(core.file_identity(path)) if path else "missing"
+        return _identity([clip_name])
 
     def load(self, clip_name, type="stable_diffusion", device="default", load_mode="mmap", weight_dtype="default"):
-        path = folder_paths.get_full_path("text_encoders", clip_name)
-        if path is None:
-            raise FileNotFoundError(f"{DISPLAY}: text encoder '{clip_name}' not found in models/text_encoders or "
-                                    f"models/clip (put the file there and refresh the browser)")
-        try:
-            clip, report = load_text_encoder([path], type, device, load_mode, weight_dtype,
-                                             embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                                             names=[clip_name])
-        except core.CheckpointError as e:
-            raise ValueError(f"{DISPLAY}: {e}") from None
-        text = report["text"]
-        log.info("[Lean Text Encoder] %s", text.replace("\n", " | "))
-        return {"ui": {"text": [text]}, "result": (clip, text)}
+        return _load_node(DISPLAY, "Lean Text Encoder", [clip_name], type, device, load_mode, weight_dtype)
 
 
 DUAL_DISPLAY = "Load Dual Text Encoders (mmap)"
@@ -203,29 +218,11 @@ class LeanDualTextEncoderLoader:
 
     @classmethod
     def IS_CHANGED(cls, clip_name1, clip_name2, **kwargs):
-        ids = []
-        for name in (clip_name1, clip_name2):
-            path = folder_paths.get_full_path("text_encoders", name)
-            ids.append(repr(core.file_identity(path)) if path else "missing")
-        return " ".join(ids)
+        return _identity([clip_name1, clip_name2])
 
     def load(self, clip_name1, clip_name2, type="flux", device="default", load_mode="mmap", weight_dtype="default"):
-        paths = []
-        for name in (clip_name1, clip_name2):
-            path = folder_paths.get_full_path("text_encoders", name)
-            if path is None:
-                raise FileNotFoundError(f"{DUAL_DISPLAY}: text encoder '{name}' not found in models/text_encoders "
-                                        f"or models/clip (put the file there and refresh the browser)")
-            paths.append(path)
-        try:
-            clip, report = load_text_encoder(paths, type, device, load_mode, weight_dtype,
-                                             embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                                             names=[clip_name1, clip_name2])
-        except core.CheckpointError as e:
-            raise ValueError(f"{DUAL_DISPLAY}: {e}") from None
-        text = report["text"]
-        log.info("[Lean Dual Text Encoders] %s", text.replace("\n", " | "))
-        return {"ui": {"text": [text]}, "result": (clip, text)}
+        return _load_node(DUAL_DISPLAY, "Lean Dual Text Encoders", [clip_name1, clip_name2], type, device, load_mode,
+                          weight_dtype)
 
 
 NODE_CLASS_MAPPINGS = {"LeanTextEncoderLoader": LeanTextEncoderLoader,
