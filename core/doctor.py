@@ -729,27 +729,58 @@ _WILDCARD_REF = re.compile(r"__([^\s{}|]+?)__")
 MAX_WILDCARD_REFS = 10_000
 
 
-def wildcard_hashes(roots):
-    """{wildcard name: sha256 of its file} of the wildcards folders (first folder wins, as Prompt Batch reads them)."""
+MAX_WILDCARD_HASHES = 10_000   # wildcard files listed by a manifest; more are counted, not hashed
+
+
+def wildcard_hashes(roots, limit=MAX_WILDCARD_HASHES):
+    """{wildcard name: sha256 of its file} of the wildcards folders (first folder wins, as Prompt Batch reads them).
+    Only what Prompt Batch itself would read is listed: a name its rule accepts, a regular file (never a pipe or a
+    device, which could block), whose real path lies inside its folder (a link that leads out is skipped, so no
+    hash of an outside file ever leaves the machine).  Each file is hashed in chunks, at most MAX_TEXT_CHARS * 4
+    bytes of it (a larger file is refused by Prompt Batch anyway); at most `limit` names.
+    -> ({name: sha256}, how many more were left out)"""
     import hashlib
-    out = {}
+    import stat
+
+    from .prompts import MAX_TEXT_CHARS, WildcardStore, WildcardError
+    cap = MAX_TEXT_CHARS * 4 + 1   # utf-8: at most 4 bytes a character
+    out, over = {}, 0
     for root in roots:
-        if not os.path.isdir(root):
+        if not root or not os.path.isdir(root):
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
+        real_root = os.path.realpath(root)
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             for fn in sorted(filenames):
                 if not fn.lower().endswith(".txt"):
                     continue
                 full = os.path.join(dirpath, fn)
                 name = os.path.relpath(full[:-4], root).replace(os.sep, "/")
-                if name not in out:
-                    try:
-                        with open(full, "rb") as f:
-                            out[name] = hashlib.sha256(f.read()).hexdigest()
-                    except OSError:
+                if name in out:
+                    continue
+                try:
+                    WildcardStore.check_name(name)
+                    real = os.path.realpath(full)
+                    if os.path.commonpath([real_root, real]) != real_root or not stat.S_ISREG(os.stat(real).st_mode):
                         continue
-    return out
+                except (WildcardError, OSError, ValueError):
+                    continue
+                if len(out) >= limit:
+                    over += 1
+                    continue
+                h, left = hashlib.sha256(), cap
+                try:
+                    with open(real, "rb") as f:
+                        while left > 0:
+                            chunk = f.read(min(left, 1 << 20))
+                            if not chunk:
+                                break
+                            h.update(chunk)
+                            left -= len(chunk)
+                except OSError:
+                    continue
+                out[name] = h.hexdigest()
+    return out, over
 
 
 def wildcards_used(texts, read):
@@ -801,7 +832,10 @@ def check_distributed(workers, local, needs, asker):
             theirs = manifest.get("wildcards") or {}
             for name in needs.get("wildcards", []):
                 mine = (local.get("wildcards") or {}).get(name)
-                if name not in theirs:
+                if name not in theirs and manifest.get("wildcards_left_out"):
+                    row["problems"].append(f"{who} lists only its first {len(theirs)} wildcard files, not "
+                                           f"__{name}__; make sure its wildcards/{name}.txt equals this machine's")
+                elif name not in theirs:
                     row["problems"].append(f"{who} has no wildcard __{name}__ (wildcards/{name}.txt); copy it there")
                 elif mine is not None and theirs[name] != mine:
                     row["problems"].append(f"{who}: wildcard __{name}__ differs from this machine's; copy the same "

@@ -542,10 +542,12 @@ def preview(query):
 
 
 def manifest():
-    """{"pack": Lean Nodes version, "wildcards": {name: sha256}}: read-only, file names and hashes, never contents."""
+    """{"pack": Lean Nodes version, "wildcards": {name: sha256}, "wildcards_left_out": n}: read-only, file names and
+    hashes of what Prompt Batch may read (core.doctor.wildcard_hashes), never contents."""
     from ..core import doctor
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return {"pack": doctor._pack_version(root), "wildcards": doctor.wildcard_hashes(wildcard_roots())}
+    hashes, left_out = doctor.wildcard_hashes(wildcard_roots())
+    return {"pack": doctor._pack_version(root), "wildcards": hashes, "wildcards_left_out": left_out}
 
 
 def public_error(message):

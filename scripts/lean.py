@@ -408,14 +408,16 @@ def distributed_check(args, host, folders, wf, doctor):
     except (OSError, ValueError) as e:
         return {"config": str(path), "workers": [], "problems": [f"{path}: {type(e).__name__}: {e}"]}
     roots = folders.get("wildcards") or ([str(pathlib.Path(host) / "models" / "wildcards")] if host else [])
-    local = {"pack": doctor._pack_version(str(REPO)), "wildcards": doctor.wildcard_hashes(roots)}
+    local = {"pack": doctor._pack_version(str(REPO)), "wildcards": doctor.wildcard_hashes(roots)[0]}
 
-    def read(name):
-        for r in roots:
-            p = pathlib.Path(r, *name.split("/")).with_name(name.split("/")[-1] + ".txt")
-            if p.is_file():
-                return p.read_text(encoding="utf-8-sig", errors="replace")[:1 << 20]
-        return None
+    store = _load_core("prompts").WildcardStore(roots)
+
+    def read(name):  # the name comes from a workflow: Prompt Batch's own rule finds the file (inside its folder)
+        try:
+            with open(store.path(name), encoding="utf-8-sig", errors="replace") as f:
+                return f.read(1 << 20)
+        except (ValueError, OSError):
+            return None
 
     needs = {"files": [], "wildcards": []}
     if wf and args.workflow:

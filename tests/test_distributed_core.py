@@ -145,6 +145,34 @@ def test_doctor_check_distributed_against_fake_workers():
     assert "worker off (http://127.0.0.1:3): does NOT answer" in text and "disabled, not checked" in text
 
 
+def test_wildcard_hashes_lists_what_prompt_batch_reads_within_a_budget(tmp_path):
+    import hashlib
+
+    from lean_nodes.core import doctor
+    root, other = tmp_path / "wc", tmp_path / "wc2"
+    (root / "sub").mkdir(parents=True)
+    other.mkdir()
+    (root / "a.txt").write_bytes(b"red\n")
+    (root / "sub" / "b.txt").write_bytes(b"cat\n")
+    (root / "bad..name%.txt").write_bytes(b"x\n")      # a name Prompt Batch's rule refuses: never listed
+    (root / "notes.md").write_bytes(b"not a wildcard")
+    (other / "a.txt").write_bytes(b"blue\n")              # the first folder wins, as in Prompt Batch
+    (other / "c.txt").write_bytes(b"green\n")
+    h = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    assert doctor.wildcard_hashes([str(root), str(other)]) == (
+        {"a": h(b"red\n"), "sub/b": h(b"cat\n"), "c": h(b"green\n")}, 0)
+    listed, left_out = doctor.wildcard_hashes([str(root), str(other)], limit=2)
+    assert len(listed) == 2 and left_out == 1
+    # a worker whose manifest was cut says so instead of "has no wildcard"
+    out = doctor.check_distributed(
+        {"1": {"name": "one", "url": "http://127.0.0.1:1", "enabled": True}},
+        {"pack": "0.1.0", "wildcards": {"c": "h"}}, {"files": [], "wildcards": ["c"]},
+        lambda url, path: {"/system_stats": {}, "/lean/distributed/manifest":
+                           {"pack": "0.1.0", "wildcards": listed, "wildcards_left_out": left_out}}[path])
+    assert out["problems"] == ["worker 'one' (id 1, http://127.0.0.1:1) lists only its first 2 wildcard files, "
+                               "not __c__; make sure its wildcards/c.txt equals this machine's"]
+
+
 def test_wildcards_used_follows_files_once():
     files = {"a": "x __b__ __c__", "b": "__a__ y", "c": "plain"}
     reads = []

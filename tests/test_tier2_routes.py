@@ -7,6 +7,8 @@ pointing out of the folder, and huge requests are refused without leaking the ou
 answering, and 50 concurrent requests are each answered correctly.
 """
 import concurrent.futures
+import hashlib
+import os
 import re
 import urllib.parse
 
@@ -39,6 +41,9 @@ def _route_files(base):
     (wc / "cycle_b.txt").write_text("y __cycle_a__\n")
     (wc / "escape.txt").symlink_to(secret)                       # symlink pointing out of the folder
     (wc / "escape_dir").symlink_to(base, target_is_directory=True)
+    os.mkfifo(wc / "fifo.txt")                                   # a pipe named like a wildcard: opening it would block
+    (wc / "sub").mkdir()
+    (wc / "sub" / "animals.txt").write_text("cat\ndog\n")
     (base / "input" / "prompts.txt").write_text("a cat\na dog\n")
     (base / "input" / "escape.txt").symlink_to(secret)
     loras = base / "models" / "loras"
@@ -122,7 +127,32 @@ ATTACKS[LORAS] = [
 ]
 
 
+WILDCARDS_INSIDE = {"colors": "red\ngreen\nblue\n", "cycle_a": "x __cycle_b__\n", "cycle_b": "y __cycle_a__\n",
+                    "sub/animals": "cat\ndog\n"}
+
+
+def _manifest_ok(d):
+    """Exactly the wildcard files inside the folder, each with the sha256 of its content (computed here by hashlib
+    from the text this test wrote); no link out of the folder, no pipe, no hash of the outside file."""
+    if not isinstance(d, dict) or not isinstance(d.get("pack"), str) or d.get("wildcards_left_out") != 0:
+        return False
+    want = {n: hashlib.sha256(t.encode()).hexdigest() for n, t in WILDCARDS_INSIDE.items()}
+    secret_hash = hashlib.sha256((SECRET + "\n").encode()).hexdigest()
+    return d.get("wildcards") == want and secret_hash not in json.dumps(d)
+
+
+MANIFEST = "/lean/distributed/manifest"
+ATTACKS[MANIFEST] = [
+    ({}, 200, _manifest_ok, "manifest beside a link out of the folder, a linked folder and a pipe (no leak, no hang)"),
+    ({"root": "/etc"}, 200, _manifest_ok, "a folder query parameter is ignored"),
+    ({"name": "../secret_outside"}, 200, _manifest_ok, "a ../ query parameter is ignored"),
+    ({"x": "y" * 200_000}, (400, 414, 431), None, "a 200 kB query string"),
+]
+
+
 def good_request(route, i):
+    if route == MANIFEST:
+        return {}, _manifest_ok
     if route == LORAS:
         return {}, _loras_ok
     if route == PREVIEW:
