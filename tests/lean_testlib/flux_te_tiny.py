@@ -75,7 +75,7 @@ def encode():
     calls = []
     orig = clip.encode_from_tokens
     clip.encode_from_tokens = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
-    cond_out, texts, n = PB.LeanPromptBatch().build(clip, "\n".join(PROMPTS), "lines", 16, 0, "", "", guidance=2.5)
+    cond_out, texts, n = PB.LeanPromptBatch().build(clip, "\n".join(PROMPTS), "lines", 16, 0, "", "", guidance=2.5)[:3]
     del clip.encode_from_tokens
     (cond, info), = cond_out
     _, stats = PB.encode_prompts(clip, PROMPTS)

@@ -7,19 +7,24 @@ benchmark and the offline/socket-audit test.
 """
 import shutil
 
-from . import flux_tiny, harness, images, lora, sd15, tiny_gguf
+from . import families, flux_files, flux_tiny, harness, images, lora, sd15, tiny_gguf, tiny_te_node
 
 SD15 = "lean_sd15.safetensors"
 LORA = "lean_lora.safetensors"
 TINY = "tiny.gguf"
 PHOTO = "lean_workload_photo.png"
 FLUX = "lean_flux_tiny.safetensors"
+TE_CLIP_L = "lean_sd15_clip_l.safetensors"
+TE_T5 = "lean_flux_t5_tiny.safetensors"
+TE_FLUX_CLIP_L = "lean_flux_clip_l_tiny.safetensors"
 LEAN_NODES_PER_KIND = {
     "llm": {"LeanLLMLoader", "LeanLLMPrompt"},
     "canny": {"LeanCanny"},
     "sd": {"LeanCheckpointLoader", "LeanLoraTags", "LeanLoraLoader", "LeanPromptBatch"},
     "system": {"LeanSystemCheck"},
     "flux": {"LeanDiffusionModelLoader"},
+    "te": {"LeanTextEncoderLoader", "LeanDualTextEncoderLoader"},
+    "check": {"LeanPromptBatchCheck"},
 }
 
 
@@ -28,6 +33,10 @@ def prepare(base, llm=True):
     harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(), SD15)
     harness.link_model(base, "loras", lora.sd15_lora(), LORA)
     harness.link_model(base, "diffusion_models", flux_tiny.flux_tiny(), FLUX)
+    harness.link_model(base, "text_encoders", families.sd15_clip_l(), TE_CLIP_L)
+    harness.link_model(base, "text_encoders", flux_files.tiny_t5xxl(), TE_T5)
+    harness.link_model(base, "text_encoders", flux_files.tiny_clip_l(), TE_FLUX_CLIP_L)
+    tiny_te_node.install(base)   # test-only: the host builds the tiny T5 / CLIP-L of the Dual loader's files
     if llm:
         harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), TINY)
     (base / "models" / "wildcards").mkdir(parents=True, exist_ok=True)
@@ -48,6 +57,10 @@ def kinds(nodes, llm=True):
         out.append("system")
     if "LeanDiffusionModelLoader" in nodes:
         out.append("flux")
+    if LEAN_NODES_PER_KIND["te"] & nodes:
+        out.append("te")
+    if "LeanPromptBatchCheck" in nodes:
+        out.append("check")
     return out
 
 
@@ -125,6 +138,33 @@ def flux_prompt(i):
             "v": {"class_type": "PreviewAny", "inputs": {"source": ["m", 1]}}}
 
 
+def te_prompt(i, nodes):
+    """Load Text Encoder (mmap) with SD1.5's CLIP-L and the Dual loader with Flux.1's T5 + CLIP-L, each encoding a
+    prompt (load_mode alternating mmap / read)."""
+    mode = ["mmap", "read"][i % 2]
+    g = {}
+    if "LeanTextEncoderLoader" in nodes:
+        g["t"] = {"class_type": "LeanTextEncoderLoader", "inputs": {
+            "clip_name": TE_CLIP_L, "type": "stable_diffusion", "device": "default", "load_mode": mode,
+            "weight_dtype": "default"}}
+        g["c"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["t", 0], "text": f"a cube number {i}"}}
+        g["v"] = {"class_type": "PreviewAny", "inputs": {"source": ["t", 1]}}
+        g["cv"] = {"class_type": "PreviewAny", "inputs": {"source": ["c", 0]}}
+    if "LeanDualTextEncoderLoader" in nodes:
+        g["d"] = {"class_type": "LeanDualTextEncoderLoader", "inputs": {
+            "clip_name1": TE_T5, "clip_name2": TE_FLUX_CLIP_L, "type": "flux", "device": "default",
+            "load_mode": mode, "weight_dtype": "default"}}
+        g["dv"] = {"class_type": "PreviewAny", "inputs": {"source": ["d", 1]}}
+    return g
+
+
+def check_prompt(i):
+    """Prompt Batch Check outside a distributed run: one image for a count of one passes through."""
+    return {"1": {"class_type": "LoadImage", "inputs": {"image": PHOTO}},
+            "2": {"class_type": "LeanPromptBatchCheck", "inputs": {"images": ["1", 0], "count": 1}},
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+
+
 def prompt(kind, i, nodes, **kw):
     if kind == "llm":
         return llm_prompt(i, **kw)
@@ -136,6 +176,10 @@ def prompt(kind, i, nodes, **kw):
         return {"s": {"class_type": "LeanSystemCheck", "inputs": {}}}
     if kind == "flux":
         return flux_prompt(i)
+    if kind == "te":
+        return te_prompt(i, nodes)
+    if kind == "check":
+        return check_prompt(i)
     raise ValueError(kind)
 
 
