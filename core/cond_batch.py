@@ -101,3 +101,27 @@ def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0
     per_row = max(1, chunk_len * width * 4 * 24)
     n = int(free_bytes * fraction // per_row)
     return max(1, min(total_rows, cap, n))
+
+
+def merge_groups(n, groups):
+    """Entries encoded in groups (one group per text-encoder LoRA set) -> one batch in entry order.
+
+    groups: [(entry indices, cond [n_g, T_g, C], pooled [n_g, C'] or None, pad [1, Tp, C])], each group's rows
+    padded to the longest T with its own encoded empty prompt (what encoding that entry alone and padding it would
+    give).  Returns (cond [n, T, C], pooled [n, C'] or None)."""
+    if not groups:
+        raise ValueError("no groups to merge")
+    length = max(c.shape[1] for _, c, _, _ in groups)
+    rows = [None] * n
+    pooled_rows = [None] * n
+    has_pooled = all(p is not None for _, _, p, _ in groups)
+    for idx, cond, pooled, pad in groups:
+        for j, i in enumerate(idx):
+            rows[i] = pad_tokens(cond[j:j + 1], length, pad)
+            if has_pooled:
+                pooled_rows[i] = pooled[j:j + 1]
+    if any(r is None for r in rows):
+        raise ValueError("an entry belongs to no group")
+    cond = torch.cat(rows, dim=0)
+    pooled = torch.cat([p.to(cond.device) for p in pooled_rows], dim=0) if has_pooled else None
+    return cond, pooled

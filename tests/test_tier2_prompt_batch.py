@@ -83,12 +83,12 @@ PROMPTS = [
 def test_node_contract(host):
     info = host.object_info("LeanPromptBatch")
     assert list(info["input"]["required"]) == ["clip", "text", "mode", "count", "seed", "prefix", "suffix"]
-    assert list(info["input"]["optional"]) == ["text_file", "guidance"]
+    assert list(info["input"]["optional"]) == ["text_file", "guidance", "model"]  # new inputs only at the end
     assert info["input"]["required"]["mode"][0] == ["lines", "random", "combinatorial"]
     assert info["input"]["required"]["text"][1]["dynamicPrompts"] is False  # the browser must not expand {a|b}
     assert "prompt_list.txt" in info["input"]["optional"]["text_file"][0]
-    assert info["output"] == ["CONDITIONING", "STRING", "INT"]
-    assert info["output_is_list"] == [False, True, False]
+    assert info["output"] == ["CONDITIONING", "STRING", "INT", "MODEL"]  # new outputs only at the end
+    assert info["output_is_list"] == [False, True, False, False]
     assert info["display_name"] == "Prompt Batch (wildcards)"
     assert info["category"].startswith("lean/") and info["description"]
 
