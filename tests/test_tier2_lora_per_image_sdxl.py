@@ -7,14 +7,9 @@ has no A1111 block layout, so only the flat presets apply: every block and the t
 0 before step fraction 0.4.  Latent i equals the stock run of line i alone (stock LoraLoader node chain, stock
 CLIPTextEncode of the text without tags, stock KSamplerAdvanced segments for the schedule, the same noise through
 batch_index) within 1e-3 x max(1, |latent|), and each LoRA moves its row by far more than that."""
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from lean_testlib import harness
+from lean_testlib import inproc
 
 pytestmark = pytest.mark.tier2
 
@@ -22,14 +17,7 @@ TOL, EFFECT = 1e-3, 10
 
 
 def test_five_lines_one_pass_each_latent_equals_its_stock_run_on_tiny_sdxl():
-    harness.require_host()
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
-    r = subprocess.run([sys.executable, "-m", "lean_testlib.sdxl_unet_tiny"], cwd=tests_dir, env=env,
-                       capture_output=True, text=True, timeout=900)
-    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT_JSON ")]
-    assert r.returncode == 0 and lines, r.stdout[-3000:] + r.stderr[-3000:]
-    res = json.loads(lines[-1][len("RESULT_JSON "):])
+    res = inproc.run_json("sdxl_unet_tiny")
     assert res["n"] == 5 and res["shape"] == [5, 4, 8, 8], res
     assert res["report"][:5] == ["1: no LoRA", "2: xt_a.safetensors 0.8",
                                  "3: xt_b.safetensors unet 0.6 te 0.3, xt_a.safetensors -0.5",
