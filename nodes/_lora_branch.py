@@ -192,17 +192,21 @@ class _Hook:
 def _add_branch(module, x, output, f, s):
     """output + s * B(A x) for the factors `f` of `module`; `s` a number or a tensor that broadcasts over the rows
     of A x (one scale per row: [rows, 1, ...])."""
+    return output + _branch(module, x, f, s).to(output.dtype)
+
+
+def _branch(module, x, f, s):
+    """s * B(A x) (mid between for Tucker), in x's dtype."""
     down, up, mid = f.get(x.device, x.dtype)
     if f.kind == "linear":
-        h = F.linear(x, down)
-        return output + F.linear(h * s, up).to(output.dtype)
+        return F.linear(F.linear(x, down) * s, up)
     conv = _conv_fn(len(_host.weight_shape(module.weight)))
     if f.kind == "tucker":
         h = conv(x, down)
         h = conv(h, mid, None, module.stride, module.padding, module.dilation)
     else:
         h = conv(x, down, None, module.stride, module.padding, module.dilation)
-    return output + conv(h * s, up).to(output.dtype)
+    return conv(h * s, up)
 
 
 # ------------------------------------------------------------------ mapping a file onto a model
@@ -559,30 +563,36 @@ class EntryUse:
 
 
 class _RowScales:
-    """One LoRA's scales for the rows of one model call: a [rows, blocks] table, cast once per device/dtype."""
-    __slots__ = ("table", "label", "_cast")
+    """One LoRA's scales for the rows of one model call: a [rows, blocks] table, cast once per device/dtype.  Only the
+    rows with a scale other than 0 (`index`; None when that is every row) go through the branch."""
+    __slots__ = ("table", "label", "rows", "index", "_cast")
 
     def __init__(self, table, label):
-        self.table = table
+        self.rows = table.shape[0]
+        used = table.abs().sum(dim=1) != 0
+        self.index = None if bool(used.all()) else used.nonzero().flatten()
+        self.table = table if self.index is None else table[self.index]
         self.label = label
         self._cast = None
 
     def column(self, x, col, path):
-        rows = self.table.shape[0]
-        if x.shape[0] != rows:
+        """(scales [k] of the used rows for this block, row index [k] on x's device or None for all rows)."""
+        if x.shape[0] != self.rows:
             raise RuntimeError(f"per-image LoRA '{self.label}': module {path} got {x.shape[0]} rows where the sampler "
-                               f"passed {rows}: this model does not keep the image batch on the first axis of its "
+                               f"passed {self.rows}: this model does not keep the image batch on the first axis of its "
                                "layers, so each image's LoRAs cannot be told apart. Apply the LoRA to every image with "
                                "LoRA (dynamic) instead.")
         c = self._cast
         if c is None or c[0] != x.device or c[1] != x.dtype:
-            c = (x.device, x.dtype, self.table.t().contiguous().to(x.device, x.dtype))
+            index = None if self.index is None else self.index.to(x.device)
+            c = (x.device, x.dtype, self.table.t().contiguous().to(x.device, x.dtype), index)
             self._cast = c
-        return c[2][col]
+        return c[2][col], c[3]
 
 
 class _RowHook:
-    """Forward hook adding s_row * B(A x) to a module's output: one low-rank product for all rows, scaled per row."""
+    """Forward hook adding s_row * B(A x) to a module's output: one low-rank product per call for the rows that use
+    the LoRA (all rows, or those gathered by index), scaled per row."""
     __slots__ = ("f", "col", "path", "rows")
 
     def __init__(self, f, col, path):
@@ -591,8 +601,12 @@ class _RowHook:
 
     def __call__(self, module, args, output):
         x = args[0]
-        s = self.rows.column(x, self.col, self.path) * self.f.alpha
-        return _add_branch(module, x, output, self.f, s.view((-1,) + (1,) * (x.dim() - 1)))
+        s, index = self.rows.column(x, self.col, self.path)
+        s = (s * self.f.alpha).view((-1,) + (1,) * (x.dim() - 1))
+        if index is None:
+            return _add_branch(module, x, output, self.f, s)
+        part = _branch(module, x.index_select(0, index), self.f, s)
+        return output.index_add(0, index, part.to(output.dtype))
 
 
 class _PerLora:
