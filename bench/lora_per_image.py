@@ -49,6 +49,10 @@ def setup_host():
     add_host_to_path()
     from comfy.cli_args import args
     args.cpu = True
+    # fp32 text encoder, as the tier-2 tests run it: on --cpu ComfyUI keeps it in fp16, where stock LoraLoader rounds
+    # W + dW to fp16 while the branch adds the exact product (tests/test_tier2_lora.py); max_abs_diff then compares
+    # the two paths, not that rounding
+    args.fp32_text_enc = True
     import folder_paths
     from lean_testlib import lbw_presets, lora as kohya, lora_extra, sd15
     loras = pathlib.Path(tempfile.mkdtemp(prefix="lean-bench-pi-"))
@@ -137,10 +141,10 @@ def worker(who, size, steps, out_path):
 def overhead_worker(size, steps, rounds):
     """Sampling time at batch 8 with the same LoRA on every image: per-row branch vs LeanLoraLoader's plain branch."""
     import torch
-    from lean_nodes.nodes.lora import LeanLoraLoader
-    from lean_nodes.nodes.prompt_batch import LeanPromptBatch
     torch.set_grad_enabled(False)
     model, clip = load(setup_host())
+    from lean_nodes.nodes.lora import LeanLoraLoader
+    from lean_nodes.nodes.prompt_batch import LeanPromptBatch
     n = len(SETS) * PER_SET
     row = LeanPromptBatch().build(clip, "\n".join(["a red cube <lora:bench_a:0.8>"] * n), "lines", 16, 0, "", "",
                                   model=model)["result"]
