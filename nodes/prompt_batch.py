@@ -192,7 +192,7 @@ def encode_batched(clip, texts):
                                        None if chunk_pooled is None else chunk_pooled, counts[:n], pad)
     info = dict(extras or {})
     info["pooled_output"] = pooled
-    return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[:n], "pad": pad[None]}
+    return [[cond, info]], {"passes": len(passes), "rows": len(unique), "chunks": counts[:n]}
 
 
 def encode_batched_flux(clip, texts):
@@ -245,8 +245,7 @@ def encode_batched_flux(clip, texts):
     cond = cond_batch.stack_padded([c for c, _ in per_prompt[:n]], per_prompt[n][0])
     pooled = torch.cat([p for _, p in per_prompt[:n]], dim=0)
     return [[cond, {"pooled_output": pooled}]], {"passes": len(passes), "rows": len(firsts),
-                                                  "chunks": [len(rows[i][0]) for i in range(n)],
-                                                  "pad": per_prompt[n][0]}
+                                                  "chunks": [len(rows[i][0]) for i in range(n)]}
 
 
 def encode_each(clip, texts):
@@ -275,7 +274,7 @@ def encode_each(clip, texts):
             else:
                 info[key] = v
         out.append([cond, info])
-    return out, {"passes": len(texts) + 1, "rows": None, "chunks": None, "pad": empty[0][0]}
+    return out, {"passes": len(texts) + 1, "rows": None, "chunks": None}
 
 
 def encode_prompts(clip, texts):
@@ -431,8 +430,15 @@ def encode_with_entry_loras(clip, clean_texts, loras):
             raise ValueError(f"LeanPromptBatch: the text encoder gives different outputs per LoRA set ({keys} vs "
                              f"{sorted(info)})")
         info = info if info is not None else dict(extra)
-        parts.append((idx, cond, extra.get("pooled_output"), stats["pad"]))
+        parts.append([idx, cond, extra.get("pooled_output"), c])
         passes += stats["passes"]
+    length = max(p[1].shape[1] for p in parts)
+    for p in parts:  # a shorter group is padded with the empty prompt encoded by its own CLIP
+        if p[1].shape[1] < length:
+            p[3] = encode_prompts(p[3], [""])[0][0][0]
+            passes += 1
+        else:
+            p[3] = p[1][:1, :0]  # nothing to pad
     cond, pooled = cond_batch.merge_groups(len(clean_texts), parts)
     if "pooled_output" in info:
         info["pooled_output"] = pooled
