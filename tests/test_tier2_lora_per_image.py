@@ -107,20 +107,31 @@ def _chain(g, tag, model, clip, loras, model_only=False):
 
 
 def add_reference(g, i, n, loras, cfg, text, neg="blurry", neg_loras=(), model=("ck", 0), clip=("ck", 1),
-                  after=()):
+                  after=(), neg_pad=0):
     """The stock run of line i alone: LoraLoader chain -> CLIPTextEncode(text) -> KSampler on LatentFromBatch(i) of
     an n-latent batch (the batch's noise for row i).  neg_loras: a LoraLoader chain (clip only) for the negative's
-    CLIP; after: LoraLoaderModelOnly chain after the line's LoRAs.  Returns the probe name."""
+    CLIP; neg_pad: empty 77-token chunks the negative is padded with (stock ConditioningConcat of "" encoded by the
+    same CLIP); after: LoraLoaderModelOnly chain after the line's LoRAs.  Returns the probe name."""
     t = f"r{_n[0]}_{i}_"
     m, c = _chain(g, t, list(model), list(clip), loras)
     m, _ = _chain(g, t + "a", m, None, after, model_only=True)
     g[t + "pos"] = {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": c}}
     _, nc = _chain(g, t + "n", ["ck", 0], ["ck", 1], [(f, 0.0, sc) for f, sc in neg_loras])
     g[t + "neg"] = {"class_type": "CLIPTextEncode", "inputs": {"text": neg, "clip": nc}}
+    if neg_pad:
+        g[t + "empty"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": nc}}
+        for k in range(neg_pad):
+            prev = t + ("neg" if k == 0 else f"neg{k - 1}")
+            g[t + f"neg{k}"] = {"class_type": "ConditioningConcat", "inputs": {
+                "conditioning_to": [prev, 0], "conditioning_from": [t + "empty", 0]}}
+        g[t + "negp"] = g.pop(t + f"neg{neg_pad - 1}")
+        neg_node = t + "negp"
+    else:
+        neg_node = t + "neg"
     g[t + "lat"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": n}}
     g[t + "one"] = {"class_type": "LatentFromBatch", "inputs": {"samples": [t + "lat", 0], "batch_index": i,
                                                                 "length": 1}}
-    g[t + "ks"] = _ksampler(m, [t + "pos", 0], [t + "neg", 0], [t + "one", 0], cfg)
+    g[t + "ks"] = _ksampler(m, [t + "pos", 0], [neg_node, 0], [t + "one", 0], cfg)
     name = _name(f"ref{i}")
     g[t + "p"] = _probe(name, t + "ks")
     return name
@@ -197,18 +208,20 @@ def test_cfg_1_no_uncond_rows(host):
     check_rows(lat(host, name), refs, plain)
 
 
-NEG = ["blurry", "blurry <lora:pi_c:unet=0:te=0.7>", "dark, grainy", "blurry <lora:pi_b:0:1.2>"]
+LONG_NEG = "dark, grainy, " + ", ".join(["noise"] * 45)  # 2 chunks of 77 tokens
+NEG = ["blurry", "blurry <lora:pi_c:unet=0:te=0.7>", LONG_NEG, "blurry <lora:pi_b:0:1.2>"]
 
 
 def test_negative_prompt_that_is_itself_a_batch(host):
     """The negative is a LeanPromptBatch too (its own text-encoder LoRA per line): row i's uncond rows get negative
-    line i encoded by its LoRA'd CLIP and, through the positive's model, line i's UNet LoRAs."""
-    neg_clean = ["blurry", "blurry", "dark, grainy", "blurry"]
+    line i encoded by its LoRA'd CLIP and, through the positive's model, line i's UNet LoRAs.  Line 2 has two chunks:
+    the others are padded with the empty prompt encoded by their own CLIP (stock ConditioningConcat)."""
+    neg_clean = ["blurry", "blurry", LONG_NEG, "blurry"]
     neg_loras = {0: (), 1: (("pi_c", 0.7),), 2: (), 3: (("pi_b", 1.2),)}
     g = {"ck": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}}}
-    names = [add_reference(g, i, 4, STOCK[i], 3.0, CLEAN[i], neg=neg_clean[i], neg_loras=neg_loras[i])
-             for i in range(4)]
-    plain_neg = add_reference(g, 3, 4, STOCK[3], 3.0, CLEAN[3], neg=neg_clean[3])  # row 3 with a plain negative
+    names = [add_reference(g, i, 4, STOCK[i], 3.0, CLEAN[i], neg=neg_clean[i], neg_loras=neg_loras[i],
+                           neg_pad=0 if i == 2 else 1) for i in range(4)]
+    plain_neg = add_reference(g, 3, 4, STOCK[3], 3.0, CLEAN[3], neg=neg_clean[3], neg_pad=1)  # plain negative
     host.run(g)
     refs = [lat(host, n) for n in names]
     te_effect = float(np.abs(lat(host, plain_neg) - refs[3]).max())
