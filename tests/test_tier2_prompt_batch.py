@@ -83,11 +83,13 @@ PROMPTS = [
 def test_node_contract(host):
     info = host.object_info("LeanPromptBatch")
     assert list(info["input"]["required"]) == ["clip", "text", "mode", "count", "seed", "prefix", "suffix"]
-    assert list(info["input"]["optional"]) == ["text_file", "guidance", "participant", "latent"]
+    # new inputs and outputs only at the end (participant/latent of the distributed batch, then model of per-image
+    # LoRAs): saved workflows keep their links
+    assert list(info["input"]["optional"]) == ["text_file", "guidance", "participant", "latent", "model"]
     assert info["input"]["required"]["mode"][0] == ["lines", "random", "combinatorial"]
     assert info["input"]["required"]["text"][1]["dynamicPrompts"] is False  # the browser must not expand {a|b}
     assert "prompt_list.txt" in info["input"]["optional"]["text_file"][0]
-    assert info["output"] == ["CONDITIONING", "STRING", "INT", "LATENT"]
+    assert info["output"] == ["CONDITIONING", "STRING", "INT", "LATENT", "MODEL"]
     assert info["output_is_list"] == [False, True, False, False]
     assert info["display_name"] == "Prompt Batch (wildcards)"
     assert info["category"].startswith("lean/") and info["description"]
