@@ -40,12 +40,12 @@ LINES = [
     "a tree",
 ]
 TEXT = "\n".join(LINES)
-# the same lines with a different LoRA set on most of them (none, one, two, text encoder only, UNet only, lbw=, a
-# schedule), so that each participant's share (4 + 3 + 3) holds other sets than the share before it; the tags come
-# last, so the text each line encodes is that of LINES
-TAGS = [" <lora:pd_a:0.9>", "", " <lora:pd_b:0.7:0.4>", " <lora:pd_a:0.5> <lora:pd_c:-0.6>", " <lora:pd_c:0.8>",
-        " <lora:pd_b:1.0>", "", " <lora:pd_a:0.8:0>", " <lora:pd_b:0.6:lbw=MIDD>",
-        " <lora:pd_c:0.9:sched=0:1,0.5:0.3>"]
+# the first 6 lines with a different LoRA set on most of them (none, one, two, text encoder at another strength,
+# UNet only, lbw=, a schedule): over master + 2 workers the shares are 1-2, 3-4, 5-6, each holding other sets than
+# the share before it and shorter prompts than the longest (3 chunks, prompt 5), so a share pads to the whole batch's
+# length.  The tags come last: the text each line encodes is that of LINES (and its image without tags, reference)
+TAGS = [" <lora:pd_a:0.9>", "", " <lora:pd_b:0.7:0.4>", " <lora:pd_a:0.5> <lora:pd_c:-0.6:lbw=MIDD>",
+        " <lora:pd_c:0.8:0>", " <lora:pd_b:1.0:sched=0:1,0.5:0.3>"]
 TAGGED = "\n".join(line + tag for line, tag in zip(LINES, TAGS))
 
 
@@ -154,13 +154,14 @@ def test_per_image_loras_follow_their_prompts_across_participants(trio, referenc
     batch).  The distributed images equal the one-machine run of the same tagged batch (the module's image
     tolerance); each LoRA set moves its image far beyond it (against the untagged reference), so a set given to
     another image fails."""
+    n = len(TAGS)
     one = trio.master.run(graphs.prompt_batch_distributed(TAGGED, steps=2, seed=7, batch_seed=3, prefix="pi_one",
                                                           per_image_model=True))
     ref = images(trio.master, one)
-    assert len(ref) == N and one["outputs"]["pv"]["text"] == [p + t for p, t in zip(reference[1], TAGS)]
-    for i, tag in enumerate(TAGS):  # what the LoRAs do to each image (none on untagged lines)
+    assert len(ref) == n and one["outputs"]["pv"]["text"] == [p + t for p, t in zip(reference[1], TAGS)]
+    for i, tag in enumerate(TAGS):  # image i's noise depends on i alone: the untagged image i is reference's
         moved = float(np.abs(ref[i] - reference[0][i]).mean())
-        assert (moved > 50 * MAX_MEAN) == bool(tag), f"image {i} ({tag or 'no tag'}): moved by {moved:.4f}"
+        assert (moved > 50 * MAX_MEAN) == bool(tag), f"image {i} ({tag or 'no tag'}): the LoRAs moved it {moved:.4f}"
     marks = {k: len(h.log()) for k, h in [("master", trio.master), *trio.workers.items()]}
     entry, data = trio.queue(graphs.prompt_batch_distributed(TAGGED, steps=2, seed=7, batch_seed=3,
                                                              prefix="pi_three", per_image_model=True))
@@ -168,7 +169,7 @@ def test_per_image_loras_follow_their_prompts_across_participants(trio, referenc
     assert data["worker_count"] == 2
     _same(images(trio.master, entry), ref, "per-image LoRAs, master + 2 workers")
     # each participant mapped only its share, numbered as in the whole batch
-    for who, share, first in (("master", "1-4", "1: pd_a"), ("w1", "5-7", "5: pd_c"), ("w2", "8-10", "8: pd_a")):
+    for who, share, first in (("master", "1-2", "1: pd_a"), ("w1", "3-4", "3: pd_b"), ("w2", "5-6", "5: pd_c")):
         host = trio.master if who == "master" else trio.workers[who]
         log = _log_since(host, marks[who])
         assert f"(this participant: prompts {share})" in log and f"LeanPromptBatch: {first}" in log, who
