@@ -90,7 +90,7 @@ def test_node_contract(host):
     assert info["input"]["required"]["text"][1]["dynamicPrompts"] is False  # the browser must not expand {a|b}
     assert "prompt_list.txt" in info["input"]["optional"]["text_file"][0]
     assert info["output"] == ["CONDITIONING", "STRING", "INT", "LATENT", "MODEL"]
-    assert info["output_is_list"] == [False, True, False, False]
+    assert info["output_is_list"] == [False, True, False, False, False]
     assert info["display_name"] == "Prompt Batch (wildcards)"
     assert info["category"].startswith("lean/") and info["description"]
 

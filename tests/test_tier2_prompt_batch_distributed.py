@@ -20,7 +20,7 @@ from PIL import Image
 from lean_nodes.core import workflow
 from lean_testlib import REPO, distributed, graphs, harness, lora as kohya, prereq, shipped, socket_audit
 
-# CI runs this module on its default host only (marker one_host, .ci/run): three ComfyUI processes for ~4.5 min; it
+# CI runs this module on its default host only (marker one_host, .ci/run): three ComfyUI processes for ~6 min; it
 # passes on 0.3.64 as well when run there by hand (python -m pytest tests/test_tier2_prompt_batch_distributed.py).
 pytestmark = [pytest.mark.tier2, pytest.mark.one_host]
 
