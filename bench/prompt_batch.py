@@ -85,13 +85,13 @@ def main():
     negative = enc.encode(clip, "")[0]
 
     def lean_encode():
-        return node.build(clip, text, "lines", count, 0, "", "")
+        return node.build(clip, text, "lines", count, 0, "", "")["result"]
 
     def stock_encode():
         return [enc.encode(clip, t)[0] for t in texts]
 
     def lean_e2e():
-        cond, _, n = node.build(clip, text, "lines", count, 0, "", "")[:3]
+        cond, _, n = lean_encode()[:3]
         latent = host_nodes.EmptyLatentImage().generate(64, 64, n)[0]
         out = ks.sample(model, 1, 1, 7.0, "euler", "normal", cond, negative, latent)[0]
         return dec.decode(vae, out)[0]

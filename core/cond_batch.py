@@ -123,3 +123,51 @@ def stack_masked(conds, masks):
     if bool(mask.all()):
         mask = None
     return torch.cat(rows, dim=0), mask
+
+
+def merge_groups(n, groups):
+    """Entries encoded in groups (one group per text-encoder LoRA set) -> one batch in entry order.
+
+    groups: [(entry indices, cond [n_g, T_g, C], pooled [n_g, C'] or None, pad [1, Tp, C])], each group's rows
+    padded to the longest T with its own encoded empty prompt (what encoding that entry alone and padding it would
+    give).  Returns (cond [n, T, C], pooled [n, C'] or None)."""
+    if not groups:
+        raise ValueError("no groups to merge")
+    length = max(c.shape[1] for _, c, _, _ in groups)
+    cond = rows_in_order(n, [(idx, torch.cat([pad_tokens(c[j:j + 1], length, pad) for j in range(len(idx))], dim=0))
+                             for idx, c, _, pad in groups])
+    has_pooled = all(p is not None for _, _, p, _ in groups)
+    pooled = rows_in_order(n, [(idx, p) for idx, _, p, _ in groups]).to(cond.device) if has_pooled else None
+    return cond, pooled
+
+
+def rows_in_order(n, groups):
+    """[(entry indices, tensor [n_g, ...])] -> one tensor [n, ...] whose row i is entry i's."""
+    rows = [None] * n
+    for idx, t in groups:
+        for j, i in enumerate(idx):
+            rows[i] = t[j:j + 1]
+    if any(r is None for r in rows):
+        raise ValueError("an entry belongs to no group")
+    return torch.cat([r.to(rows[0].device) for r in rows], dim=0)
+
+
+def merge_masked(n, groups):
+    """Entries encoded in groups (one group per text-encoder LoRA set) for a model that reads the text attention
+    mask -> one batch in entry order, zero-padded and masked as stack_masked pads the prompts of one encoder.
+
+    groups: [(entry indices, cond [n_g, T_g, C], pooled [n_g, C'] or None, mask [n_g, T_g] or None)]; a group's own
+    padding (mask 0) is kept.  Returns (cond [n, T, C], mask [n, T] or None, pooled [n, C'] or None)."""
+    if not groups:
+        raise ValueError("no groups to merge")
+    conds, masks = [None] * n, [None] * n
+    for idx, cond, _, mask in groups:
+        for j, i in enumerate(idx):
+            conds[i] = cond[j:j + 1]
+            masks[i] = None if mask is None else mask[j:j + 1]
+    if any(c is None for c in conds):
+        raise ValueError("an entry belongs to no group")
+    cond, mask = stack_masked(conds, masks)
+    has_pooled = all(torch.is_tensor(p) for _, _, p, _ in groups)
+    pooled = rows_in_order(n, [(idx, p) for idx, _, p, _ in groups]) if has_pooled else None
+    return cond, mask, pooled

@@ -370,6 +370,25 @@ class pooled_per_row:
         return False
 
 
+# --- the sampler's batch layout (per-image LoRAs)
+
+def sampler_rows(transformer_options):
+    """(chunks, window) of one model call, as the host's sampler says them (core/lora_rows.py explains the layout):
+    ``chunks`` is the number of conditioning chunks concatenated in the model's input
+    (``transformer_options["cond_or_uncond"]``, one item per chunk, set by comfy/samplers.py ``_calc_cond_batch`` in
+    every host version), ``window`` the latent indices of a context window on the batch axis
+    (``transformer_options["context_window"]``: ``index_list`` and ``dim``), else None.  (None, None) when the call
+    does not come from the host's sampler."""
+    opts = transformer_options if isinstance(transformer_options, dict) else {}
+    cou = opts.get("cond_or_uncond")
+    chunks = len(cou) if isinstance(cou, (list, tuple)) else None
+    window = None
+    w = opts.get("context_window")
+    if w is not None and getattr(w, "dim", None) == 0 and getattr(w, "index_list", None) is not None:
+        window = list(w.index_list)
+    return chunks, window
+
+
 # --- LoRA adapters (the dynamic LoRA branch)
 
 def lora_adapter_weights(adapter):

@@ -25,7 +25,7 @@ import comfy.lora_convert
 import comfy.patcher_extension
 import comfy.utils
 
-from ..core import lora_blocks, memory
+from ..core import lora_blocks, lora_rows, memory
 from . import _host
 
 log = logging.getLogger("lean.lora")
@@ -186,20 +186,27 @@ class _Hook:
         self.scale = 0.0
 
     def __call__(self, module, args, output):
-        x = args[0]
-        f = self.f
-        down, up, mid = f.get(x.device, x.dtype)
-        s = self.scale * f.alpha
-        if f.kind == "linear":
-            h = F.linear(x, down)
-            return output + F.linear(h * s, up).to(output.dtype)
-        conv = _conv_fn(len(_host.weight_shape(module.weight)))
-        if f.kind == "tucker":
-            h = conv(x, down)
-            h = conv(h, mid, None, module.stride, module.padding, module.dilation)
-        else:
-            h = conv(x, down, None, module.stride, module.padding, module.dilation)
-        return output + conv(h * s, up).to(output.dtype)
+        return _add_branch(module, args[0], output, self.f, self.scale * self.f.alpha)
+
+
+def _add_branch(module, x, output, f, s):
+    """output + s * B(A x) for the factors `f` of `module`; `s` a number or a tensor that broadcasts over the rows
+    of A x (one scale per row: [rows, 1, ...])."""
+    return output + _branch(module, x, f, s).to(output.dtype)
+
+
+def _branch(module, x, f, s):
+    """s * B(A x) (mid between for Tucker), in x's dtype."""
+    down, up, mid = f.get(x.device, x.dtype)
+    if f.kind == "linear":
+        return F.linear(F.linear(x, down) * s, up)
+    conv = _conv_fn(len(_host.weight_shape(module.weight)))
+    if f.kind == "tucker":
+        h = conv(x, down)
+        h = conv(h, mid, None, module.stride, module.padding, module.dilation)
+    else:
+        h = conv(x, down, None, module.stride, module.padding, module.dilation)
+    return conv(h * s, up)
 
 
 # ------------------------------------------------------------------ mapping a file onto a model
@@ -363,6 +370,16 @@ def sigma_to_percent(model_sampling, sigma, cache):
 
 # ------------------------------------------------------------------ UNet wrapper
 
+def strength_at(strength, schedule, start, end, model_sampling, sigma, pcache):
+    """The strength of one LoRA use at `sigma`: 0 outside its start/end window, else strength x schedule."""
+    if schedule is None and start <= 0.0 and end >= 1.0:
+        return strength
+    p = sigma_to_percent(model_sampling, sigma, pcache)
+    if p < start or p > end:
+        return 0.0
+    return strength * (schedule(p) if schedule is not None else 1.0)
+
+
 class UnetBranch:
     """APPLY_MODEL wrapper: installs this LoRA's hooks for one model call at the strength of that call."""
 
@@ -381,12 +398,7 @@ class UnetBranch:
         self.last = None  # (percent, strength) of the latest call, for logs and tests
 
     def strength_at(self, model_sampling, sigma):
-        if self.schedule is None and self.start <= 0.0 and self.end >= 1.0:
-            return self.strength
-        p = sigma_to_percent(model_sampling, sigma, self._pcache)
-        if p < self.start or p > self.end:
-            return 0.0
-        return self.strength * (self.schedule(p) if self.schedule is not None else 1.0)
+        return strength_at(self.strength, self.schedule, self.start, self.end, model_sampling, sigma, self._pcache)
 
     def _resolve(self, base_model):
         ref, mods = self._modules
@@ -450,6 +462,34 @@ class ClipBranch:
 
 # ------------------------------------------------------------------ applying one LoRA
 
+def apply_clip(clip, m, label, te_scale, name):
+    """(clip with the mapped LoRA `m`'s text-encoder side at `te_scale` (a clone; the input when the scale is 0),
+    report line)."""
+    if te_scale == 0.0:
+        return clip, f"{name}: text encoder strength 0, CLIP left unchanged"
+    new_clip = clip.clone()
+    if m.clip:
+        cb = ClipBranch(label, m.clip, te_scale)
+        new_clip.patcher.set_injections(f"{WRAPPER_KEY}_{next(_uid)}", [cb.injection()])
+    if m.clip_host:
+        new_clip.add_patches(m.clip_host, te_scale)
+    return new_clip, (f"{name}: text encoder {len(m.clip)} modules as low-rank branch, {len(m.clip_host)} by "
+                      f"host patching; strength {te_scale:g}")
+
+
+def mapping_report(m, name):
+    """Report lines for the modules of a mapped LoRA that found no place in this model (logged as warnings)."""
+    lines = []
+    if m.matched < m.file_modules:
+        lines.append(f"{name}: only {m.matched} of {m.file_modules} modules matched this model "
+                     "(made for another architecture or variant?)")
+    if m.not_loaded:
+        lines.append(f"{name}: not loaded: {not_loaded_text(m.not_loaded)}")
+    for line in lines:
+        log.warning("[Lean LoRA] %s", line)
+    return lines
+
+
 def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, schedule=None, start=0.0,
                end=1.0, block_text="", block_what="block_weights", block_full=None, block_base=0,
                do_model=True, do_clip=True):
@@ -465,14 +505,7 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
         raise ValueError(f"LoRA '{name}' matched 0 of its {m.file_modules} modules on {arch}: it was made for "
                          f"another model architecture (its keys look like '{sample}'). Pick a LoRA trained for "
                          "this checkpoint.")
-    lines = []
-    if m.matched < m.file_modules:
-        lines.append(f"{name}: only {m.matched} of {m.file_modules} modules matched this model "
-                     "(made for another architecture or variant?)")
-        log.warning("[Lean LoRA] %s", lines[-1])
-    if m.not_loaded:
-        lines.append(f"{name}: not loaded: {not_loaded_text(m.not_loaded)}")
-        log.warning("[Lean LoRA] %s", lines[-1])
+    lines = mapping_report(m, name)
     te_scale = strength_clip * (bw.base if bw is not None else 1.0)
     new_model, new_clip = model, clip
     if do_model and model is not None and (m.unet or m.unet_host):
@@ -501,17 +534,8 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
                          f"patching; strength {strength_model:g}{sched}" +
                          (f", blocks {bw.source}" if bw is not None else ""))
     if do_clip and clip is not None and (m.clip or m.clip_host):
-        if te_scale == 0.0:
-            lines.append(f"{name}: text encoder strength 0, CLIP left unchanged")
-        else:
-            new_clip = clip.clone()
-            if m.clip:
-                cb = ClipBranch(label, m.clip, te_scale)
-                new_clip.patcher.set_injections(f"{WRAPPER_KEY}_{next(_uid)}", [cb.injection()])
-            if m.clip_host:
-                new_clip.add_patches(m.clip_host, te_scale)
-            lines.append(f"{name}: text encoder {len(m.clip)} modules as low-rank branch, {len(m.clip_host)} by "
-                         f"host patching; strength {te_scale:g}")
+        new_clip, line = apply_clip(clip, m, label, te_scale, name)
+        lines.append(line)
     if m.unet_host or m.clip_host:
         why = ", ".join(f"{k}: {v}" for k, v in sorted(m.why_host.items()))
         lines.append(f"{name}: host patching used for formats without a cheap branch ({why})")
@@ -522,3 +546,154 @@ def apply_lora(model, clip, lf: LoraFile, label, strength_model, strength_clip, 
     for line in lines:
         log.info("[Lean LoRA] %s", line)
     return new_model, new_clip, lines
+
+
+# ------------------------------------------------------------------ per-image LoRAs (Prompt Batch)
+
+PER_ENTRY_KEY = "lean_lora_per_image"
+
+
+class EntryUse:
+    """One LoRA tag of one batch entry: its UNet strength, schedule, start/end window and block weights."""
+    __slots__ = ("entry", "strength", "schedule", "start", "end", "bw", "pcache")
+
+    def __init__(self, entry, strength, schedule=None, start=0.0, end=1.0, bw=None):
+        self.entry, self.strength, self.schedule = int(entry), float(strength), schedule
+        self.start, self.end, self.bw = float(start), float(end), bw
+        self.pcache = {}
+
+
+class _RowScales:
+    """One LoRA's scales for the rows of one model call: a [rows, blocks] table, cast once per device/dtype.  Only the
+    rows with a scale other than 0 (`index`; None when that is every row) go through the branch."""
+    __slots__ = ("table", "label", "rows", "index", "_cast")
+
+    def __init__(self, table, label):
+        self.rows = table.shape[0]
+        used = table.abs().sum(dim=1) != 0
+        self.index = None if bool(used.all()) else used.nonzero().flatten()
+        self.table = table if self.index is None else table[self.index]
+        self.label = label
+        self._cast = None
+
+    def column(self, x, col, path):
+        """(scales [k] of the used rows for this block, row index [k] on x's device or None for all rows)."""
+        if x.shape[0] != self.rows:
+            raise RuntimeError(f"per-image LoRA '{self.label}': module {path} got {x.shape[0]} rows where the sampler "
+                               f"passed {self.rows}: this model does not keep the image batch on the first axis of its "
+                               "layers, so each image's LoRAs cannot be told apart. Apply the LoRA to every image with "
+                               "LoRA (dynamic) instead.")
+        c = self._cast
+        if c is None or c[0] != x.device or c[1] != x.dtype:
+            index = None if self.index is None else self.index.to(x.device)
+            c = (x.device, x.dtype, self.table.t().contiguous().to(x.device, x.dtype), index)
+            self._cast = c
+        return c[2][col], c[3]
+
+
+class _RowHook:
+    """Forward hook adding s_row * B(A x) to a module's output: one low-rank product per call for the rows that use
+    the LoRA (all rows, or those gathered by index), scaled per row."""
+    __slots__ = ("f", "col", "path", "rows")
+
+    def __init__(self, f, col, path):
+        self.f, self.col, self.path = f, col, path
+        self.rows = None
+
+    def __call__(self, module, args, output):
+        x = args[0]
+        s, index = self.rows.column(x, self.col, self.path)
+        s = (s * self.f.alpha).view((-1,) + (1,) * (x.dim() - 1))
+        if index is None:
+            return _add_branch(module, x, output, self.f, s)
+        part = _branch(module, x.index_select(0, index), self.f, s)
+        return output.index_add(0, index, part.to(output.dtype))
+
+
+class _PerLora:
+    """One LoRA file of a batch: its hooks (each module once) and every use of it by the entries."""
+
+    def __init__(self, label, entries, uses):
+        self.label = label
+        self.uses = list(uses)
+        blocks = sorted({b for _, _, b in entries})
+        col = {b: i for i, b in enumerate(blocks)}
+        self.nblocks = len(blocks)
+        self.weights = [[u.bw.weight(b) if u.bw is not None else 1.0 for b in blocks] for u in self.uses]
+        self.hooks = [(path, _RowHook(fac, col[block], path)) for path, fac, block in entries
+                      if any(w[col[block]] != 0.0 for w in self.weights)]
+
+    def table(self, n, entry_of_row, model_sampling, sigma):
+        """[rows, blocks] float32 scales of this call, or None when every row's scale is 0."""
+        per_entry = {}
+        for u, w in zip(self.uses, self.weights):
+            s = strength_at(u.strength, u.schedule, u.start, u.end, model_sampling, sigma, u.pcache)
+            if s == 0.0:
+                continue
+            row = per_entry.setdefault(u.entry % n, [0.0] * self.nblocks)
+            for b in range(self.nblocks):
+                row[b] += s * w[b]
+        if not per_entry or not self.hooks:
+            return None
+        zero = [0.0] * self.nblocks
+        rows = [per_entry.get(e, zero) for e in entry_of_row]
+        if not any(any(r) for r in rows):
+            return None
+        return torch.tensor(rows, dtype=torch.float32)
+
+
+class PerEntryBranch:
+    """APPLY_MODEL wrapper of a prompt batch's per-image LoRAs: for each model call it reads from the host which
+    input row belongs to which batch entry (nodes/_host.sampler_rows, core/lora_rows.py), installs each LoRA's hooks
+    once, with a per-row scale (entry i's strength x schedule x block weight, 0 for the rows of entries that do not
+    use it), runs the model, and removes them."""
+
+    def __init__(self, n, loras):
+        self.n = int(n)
+        self.loras = [_PerLora(label, entries, uses) for label, entries, uses in loras]
+        self._modules = (None, None)
+        self.last = None  # entry of each row of the latest call (logs, tests)
+
+    def _resolve(self, base_model):
+        ref, mods = self._modules
+        if ref is not None and ref() is base_model:
+            return mods
+        mods = [[base_model.get_submodule(path) for path, _ in lo.hooks] for lo in self.loras]
+        self._modules = (weakref.ref(base_model), mods)
+        return mods
+
+    def __call__(self, executor, x, t, *args, **kwargs):
+        topts = args[3] if len(args) > 3 else kwargs.get("transformer_options", {})
+        chunks, window = _host.sampler_rows(topts)
+        if chunks is None:
+            raise RuntimeError("per-image LoRAs: this model call does not come from ComfyUI's sampler (it does not "
+                               "say which rows are which image), so each image's LoRAs cannot be applied. Sample "
+                               "with KSampler / SamplerCustom, or use LoRA (dynamic) for one LoRA set on all images.")
+        try:
+            entry_of_row = lora_rows.row_entries(x.shape[0], chunks, self.n, window)
+        except lora_rows.RowMappingError as e:
+            raise RuntimeError(f"per-image LoRAs: {e}") from None
+        self.last = entry_of_row
+        base_model = executor.class_obj
+        sigma = t.max() if torch.is_tensor(t) and t.numel() > 1 else t
+        handles = []
+        try:
+            for lo, mods in zip(self.loras, self._resolve(base_model)):
+                table = lo.table(self.n, entry_of_row, base_model.model_sampling, sigma)
+                if table is None:
+                    continue
+                scales = _RowScales(table, lo.label)
+                for (path, hook), mod in zip(lo.hooks, mods):
+                    hook.rows = scales
+                    handles.append(mod.register_forward_hook(hook))
+            return executor(x, t, *args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+
+
+def add_per_entry(model, branch):
+    """A clone of `model` with the per-image branch as an APPLY_MODEL wrapper (the input model unchanged)."""
+    new_model = model.clone()
+    new_model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, PER_ENTRY_KEY, branch)
+    return new_model

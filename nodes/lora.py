@@ -179,6 +179,16 @@ class LeanLoraLoader:
         return {"ui": {"text": lines}, "result": (m, c, triggers)}
 
 
+def tag_lora_file(tag, available, where=""):
+    """(file name in the loras folder, LoraFile) of a prompt tag; an unknown name is a FileNotFoundError with the
+    closest names, prefixed by `where` and naming the tag."""
+    try:
+        name = lora_tags.resolve_name(tag.name, available)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{where}{e} (tag at character {tag.pos + 1}: {tag.text})") from None
+    return name, branch.load_lora_file(folder_paths.get_full_path("loras", name))
+
+
 class LeanLoraTags:
     DESCRIPTION = ("Finds A1111-style <lora:name:w> tags in the text (also <lora:name:unet_w:te_w>, named unet=, "
                    "te=, start=, end=, sched=, lbw=), applies each LoRA as a low-rank branch (no re-patching when "
@@ -217,11 +227,7 @@ class LeanLoraTags:
         available = folder_paths.get_filename_list("loras")
         specs = []
         for t in tags:
-            try:
-                name = lora_tags.resolve_name(t.name, available)
-            except FileNotFoundError as e:
-                raise FileNotFoundError(f"{e} (tag at character {t.pos + 1}: {t.text})") from None
-            lf = branch.load_lora_file(folder_paths.get_full_path("loras", name))
+            name, lf = tag_lora_file(t, available)
             specs.append(_spec(lf, name, t.unet, t.te, t.sched, t.start, t.end, t.lbw, "LoRA tag",
                                text, t.lbw_pos))
         m, c, lines = _apply_chain(self._cache, model, clip, specs)

@@ -5,7 +5,7 @@ import os
 
 import folder_paths
 
-from ..core import cond_batch, distributed as D, prompts as P
+from ..core import cond_batch, distributed as D, lora_blocks, lora_tags, prompts as P
 from . import _host
 
 _log = logging.getLogger("lean")
@@ -318,6 +318,194 @@ def _batch_slice(cond, info, start, end):
     return [cond[start:end], info]
 
 
+# ----------------------------------------------------------------------------- per-image LoRAs
+
+REPORT_ENTRIES = 32  # entries listed one by one under the node; the rest are counted
+
+
+def parse_entry_tags(texts):
+    """[(text without tags, [LoraTag])] per prompt; a malformed tag is an error naming the prompt."""
+    out = []
+    for i, t in enumerate(texts):
+        try:
+            out.append(lora_tags.parse_tags(t))
+        except ValueError as e:
+            raise ValueError(f"LeanPromptBatch: prompt {i + 1}: {e}") from None
+    return out
+
+
+def _tag_text(tag, te_scale, bw):
+    s = f"{tag.unet:g}" if tag.unet == te_scale else f"unet {tag.unet:g} te {te_scale:g}"
+    if tag.sched is not None:
+        s += f" sched {tag.sched}"
+    if tag.start > 0 or tag.end < 1:
+        s += f" steps {tag.start:g}-{tag.end:g}"
+    if bw is not None:
+        s += f" lbw {bw.source}"
+    return s
+
+
+class EntryLoras:
+    """The LoRAs of every entry of one batch, mapped onto (model, clip): each distinct file read and mapped once.
+    texts/parsed: this participant's share of the prompts, the first being prompt `first` of the whole batch
+    (messages and the report count prompts as the user does); entry i here is entry i of this conditioning."""
+
+    def __init__(self, model, clip, texts, parsed, first=0):
+        from . import _lora_branch as branch
+        from .lora import tag_lora_file
+        self.n = len(parsed)
+        self.first = first
+        self.files = {}     # file key -> (LoraFile, Mapped, name)
+        self.uses = {}      # file key -> [EntryUse] (UNet side)
+        self.te_sets = [()] * self.n  # per entry: ((file key, te scale), ...)
+        self.per_entry = [[] for _ in range(self.n)]  # report: [(name, text)]
+        self.skipped = []   # report lines: LoRAs that matched nothing
+        self.has_model = model is not None
+        available = folder_paths.get_filename_list("loras")
+        layout = None
+        if model is not None:
+            layout = lora_blocks.unet_layout(model.model.diffusion_model.state_dict().keys())
+        for i, (clean, tags) in enumerate(parsed):
+            te = []
+            for t in tags:
+                if t.unet != 0.0 and model is None:
+                    raise ValueError(f"LeanPromptBatch: prompt {first + i + 1}: the tag {t.text} has a UNet strength "
+                                     "but no model is connected: connect the checkpoint's MODEL to the `model` input "
+                                     "and use the `model` output in the KSampler (or write unet=0 for a "
+                                     "text-encoder-only LoRA)")
+                name, lf = tag_lora_file(t, available, f"LeanPromptBatch: prompt {first + i + 1}: ")
+                key = branch._file_key(lf.path)
+                if key not in self.files:
+                    self.files[key] = (lf, branch.map_lora(lf, model, clip), name)
+                lf, m, name = self.files[key]
+                try:
+                    bw = lora_blocks.parse_block_weights(t.lbw, layout, "LoRA tag", texts[i], t.lbw_pos)
+                except ValueError as e:
+                    raise ValueError(f"LeanPromptBatch: prompt {first + i + 1}: {e}") from None
+                te_scale = t.te * (bw.base if bw is not None else 1.0)
+                if m.matched == 0:
+                    self.skipped.append(f"prompt {first + i + 1}: {name} matched nothing in this model (0 of its "
+                                        f"{m.file_modules} modules: made for another architecture?) - not applied")
+                    _log.warning("[Lean Nodes] LeanPromptBatch: %s", self.skipped[-1])
+                    continue
+                if t.unet != 0.0 and (m.unet or m.unet_host):
+                    if m.unet_host:
+                        raise ValueError(f"LeanPromptBatch: prompt {first + i + 1}: {name} has {len(m.unet_host)} "
+                                         "UNet modules without a low-rank branch (LoHa, LoKr, OFT, DoRA or a full diff); a "
+                                         "different LoRA per image needs LoRA/LoCon files. Apply it to every image "
+                                         "with LoRA (dynamic) before Prompt Batch instead.")
+                    self.uses.setdefault(key, []).append(
+                        branch.EntryUse(i, t.unet, t.sched, t.start, t.end, bw))
+                if te_scale != 0.0 and (m.clip or m.clip_host):
+                    te.append((key, te_scale))
+                self.per_entry[i].append((name, _tag_text(t, te_scale, bw)))
+            self.te_sets[i] = tuple(te)
+
+    def model(self, model):
+        """`model` with one per-image branch for all the batch's LoRAs (the input itself when none has a UNet
+        side)."""
+        from . import _lora_branch as branch
+        loras = [(self.files[k][2], self.files[k][1].unet, uses) for k, uses in self.uses.items()]
+        if model is None or not loras:
+            return model
+        return branch.add_per_entry(model, branch.PerEntryBranch(self.n, loras))
+
+    def clip_for(self, clip, te_set):
+        from . import _lora_branch as branch
+        c = clip
+        for key, scale in te_set:
+            lf, m, name = self.files[key]
+            c, _ = branch.apply_clip(c, m, name, scale, name)
+        return c
+
+    def report(self):
+        lines = []
+        for i, got in enumerate(self.per_entry[:REPORT_ENTRIES]):
+            lines.append(f"{self.first + i + 1}: "
+                         + (", ".join(f"{name} {text}" for name, text in got) if got else "no LoRA"))
+        if self.n > REPORT_ENTRIES:
+            rest = sum(1 for got in self.per_entry[REPORT_ENTRIES:] if got)
+            lines.append(f"(+{self.n - REPORT_ENTRIES} more prompts, {rest} of them with LoRAs)")
+        from . import _lora_branch as branch
+        for key, (lf, m, name) in self.files.items():
+            if m.matched == 0:
+                continue
+            te = f"text encoder {len(m.clip)} modules as low-rank branch, {len(m.clip_host)} by host patching"
+            if not self.has_model:  # mapped on the CLIP alone: the UNet keys found no place, as expected
+                lines.append(f"{name}: {te} (no model connected: UNet side not applied)")
+                continue
+            users = len({u.entry for u in self.uses.get(key, [])})
+            lines.append(f"{name}: UNet {len(m.unet)} modules as low-rank branch, per image ({users} of {self.n} "
+                         f"images); {te}")
+            lines += branch.mapping_report(m, name)
+        return lines + self.skipped
+
+
+def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
+    """One conditioning for the batch, each entry encoded by the CLIP with its own text-encoder LoRAs: entries with
+    the same set go through the text encoder together (encode_prompts), each group padded with its own encoded
+    empty prompt.  Without any text-encoder LoRA this is encode_prompts(clip, texts) itself.
+    keep=(start, end): clean_texts are all N prompts and `loras` holds the entries of that share only; each group is
+    padded to the whole batch's length (as in a one-machine run), so its entries equal the whole batch's.
+    Where the model reads the text attention mask (Qwen-Image), groups are merged with zero padding and the mask
+    (cond_batch.merge_masked) instead of the encoded empty prompt."""
+    import torch
+    start, end = keep or (0, len(clean_texts))
+    share = clean_texts[start:end]
+    groups = {}
+    for i, te in enumerate(loras.te_sets):
+        groups.setdefault(te, []).append(i)
+    if len(groups) == 1:
+        (te, idx), = groups.items()
+        c = loras.clip_for(clip, te) if te else clip
+        return encode_prompts(c, clean_texts, keep)
+    masked = _host.text_mask_read_by_model(clip)
+    parts, info, passes = [], None, 0
+    for te, idx in groups.items():
+        c = loras.clip_for(clip, te) if te else clip
+        if keep is None:
+            conditioning, stats = encode_prompts(c, [share[i] for i in idx])
+        else:  # the group's prompts first, then every prompt of the batch, only for the padding length
+            conditioning, stats = encode_prompts(c, [share[i] for i in idx] + list(clean_texts), (0, len(idx)))
+        if len(conditioning) != 1:
+            raise ValueError("LeanPromptBatch: a different text-encoder LoRA per prompt does not combine with a "
+                             "scheduled CLIP hook; remove the hook or the tags' te strengths")
+        cond, extra = conditioning[0]
+        keys = sorted(k for k in extra if k != "attention_mask")
+        if info is not None and sorted(k for k in info if k != "attention_mask") != keys:
+            raise ValueError(f"LeanPromptBatch: the text encoder gives different outputs per LoRA set ({keys} vs "
+                             f"{sorted(info)})")
+        info = info if info is not None else {k: v for k, v in extra.items() if k != "attention_mask"}
+        parts.append([idx, cond, extra.get("pooled_output"), c, extra.get("attention_mask"), extra])
+        passes += stats["passes"]
+    if masked:  # zero padding masked out, as encode_each pads one CLIP's prompts
+        cond, mask, pooled = cond_batch.merge_masked(len(share), [(p[0], p[1], p[2], p[4]) for p in parts])
+        if mask is not None:
+            info["attention_mask"] = mask
+    else:
+        length = max(p[1].shape[1] for p in parts)
+        for p in parts:  # a shorter group is padded with the empty prompt encoded by its own CLIP
+            if p[1].shape[1] < length:
+                p[3] = encode_prompts(p[3], [""])[0][0][0]
+                passes += 1
+            else:
+                p[3] = p[1][:1, :0]  # nothing to pad
+        cond, pooled = cond_batch.merge_groups(len(share), [p[:4] for p in parts])
+        for key, v in list(info.items()):  # other per-entry tensors (an unread mask): rows in entry order
+            if key == "pooled_output" or not torch.is_tensor(v):
+                continue
+            rows = [(p[0], p[5][key]) for p in parts]
+            if all(torch.is_tensor(r) and r.ndim and r.shape[0] == len(i) and r.shape[1:] == v.shape[1:]
+                   for i, r in rows):
+                info[key] = cond_batch.rows_in_order(len(share), rows)
+            else:
+                _log.warning("[Lean Nodes] LeanPromptBatch: dropping '%s' (differs in shape between prompts)", key)
+                del info[key]
+    if "pooled_output" in info:
+        info["pooled_output"] = pooled
+    return [[cond, info]], {"passes": passes, "rows": None, "chunks": None}
+
+
 # ----------------------------------------------------------------------------- node
 
 class LeanPromptBatch:
@@ -329,20 +517,27 @@ class LeanPromptBatch:
                    "CLIP-L) every entry also carries the `guidance` input, as CLIPTextEncodeFlux does. With "
                    "ComfyUI-Distributed, wire a Distributed Seed (seed 0) into `participant`: each GPU or machine "
                    "then encodes and samples only its share of the prompts, and the gathered images equal one "
-                   "machine's, in prompt order.")
+                   "machine's, in prompt order. "
+                   "<lora:name:w> tags in a prompt (as in LoRA from Prompt Tags: unet/te strengths, sched=, lbw=, "
+                   "also from wildcards) apply that LoRA to that prompt's image only, in the same sampler pass: "
+                   "connect `model` and sample with the `model` output. The node lists each prompt's LoRAs.")
     CATEGORY = "lean/conditioning"
     FUNCTION = "build"
-    RETURN_TYPES = ("CONDITIONING", "STRING", "INT", "LATENT")
-    RETURN_NAMES = ("conditioning", "prompts", "count", "latent")
-    OUTPUT_IS_LIST = (False, True, False, False)
+    RETURN_TYPES = ("CONDITIONING", "STRING", "INT", "LATENT", "MODEL")
+    RETURN_NAMES = ("conditioning", "prompts", "count", "latent", "model")
+    OUTPUT_IS_LIST = (False, True, False, False, False)
     OUTPUT_TOOLTIPS = (
         "One conditioning with batch N: entry i is prompt i (cond [N, T, C], pooled output [N, C']). With "
         "`participant` wired: only this participant's share of the prompts.",
-        "The N expanded prompts, as a list (prompt i belongs to image i of the batch), on every participant.",
+        "The N expanded prompts, as a list (prompt i belongs to image i of the batch; LoRA tags kept), on every "
+        "participant.",
         "N, the number of prompts: wire it into Empty Latent Image's batch_size (and into Prompt Batch Check).",
         "The `latent` input with batch_index 0..N-1 (each image's noise depends only on its index), or with "
         "`participant` wired only this participant's entries, with their global batch_index: wire it into the "
         "KSampler. Empty when `latent` is not wired.",
+        "The `model` input with each prompt's <lora:...> tags applied to its own image only (image i gets the LoRAs "
+        "of prompt i, the others none); the input model itself when no tag has a UNet side. Wire it into the "
+        "KSampler.",
     )
 
     @classmethod
@@ -388,6 +583,9 @@ class LeanPromptBatch:
                 "latent": ("LATENT", {"tooltip": "An empty latent (Empty Latent Image with batch_size 1, or "
                                                  "count): the `latent` output holds one entry per prompt of this "
                                                  "participant, each with its global batch_index."}),
+                "model": ("MODEL", {"tooltip": "The diffusion model for the prompts' <lora:...> tags (not "
+                                               "modified; the `model` output carries each prompt's LoRAs for its "
+                                               "own image). Needed when a tag has a UNet strength."}),
             },
             "hidden": {"prompt": "PROMPT"},
         }
@@ -396,15 +594,26 @@ class LeanPromptBatch:
     def IS_CHANGED(cls, text="", mode="lines", count=16, seed=0, prefix="", suffix="", text_file=NO_FILE, **kw):
         if "participant" in kw:  # wired: ComfyUI-Distributed's participants can change between runs, inputs not
             return float("nan")
-        # wildcard files and text_file can change without any input changing
+        # wildcard files, text_file and the tagged LoRA files can change without any input changing
         try:
             got = prompts_from_inputs(text, mode, count, seed, prefix, suffix, text_file)
-            return hashlib.sha256("\n".join(got).encode()).hexdigest()
+            h = hashlib.sha256("\n".join(got).encode())
+            names = sorted({t.name for _, tags in parse_entry_tags(got) for t in tags})
+            if names:
+                from . import _lora_branch as branch
+                available = folder_paths.get_filename_list("loras")
+                for name in names:
+                    h.update(repr(branch._file_key(folder_paths.get_full_path(
+                        "loras", lora_tags.resolve_name(name, available)))).encode())
+            return h.hexdigest()
         except Exception as e:  # the run itself reports the error
             return f"error: {e}"
 
+    def __init__(self):
+        self._files = ()  # keeps the LoRA files of the last run alive while its outputs may be reused
+
     def build(self, clip, text, mode, count, seed, prefix, suffix, text_file=NO_FILE, guidance=3.5,
-              participant=None, latent=None, prompt=None):
+              participant=None, latent=None, model=None, prompt=None):
         if clip is None:
             raise ValueError("LeanPromptBatch: the clip input is None - the checkpoint has no text encoder; "
                              "load one with a CLIP loader and connect its CLIP output")
@@ -413,14 +622,33 @@ class LeanPromptBatch:
                                     cancel=mm.throw_exception_if_processing_interrupted)
         n = len(texts)
         keep = None if participant is None else my_share(n, participant, prompt)
-        conditioning, stats = encode_prompts(clip, texts, keep)
+        start, end = keep or (0, n)
+        # tags are read on all N prompts and the share taken of the parsed entries, so prompt i's LoRAs go to image
+        # i whichever participant renders it
+        parsed = parse_entry_tags(texts)
+        tagged = any(tags for _, tags in parsed)
+        # with tags anywhere, every prompt is encoded without them (the padding length is the whole batch's)
+        clean = [c for c, _ in parsed] if tagged else texts
+        if any(tags for _, tags in parsed[start:end]):
+            loras = EntryLoras(model, clip, texts[start:end], parsed[start:end], first=start)
+            conditioning, stats = encode_with_entry_loras(clip, clean, loras, keep)
+            out_model = loras.model(model)
+            lines = loras.report()
+            self._files = tuple(lf for lf, _, _ in loras.files.values())
+        else:
+            conditioning, stats = encode_prompts(clip, clean, keep)
+            out_model = model
+            lines = [f"no LoRA tags in this participant's prompts {start + 1}-{end}" if tagged else
+                     "no LoRA tags found"]
         if _host.flux_clip_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
             conditioning = [[c, {**info, "guidance": float(guidance)}] for c, info in conditioning]
-        start, end = keep or (0, n)
         _log.info("[Lean Nodes] LeanPromptBatch: %d prompts%s, %s text-encoder pass(es), %s distinct chunks",
                   n, "" if keep is None else f" (this participant: prompts {start + 1}-{end})",
                   stats["passes"], stats["rows"])
-        return (conditioning, texts, n, latent_share(latent, n, start, end))
+        for line in lines:
+            _log.info("[Lean Nodes] LeanPromptBatch: %s", line)
+        return {"ui": {"text": lines},
+                "result": (conditioning, texts, n, latent_share(latent, n, start, end), out_model)}
 
 
 def my_share(n, participant, prompt):

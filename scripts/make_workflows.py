@@ -20,7 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from lean import _get, _free_port, answering, start_host, _load_workflow_module  # noqa: E402
 from workflow_builder import Graph  # noqa: E402
 from workflow_models import (CKPT, CONTROLNET, FLUX_CLIP_L, FLUX_LORA, FLUX_T5, FLUX_UNET, FLUX_VAE, IMAGE,  # noqa: E402
-                             LLM, LORA, SDXL_CKPT, SDXL_LORA, VL_LLM, VL_MMPROJ)
+                             LLM, LORA, LORA2, SDXL_CKPT, SDXL_LORA, VL_LLM, VL_MMPROJ)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"
@@ -361,9 +361,8 @@ FLUX_PROMPTS = "\n".join([
     "a watercolor painting of a cottage garden full of roses"])
 
 
-def wf_flux(info):
-    L = Layout(info)
-    g = L.g
+def flux_loaders(L):
+    """The Flux loading column: (diffusion model, DualCLIPLoader, VAELoader)."""
     c = L.column("1. Load Flux", (
         "## 1. Load Flux: model, text encoders, VAE\n**Load Diffusion Model (mmap)** reads a Flux file from "
         f"`models/diffusion_models` (here `{FLUX_UNET}`; fp8 files work, `weight_dtype` as stock) with one copy in "
@@ -372,6 +371,22 @@ def wf_flux(info):
     unet = c.add("LeanDiffusionModelLoader", unet_name=FLUX_UNET, weight_dtype="default", load_mode="mmap")
     te = c.add("DualCLIPLoader", title="Load CLIP (Dual)", clip_name1=FLUX_T5, clip_name2=FLUX_CLIP_L, type="flux")
     vae = c.add("VAELoader", vae_name=FLUX_VAE)
+    return unet, te, vae
+
+
+def flux_save(L, n, ks, vae, prefix):
+    o = L.column(f"{n}. Decode and save", f"## {n}. Decode and save\n**VAE Decode** with the Flux VAE; **Save Image** "
+                 f"writes `output/{prefix}_00001_.png`, ... (image *i* from prompt *i*).", "save")
+    dec = o.add("VAEDecode")
+    L.g.wire(dec, samples=ks, vae=vae)
+    save_node = o.add("SaveImage", box_h=300, filename_prefix=prefix)
+    L.g.wire(save_node, images=dec)
+
+
+def wf_flux(info):
+    L = Layout(info)
+    g = L.g
+    unet, te, vae = flux_loaders(L)
     lo = L.column("2. LoRA", (
         "## 2. A Flux LoRA\n**LoRA (dynamic)** adds a Flux LoRA from `models/loras` (kohya/BFL or diffusers names, "
         f"here `{FLUX_LORA}`) as a branch in the forward pass: changing the strength re-patches nothing. Most Flux "
@@ -397,12 +412,76 @@ def wf_flux(info):
     g.connect(pb.out("count"), latent, "batch_size")
     ks = s.add("KSampler", seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
     g.wire(ks, model=lora.out("model"), positive=pb.out("conditioning"), negative=neg, latent_image=latent)
-    o = L.column("5. Decode and save", "## 5. Decode and save\n**VAE Decode** with the Flux VAE; **Save Image** "
-                 "writes `output/lean_flux_00001_.png`, ... (image *i* from prompt *i*).", "save")
-    dec = o.add("VAEDecode")
-    g.wire(dec, samples=ks, vae=vae)
-    save_node = o.add("SaveImage", box_h=300, filename_prefix="lean_flux")
-    g.wire(save_node, images=dec)
+    flux_save(L, "5", ks, vae, "lean_flux")
+    return L.finish()
+
+
+def _stem(name):
+    return name.rsplit(".", 1)[0]
+
+
+PER_IMAGE_PROMPTS = "\n".join([
+    "# one prompt per line, each with its own LoRAs: 4 images, one sampler run",
+    "a castle on a hill at dawn, oil painting",
+    f"a castle on a hill at dawn, oil painting <lora:{_stem(LORA)}:1.0>",
+    f"a castle on a hill at dawn, oil painting <lora:{_stem(LORA)}:-1.0>",
+    f"a castle on a hill at dawn, oil painting <lora:{_stem(LORA)}:0.5> "
+    f"<lora:{_stem(LORA2)}:0.8:sched=0:0,0.5:1,1:1>"])
+
+
+def wf_lora_per_image(info):
+    L = Layout(info)
+    g = L.g
+    _, ck = stock_checkpoint(L)
+    c = L.column("2. A LoRA set per prompt", (
+        "## 2. A different LoRA for every image\n**Prompt Batch** reads `<lora:name:weight>` tags per line (the "
+        "tag syntax of LoRA from Prompt Tags: `unet:te` strengths, `sched=`, `lbw=`, also from wildcards) and "
+        f"removes them before encoding. Connect its `model` input: its `model` output gives image *i* the LoRAs of "
+        f"line *i* only (here `{LORA}` at +1, -1, and with `{LORA2}` on a schedule), all in **one** sampler pass. "
+        "The node lists which LoRAs each image got."), "prompt", width=420)
+    pb = c.add("LeanPromptBatch", multiline_h=260, text=PER_IMAGE_PROMPTS, mode="lines", count=4, seed=0,
+               prefix="", suffix="")
+    g.wire(pb, clip=ck.out("CLIP"), model=ck.out("MODEL"))
+    neg = c.add("CLIPTextEncode", title="Negative prompt (shared)", text=NEGATIVE)
+    g.wire(neg, clip=ck.out("CLIP"))
+    sampler_columns(L, pb.out("model"), pb.out("conditioning"), neg, ck.out("VAE"), prefix="lean_lora_per_image",
+                    batch_link=pb.out("count"), n="3",
+                    extra_note=" The model comes from Prompt Batch (each image's LoRAs); `batch_size` is linked to "
+                               "the prompt count.")
+    return L.finish()
+
+
+FLUX_PER_IMAGE_PROMPTS = "\n".join([
+    "# one prompt per line, each with its own LoRA strength: 4 images, one sampler run",
+    "a red fox in the snow, morning light, photograph",
+    f"a red fox in the snow, morning light, photograph <lora:{_stem(FLUX_LORA)}:0.8>",
+    f"a red fox in the snow, morning light, photograph <lora:{_stem(FLUX_LORA)}:1.0:lbw=DOUBLE>",
+    f"a red fox in the snow, morning light, photograph <lora:{_stem(FLUX_LORA)}:1.0:sched=0:0,0.3:1,1:1>"])
+
+
+def wf_flux_per_image(info):
+    L = Layout(info)
+    g = L.g
+    unet, te, vae = flux_loaders(L)
+    p = L.column("2. A LoRA per prompt", (
+        "## 2. A different LoRA for every image\n**Prompt Batch** reads `<lora:name:weight>` tags per line (here "
+        f"`{FLUX_LORA}`: none, 0.8, only the double blocks with `lbw=DOUBLE`, and from 30% of the steps with "
+        "`sched=`) and removes them before encoding with T5-XXL and CLIP-L. Its `model` output gives image *i* the "
+        "LoRA of line *i* only, in one sampler pass. Flux-dev runs at cfg 1: the negative is a zeroed placeholder."),
+        "prompt", width=420)
+    pb = p.add("LeanPromptBatch", multiline_h=240, text=FLUX_PER_IMAGE_PROMPTS, mode="lines", count=4, seed=0,
+               prefix="", suffix="", guidance=3.5)
+    g.wire(pb, clip=te.out("CLIP"), model=unet.out("MODEL"))
+    neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
+    g.wire(neg, conditioning=pb.out("conditioning"))
+    s = L.column("3. Sample", (
+        "## 3. Sample\n**KSampler** at cfg 1.0, euler, simple, 20 steps, with the model from Prompt Batch. "
+        "**EmptySD3LatentImage** makes Flux's latents, `batch_size` linked to the prompt count."), "sample")
+    latent = s.add("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
+    g.connect(pb.out("count"), latent, "batch_size")
+    ks = s.add("KSampler", seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
+    g.wire(ks, model=pb.out("model"), positive=pb.out("conditioning"), negative=neg, latent_image=latent)
+    flux_save(L, "4", ks, vae, "lean_flux_per_image")
     return L.finish()
 
 
@@ -507,6 +586,8 @@ WORKFLOWS_DEF = {
     "lean_flux_lora_prompt_batch": wf_flux,
     "lean_image_to_prompt": wf_image_to_prompt,
     "lean_prompt_batch_distributed": wf_prompt_batch_distributed,
+    "lean_lora_per_image": wf_lora_per_image,
+    "lean_flux_lora_per_image": wf_flux_per_image,
 }
 
 

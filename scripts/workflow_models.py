@@ -3,6 +3,7 @@ the workflows, tests/lean_testlib/shipped.py links the test fixtures under them)
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 LORA = "add_detail.safetensors"
+LORA2 = "more_details.safetensors"
 SDXL_CKPT = "sd_xl_base_1.0.safetensors"
 SDXL_LORA = "sdxl_lora.safetensors"
 LLM = "qwen2.5-1.5b-instruct-q4_k_m.gguf"

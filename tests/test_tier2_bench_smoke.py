@@ -33,6 +33,7 @@ KEYS = {  # the keys each benchmark's RESULT line promises (smoke runs add smoke
     "flux_load": ["peak_rss_ratio", "lean_peak_vs_file", "wall_ratio", "total_wall_ratio", "sampled", "identical"],
     "te_load": ["peak_rss_ratio", "lean_peak_vs_file", "wall_ratio", "total_wall_ratio", "encoded", "identical"],
     "soak": ["prompts", "ok", "rss_growth", "fd_growth"],
+    "lora_per_image": ["wall_ratio", "peak_rss_ratio", "max_abs_diff", "overhead", "pairs"],
     "gguf_lora": ["host", "model", "none_ms", "stock_ms_1", "lean_ms_1", "lean_vs_stock_1"],
     "gpu_dynamic_vram": ["gpu", "host", "dynamic_vram", "identical", "vram_peak_ratio", "ram_peak_ratio",
                          "lora_fp16_maxdiff", "lora_bf16_maxdiff", "llm_freed", "targets"],

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lean_testlib import graphs, harness, lora, probe_node
+from lean_testlib import graphs, harness, inproc, lora, probe_node
 
 pytestmark = pytest.mark.tier2
 
@@ -83,12 +83,14 @@ PROMPTS = [
 def test_node_contract(host):
     info = host.object_info("LeanPromptBatch")
     assert list(info["input"]["required"]) == ["clip", "text", "mode", "count", "seed", "prefix", "suffix"]
-    assert list(info["input"]["optional"]) == ["text_file", "guidance", "participant", "latent"]
+    # new inputs and outputs only at the end (participant/latent of the distributed batch, then model of per-image
+    # LoRAs): saved workflows keep their links
+    assert list(info["input"]["optional"]) == ["text_file", "guidance", "participant", "latent", "model"]
     assert info["input"]["required"]["mode"][0] == ["lines", "random", "combinatorial"]
     assert info["input"]["required"]["text"][1]["dynamicPrompts"] is False  # the browser must not expand {a|b}
     assert "prompt_list.txt" in info["input"]["optional"]["text_file"][0]
-    assert info["output"] == ["CONDITIONING", "STRING", "INT", "LATENT"]
-    assert info["output_is_list"] == [False, True, False, False]
+    assert info["output"] == ["CONDITIONING", "STRING", "INT", "LATENT", "MODEL"]
+    assert info["output_is_list"] == [False, True, False, False, False]
     assert info["display_name"] == "Prompt Batch (wildcards)"
     assert info["category"].startswith("lean/") and info["description"]
 
@@ -310,3 +312,14 @@ def test_sdxl_layout_two_encoders_and_fallback_path():
         for path in (p, p["each"]):
             assert path["cond_err"] <= tol and path["pad_err"] <= tol and path["pooled_err"] <= tol, (i, p)
     assert res["distinct_0_1"] > 1.0
+
+
+def test_per_entry_text_encoder_loras_keep_qwen_image_masked_padding():
+    """Qwen-Image's path (its model reads the text mask, so prompts are zero-padded and masked) with a different
+    text-encoder LoRA set per entry (issue 23): the groups' entries are merged with the same masked padding, to the
+    whole batch's length also for a participant's share (lean_testlib.masked_groups: a stand-in encoder, the
+    reference written by hand)."""
+    res = inproc.run_json("masked_groups")
+    assert [c["name"] for c in res["cases"]] == ["whole batch", "participant 2-3", "participant 1-2"]
+    for c in res["cases"]:
+        assert c["shape"][1] == 12 and c["cond_equal"] and c["mask_equal"], c

@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from lean_nodes.core import workflow
-from lean_testlib import REPO, distributed, graphs, harness, prereq, shipped, socket_audit
+from lean_testlib import REPO, distributed, graphs, harness, lora as kohya, prereq, shipped, socket_audit
 
-# CI runs this module on its default host only (marker one_host, .ci/run): three ComfyUI processes for ~4.5 min; it
+# CI runs this module on its default host only (marker one_host, .ci/run): three ComfyUI processes for ~6 min; it
 # passes on 0.3.64 as well when run there by hand (python -m pytest tests/test_tier2_prompt_batch_distributed.py).
 pytestmark = [pytest.mark.tier2, pytest.mark.one_host]
 
@@ -40,12 +40,21 @@ LINES = [
     "a tree",
 ]
 TEXT = "\n".join(LINES)
+# the first 6 lines with a different LoRA set on most of them (none, one, two, text encoder at another strength,
+# UNet only, lbw=, a schedule): over master + 2 workers the shares are 1-2, 3-4, 5-6, each holding other sets than
+# the share before it and shorter prompts than the longest (3 chunks, prompt 5), so a share pads to the whole batch's
+# length.  The tags come last: the text each line encodes is that of LINES (and its image without tags, reference)
+TAGS = [" <lora:pd_a:0.9>", "", " <lora:pd_b:0.7:0.4>", " <lora:pd_a:0.5> <lora:pd_c:-0.6:lbw=MIDD>",
+        " <lora:pd_c:0.8:0>", " <lora:pd_b:1.0:sched=0:1,0.5:0.3>"]
+TAGGED = "\n".join(line + tag for line, tag in zip(LINES, TAGS))
 
 
 def _setup(base):
     wc = base / "models" / "wildcards"
     (wc / "colors.txt").write_text("red\ngreen\nblue\nyellow\n")
     (wc / "places.txt").write_text("the sea\nthe mountains\n")
+    for name, seed in (("pd_a", 0), ("pd_b", 1), ("pd_c", 2)):  # the per-image LoRA tests' cached files
+        harness.link_model(base, "loras", kohya.sd15_lora(seed=seed), name + ".safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +146,33 @@ def test_one_worker_disabled(trio, reference):
     _same(images(trio.master, entry), reference[0], "master + 1 worker")
     assert entry["outputs"]["pv"]["text"] == reference[1]
     assert "LeanPromptBatch" not in _log_since(trio.workers["w2"], marks["w2"]), "the disabled worker ran"
+
+
+def test_per_image_loras_follow_their_prompts_across_participants(trio, reference):
+    """Issue 23 with participant wired: every participant reads the tags of all N prompts and keeps its share of
+    them, so image i gets prompt i's LoRAs on whichever machine renders it (text-encoder sets padded as the whole
+    batch).  The distributed images equal the one-machine run of the same tagged batch (the module's image
+    tolerance); each LoRA set moves its image far beyond it (against the untagged reference), so a set given to
+    another image fails."""
+    n = len(TAGS)
+    one = trio.master.run(graphs.prompt_batch_distributed(TAGGED, steps=2, seed=7, batch_seed=3, prefix="pi_one",
+                                                          per_image_model=True))
+    ref = images(trio.master, one)
+    assert len(ref) == n and one["outputs"]["pv"]["text"] == [p + t for p, t in zip(reference[1], TAGS)]
+    for i, tag in enumerate(TAGS):  # image i's noise depends on i alone: the untagged image i is reference's
+        moved = float(np.abs(ref[i] - reference[0][i]).mean())
+        assert (moved > 50 * MAX_MEAN) == bool(tag), f"image {i} ({tag or 'no tag'}): the LoRAs moved it {moved:.4f}"
+    marks = {k: len(h.log()) for k, h in [("master", trio.master), *trio.workers.items()]}
+    entry, data = trio.queue(graphs.prompt_batch_distributed(TAGGED, steps=2, seed=7, batch_seed=3,
+                                                             prefix="pi_three", per_image_model=True))
+    assert entry["status"]["status_str"] == "success", trio.master.error_text(entry)
+    assert data["worker_count"] == 2
+    _same(images(trio.master, entry), ref, "per-image LoRAs, master + 2 workers")
+    # each participant mapped only its share, numbered as in the whole batch
+    for who, share, first in (("master", "1-2", "1: pd_a"), ("w1", "3-4", "3: pd_b"), ("w2", "5-6", "5: pd_c")):
+        host = trio.master if who == "master" else trio.workers[who]
+        log = _log_since(host, marks[who])
+        assert f"(this participant: prompts {share})" in log and f"LeanPromptBatch: {first}" in log, who
 
 
 def _doctor(trio, tmp_path):

@@ -20,7 +20,8 @@ FILES = shipped.workflow_files()
 NAMES = [p.stem for p in FILES]
 EXPECTED = {"lean_checkpoint_mmap", "lean_lora_tags_schedule", "lean_canny_controlnet", "lean_prompt_batch_16",
             "lean_llm_prompt", "lean_all_in_one", "lean_sdxl_lora_tags",
-            "lean_flux_lora_prompt_batch", "lean_image_to_prompt", "lean_prompt_batch_distributed"}
+            "lean_flux_lora_prompt_batch", "lean_image_to_prompt", "lean_prompt_batch_distributed",
+            "lean_lora_per_image", "lean_flux_lora_per_image"}
 HOST_FILES = [p for p in FILES if p.stem not in shipped.PEER_WORKFLOWS]  # the others need a peer pack in the host
 RUN_FILES = [p for p in HOST_FILES if p.stem not in shipped.OWN_HOST]  # the others run in a host of their own
 # a workflow on the full-size SDXL fixture is marked sdxl_full (CI runs those on ComfyUI 0.33.0 only)
@@ -117,17 +118,22 @@ def flux_host(shared_hosts):
         yield h
 
 
-def test_flux_workflow_runs_with_the_flux_fixtures(flux_host):
-    """lean_flux_lora_prompt_batch: LeanDiffusionModelLoader (tiny Flux) -> LeanLoraLoader (kohya Flux LoRA) ->
-    LeanPromptBatch on DualCLIPLoader's T5-XXL + CLIP-L -> KSampler -> VAEDecode (Flux VAE layout) -> 4 images."""
-    path = shipped.WORKFLOWS / "lean_flux_lora_prompt_batch.json"
-    mark = len(flux_host.log())  # the host is shared: read only what this workflow's run logs
-    prompt, out = _run_and_check(flux_host, path)
+def _four_different_images(host, path):
+    prompt, out = _run_and_check(host, path)
     assert len(out) == 4
     imgs = [np.asarray(Image.open(f), dtype=np.int16) for f in sorted(out)]
     for a in range(4):
         for b in range(a + 1, 4):
             assert np.abs(imgs[a] - imgs[b]).mean() > 0.5, f"images {a} and {b} are the same"
+    return prompt
+
+
+def test_flux_workflow_runs_with_the_flux_fixtures(flux_host):
+    """lean_flux_lora_prompt_batch: LeanDiffusionModelLoader (tiny Flux) -> LeanLoraLoader (kohya Flux LoRA) ->
+    LeanPromptBatch on DualCLIPLoader's T5-XXL + CLIP-L -> KSampler -> VAEDecode (Flux VAE layout) -> 4 images."""
+    path = shipped.WORKFLOWS / "lean_flux_lora_prompt_batch.json"
+    mark = len(flux_host.log())  # the host is shared: read only what this workflow's run logs
+    prompt = _four_different_images(flux_host, path)
     log = flux_host.log()[mark:]
     assert "tiny T5-XXL fixture" in log, "the test hook did not see the tiny T5 file"
     assert "clip missing" not in log, [l for l in log.splitlines() if "clip missing" in l]
@@ -135,6 +141,15 @@ def test_flux_workflow_runs_with_the_flux_fixtures(flux_host):
     ks = [n for n in prompt.values() if n["class_type"] == "KSampler"]
     assert len(ks) == 1 and ks[0]["inputs"]["model"][0] in prompt and \
         prompt[ks[0]["inputs"]["model"][0]]["class_type"] == "LeanLoraLoader"
+
+
+def test_flux_per_image_workflow_runs_with_the_flux_fixtures(flux_host):
+    """lean_flux_lora_per_image: LeanPromptBatch with a Flux LoRA tag per line (none, 0.8, lbw=DOUBLE, sched=) and
+    the diffusion model on its `model` input -> KSampler on Prompt Batch's `model` output -> 4 different images."""
+    prompt = _four_different_images(flux_host, shipped.WORKFLOWS / "lean_flux_lora_per_image.json")
+    ks = [n for n in prompt.values() if n["class_type"] == "KSampler"]
+    assert len(ks) == 1 and prompt[ks[0]["inputs"]["model"][0]]["class_type"] == "LeanPromptBatch"
+    assert ks[0]["inputs"]["model"][1] == 4, "Prompt Batch's `model` is output 4 (after `latent`)"
 
 
 def test_host_offers_the_workflows_in_its_template_browser(comfy):

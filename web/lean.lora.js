@@ -1,9 +1,9 @@
-// lean.Lora: shows, under LeanLoraLoader / LeanLoraTags, which path each LoRA took
+// lean.Lora: shows, under LeanLoraLoader / LeanLoraTags (and LeanPromptBatch: which LoRAs each prompt got), which path each LoRA took
 // (low-rank branch or ComfyUI's own patching) and whether a side was re-used unchanged.
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const NODES = new Set(["LeanLoraLoader", "LeanLoraTags"]);
+const NODES = new Set(["LeanLoraLoader", "LeanLoraTags", "LeanPromptBatch"]);
 
 app.registerExtension({
   name: "lean.Lora",

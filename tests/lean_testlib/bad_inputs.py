@@ -426,6 +426,17 @@ CASES = [
        lambda: prompt_batch_graph(text_file="../secret_outside.txt"), ("text_file",), stage="validation"),
     _c("pb-nul", "LeanPromptBatch", "a NUL byte in a wildcard name", lambda: prompt_batch_graph("a __cycle\x00_a__"),
        ("wildcard",)),
+    # per-image LoRA tags (issue 23): the error names the prompt (its number in the whole batch) and the tag
+    _c("pb-lora-tag-bad-number", "LeanPromptBatch", "a per-image LoRA tag whose strength is not a number",
+       lambda: prompt_batch_graph("a cat\na dog <lora:x:abc>"), ("prompt 2", "not a number")),
+    _c("pb-lora-tag-unknown", "LeanPromptBatch", "a per-image LoRA tag naming no file of the loras folder",
+       lambda: prompt_batch_graph("a cat <lora:no_such_lora:0.5>", model=["k", 0]), ("prompt 1", "no_such_lora")),
+    _c("pb-lora-tag-no-model", "LeanPromptBatch", "a per-image LoRA tag with a UNet strength and no model wired",
+       lambda: prompt_batch_graph(f"a cat\na dog <lora:{LORA.rsplit('.', 1)[0]}:0.5>"),
+       ("prompt 2", "no model is connected")),
+    _c("pb-lora-tag-lbw-unknown", "LeanPromptBatch", "a per-image LoRA tag with an unknown lbw= preset",
+       lambda: prompt_batch_graph(f"a cat <lora:{LORA.rsplit('.', 1)[0]}:0.5:lbw=NOPE>", model=["k", 0]),
+       ("prompt 1", "NOPE")),
 
     # ---- LeanCheckpointLoader
     _c("ckpt-missing", "LeanCheckpointLoader", "a checkpoint that is not there", lambda: ckpt_graph(ckpt_name="gone.safetensors"),

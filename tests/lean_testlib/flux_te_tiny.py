@@ -75,7 +75,8 @@ def encode():
     calls = []
     orig = clip.encode_from_tokens
     clip.encode_from_tokens = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
-    cond_out, texts, n = PB.LeanPromptBatch().build(clip, "\n".join(PROMPTS), "lines", 16, 0, "", "", guidance=2.5)[:3]
+    cond_out, texts, n = PB.LeanPromptBatch().build(clip, "\n".join(PROMPTS), "lines", 16, 0, "", "",
+                                                    guidance=2.5)["result"][:3]
     del clip.encode_from_tokens
     (cond, info), = cond_out
     _, stats = PB.encode_prompts(clip, PROMPTS)
@@ -124,7 +125,7 @@ def sample():
     clip = make_clip(t5_width=4096, t5_layers=1)
     model = comfy.sd.load_diffusion_model(str(flux_tiny.flux_tiny()))
     (batch,), texts, n = (lambda r: ([r[0]], r[1], r[2]))(
-        PB.LeanPromptBatch().build(clip, "\n".join(SAMPLE_PROMPTS), "lines", 16, 0, "", "", guidance=3.5))
+        PB.LeanPromptBatch().build(clip, "\n".join(SAMPLE_PROMPTS), "lines", 16, 0, "", "", guidance=3.5)["result"])
     size = (16, 16, 16)  # 128x128 pixels
 
     def run(cond, latent):

@@ -95,12 +95,14 @@ def add_stock_references(g, prompts, chunks, total, probe_prefix, sampler="5", l
 
 def prompt_batch_distributed(text, ckpt="lean_sd15.safetensors", mode="lines", count=16, batch_seed=0, seed=1,
                              steps=1, width=64, height=64, prefix="lean_pbd", negative="", cfg=7.0,
-                             participant=True, collector=True):
+                             participant=True, collector=True, per_image_model=False):
     """Prompt Batch shared out with ComfyUI-Distributed: Distributed Seed (seed 0) -> LeanPromptBatch.participant,
     EmptyLatentImage (batch 1) -> LeanPromptBatch.latent -> KSampler -> VAEDecode -> DistributedCollector ->
     LeanPromptBatchCheck (count) -> SaveImage; stock PreviewAny shows the prompts.  Node ids: "pb" Prompt Batch,
     "ds" Distributed Seed, "col" collector, "chk" check, "save", "pv".  participant=False leaves the input unwired
-    (today's whole batch); collector=False leaves the ComfyUI-Distributed nodes out (a host without the pack)."""
+    (today's whole batch); collector=False leaves the ComfyUI-Distributed nodes out (a host without the pack).
+    per_image_model: the checkpoint's MODEL into Prompt Batch's `model` and its `model` output (index 4) into the
+    KSampler (the prompts' <lora:...> tags per image)."""
     g = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
@@ -120,6 +122,9 @@ def prompt_batch_distributed(text, ckpt="lean_sd15.safetensors", mode="lines", c
     if collector:
         g["col"] = {"class_type": "DistributedCollector", "inputs": {"images": ["6", 0], "load_balance": False}}
         g["chk"]["inputs"]["images"] = ["col", 0]
+    if per_image_model:
+        g["pb"]["inputs"]["model"] = ["1", 0]
+        g["5"]["inputs"]["model"] = ["pb", 4]
     if participant:
         g["ds"] = {"class_type": "DistributedSeed", "inputs": {"seed": 0}}
         g["pb"]["inputs"]["participant"] = ["ds", 0]

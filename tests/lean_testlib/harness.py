@@ -132,8 +132,8 @@ def own_host(tmp_path_factory, tag, setup=None, **start_kw):
 
 def _shared_test_nodes():
     """The test-only custom nodes every pooled host has (each inert until a prompt uses it)."""
-    from . import flux_cond_node, probe_node, tiny_te_node, weight_hash_node
-    return (probe_node, flux_cond_node, weight_hash_node, tiny_te_node)
+    from . import chunk_limit_node, flux_cond_node, probe_node, tiny_te_node, weight_hash_node
+    return (probe_node, flux_cond_node, weight_hash_node, tiny_te_node, chunk_limit_node)
 
 
 class HostPool:

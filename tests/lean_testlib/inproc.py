@@ -43,3 +43,21 @@ def load_checkpoint(path):
     out = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True,
                                                 embedding_directory=folder_paths.get_folder_paths("embeddings"))
     return out[:3]
+
+
+def run_json(module, *args, timeout=900):
+    """Run `python -m lean_testlib.<module> *args` with this interpreter (tests/ on PYTHONPATH, the host found as the
+    tests find it) and return the JSON of its last `RESULT_JSON ` line; an AssertionError with its output tail when
+    it fails or prints none."""
+    import json
+    import os
+    import subprocess
+    from .harness import require_host
+    require_host()
+    tests_dir = str(REPO / "tests")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+    r = subprocess.run([sys.executable, "-m", f"lean_testlib.{module}", *args], cwd=tests_dir, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT_JSON ")]
+    assert r.returncode == 0 and lines, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT_JSON "):])

@@ -24,12 +24,12 @@ def _workflow_models():
 
 
 _M = _workflow_models()
-CKPT, CONTROLNET, LORA, LLM, IMAGE = _M.CKPT, _M.CONTROLNET, _M.LORA, _M.LLM, _M.IMAGE
+CKPT, CONTROLNET, LORA, LORA2, LLM, IMAGE = _M.CKPT, _M.CONTROLNET, _M.LORA, _M.LORA2, _M.LLM, _M.IMAGE
 VL_LLM, VL_MMPROJ = _M.VL_LLM, _M.VL_MMPROJ
 SDXL_CKPT, SDXL_LORA = _M.SDXL_CKPT, _M.SDXL_LORA
 FLUX_UNET, FLUX_T5, FLUX_CLIP_L = _M.FLUX_UNET, _M.FLUX_T5, _M.FLUX_CLIP_L
 FLUX_VAE, FLUX_LORA = _M.FLUX_VAE, _M.FLUX_LORA
-OWN_HOST = {"lean_flux_lora_prompt_batch"}  # workflows that run in a host of their own (test-only hooks)
+OWN_HOST = {"lean_flux_lora_prompt_batch", "lean_flux_lora_per_image"}  # workflows that run in a host of their own (test-only hooks)
 # workflows that need a peer pack installed in the host (archive of ../shared/peers); converted, run and dropped in
 # the editor by the test module that installs it, never in the shared host (which has no peer pack)
 PEER_WORKFLOWS = {"lean_prompt_batch_distributed": "comfyui-distributed-a91f9fb.tar.gz"}  # test_tier2_prompt_batch_distributed.py
@@ -49,6 +49,7 @@ def put_fixtures(base):
     harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(), CKPT)
     harness.link_model(base, "controlnet", controlnet.sd15_controlnet(), CONTROLNET)
     harness.link_model(base, "loras", lora.sd15_lora(), LORA)
+    harness.link_model(base, "loras", lora.sd15_lora(seed=1), LORA2)
     harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), LLM)
     from . import tiny_vision
     harness.link_model(base, "llm", tiny_vision.text_model(), VL_LLM)
