@@ -111,8 +111,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "sdxl_full: runs the full-size SDXL fixture (~14 GB as fp32 on the CPU); "
                                        "CI runs these on ComfyUI 0.33.0 only (.ci/run)")
     config.addinivalue_line("markers", "one_host: costly and the same on every host (every benchmark's smoke run; the "
-                                       "distributed prompt batch's master and two workers; the tiny-SDXL and tiny-Flux "
-                                       "per-image LoRA checks); CI runs these on ComfyUI 0.33.0 only (.ci/run)")
+                                       "distributed prompt batch's master and two workers; the tiny-Flux per-image "
+                                       "LoRA check); CI runs these on ComfyUI 0.33.0 only (.ci/run)")
 
 
 def pytest_report_header(config):
@@ -191,10 +191,10 @@ def _deselected_by_ci(config):
                    "no full-size SDXL model")
     if "notone_host" in expr:
         out.append("one_host (every benchmark's smoke run; the distributed prompt batch with ComfyUI-Distributed, three "
-                   "ComfyUI processes; the tiny-SDXL and tiny-Flux per-image LoRA checks): CI runs them on ComfyUI "
+                   "ComfyUI processes; the tiny-Flux per-image LoRA check): CI runs them on ComfyUI "
                    "0.33.0 only, for time; what the benchmarks measure is tested on both hosts by the feature tests, "
                    "the distributed module passed on 0.3.64 by hand, and per-image LoRAs run on both hosts on SD1.5 "
-                   "(the rows per model call) with the LoRA branch on Flux and the Flux and SDXL encodes")
+                   "and tiny SDXL (the rows per model call) with the LoRA branch on Flux and the Flux encode")
     return out
 
 

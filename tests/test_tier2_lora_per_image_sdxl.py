@@ -11,11 +11,8 @@ import pytest
 
 from lean_testlib import inproc
 
-# CI runs this module on its default host only (marker one_host, .ci/run): the tiny SDXL's UNet is the host's same
-# UNetModel class as SD1.5's (another config), whose per-image rows tests/test_tier2_lora_per_image.py checks on both
-# hosts; Prompt Batch's SDXL encode is checked on full-size SDXL by tests/test_tier2_sdxl_prompt_batch.py
-# (sdxl_full: 0.33.0 in CI).
-pytestmark = [pytest.mark.tier2, pytest.mark.one_host]
+# Both hosts in CI (about 10-20 s each).
+pytestmark = pytest.mark.tier2
 
 TOL, EFFECT = 1e-3, 10
 
