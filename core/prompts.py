@@ -335,6 +335,12 @@ class WildcardStore:
                 "(letters, digits, '_', '-', '.', spaces, '/' between folders; no '..' and no absolute paths; "
                 f"at most {MAX_NAME_CHARS} characters)")
 
+    @staticmethod
+    def inside(root, path):
+        """True when `path`'s real path (links resolved) lies inside `root`'s: the rule for every wildcard file read."""
+        real_root = os.path.realpath(root)
+        return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
     def names(self):
         """Every wildcard name available (sorted)."""
         found = set()
@@ -356,9 +362,7 @@ class WildcardStore:
             for ext in WILDCARD_EXTENSIONS:
                 p = os.path.join(root, *name.split("/")) + ext
                 if os.path.isfile(p):
-                    real_root = os.path.realpath(root)
-                    real = os.path.realpath(p)
-                    if os.path.commonpath([real_root, real]) != real_root:
+                    if not self.inside(root, p):
                         raise WildcardError(f"wildcard __{name}__ is a link that leads outside the wildcards "
                                             f"folder {root}; copy the file into the folder instead of linking it")
                     return p
