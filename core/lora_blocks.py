@@ -124,17 +124,31 @@ class BlockWeights:
 
 _FLUX_ID = re.compile(r"\s*(BASE|[DS]\d+)(?:\s*-\s*([DS]\d+))?\s*$", re.IGNORECASE)
 
-
-def _flux_id_ok(bid: str) -> bool:
-    if bid == "BASE":
-        return True
-    n = int(bid[1:])
-    return (bid[0] == "D" and n < FLUX_DOUBLE) or (bid[0] == "S" and n < FLUX_SINGLE)
+# Every layout written with named blocks: (id prefix, the state dict's stack, how many blocks)
+NAMED_LAYOUTS = {"flux": (("D", "double_blocks", FLUX_DOUBLE), ("S", "single_blocks", FLUX_SINGLE)), **DIT_LAYOUTS}
+NAMED_EXAMPLES = {"flux": "D0-D18:1,S0-S37:0", "zimage": "L0-L29:1,NR0-NR1:0", "qwen_image": "B0-B29:1,B30-B59:0"}
 
 
-def _parse_flux_named(text: str, what: str, full: str, base: int, source: str) -> BlockWeights:
-    """'D0-D18:1,S0-S37:0' (or '=' for ':'): block id or range : weight; ids not named keep 1."""
-    w = dict.fromkeys(FLUX_58, 1.0)
+def _named_ids(layout):
+    return ("BASE",) + tuple(f"{p}{i}" for p, _, n in NAMED_LAYOUTS[layout] for i in range(n))
+
+
+def _named_ranges(layout):
+    return ", ".join(f"{p}0..{p}{n - 1} ({stack})" for p, stack, n in NAMED_LAYOUTS[layout])
+
+
+_NAMED_ID = {layout: re.compile(r"\s*(BASE|(?:" + "|".join(sorted((p for p, _, _ in spec), key=len, reverse=True))
+                                + r")\d+)(?:\s*-\s*((?:" + "|".join(p for p, _, _ in spec) + r")\d+))?\s*$",
+                                re.IGNORECASE)
+             for layout, spec in NAMED_LAYOUTS.items()}
+
+
+def _parse_named(layout: str, text: str, what: str, full: str, base: int, source: str) -> BlockWeights:
+    """'D0-D18:1,S0-S37:0' (Flux), 'L0-L29:1,NR0-NR1:0' (Z-Image), 'B0-B29:1' (Qwen-Image); '=' works for ':';
+    block id or range : weight; ids not named keep 1."""
+    name, example = LAYOUT_NAMES[layout], NAMED_EXAMPLES[layout]
+    counts = {p: n for p, _, n in NAMED_LAYOUTS[layout]}
+    w = dict.fromkeys(_named_ids(layout), 1.0)
     pos = 0
     for part in text.split(","):
         start, end = pos, pos + len(part)
@@ -144,63 +158,20 @@ def _parse_flux_named(text: str, what: str, full: str, base: int, source: str) -
         sep = max(part.find(":"), part.find("="))
         if sep < 0:
             raise LoraSyntaxError(what, full, base + start, f"'{part.strip()}' needs the form BLOCK:weight or "
-                                  "FIRST-LAST:weight (e.g. D0-D18:1,S0-S37:0)", max(1, len(part)))
-        m = _FLUX_ID.fullmatch(part[:sep])
+                                  f"FIRST-LAST:weight (e.g. {example})", max(1, len(part)))
+        m = _NAMED_ID[layout].fullmatch(part[:sep])
         if not m:
-            raise LoraSyntaxError(what, full, base + start, f"'{part[:sep].strip()}' is not a Flux block: use BASE, "
-                                  f"D0..D{FLUX_DOUBLE - 1} (double blocks) or S0..S{FLUX_SINGLE - 1} (single blocks)",
-                                  max(1, sep))
-        a, b = m.group(1).upper(), (m.group(2) or m.group(1)).upper()
-        for bid in (a, b):
-            if not _flux_id_ok(bid):
-                raise LoraSyntaxError(what, full, base + start, f"block {bid} does not exist: Flux has "
-                                      f"D0..D{FLUX_DOUBLE - 1} and S0..S{FLUX_SINGLE - 1}", max(1, sep))
-        if (a == "BASE") != (b == "BASE") or a[0] != b[0] or (a != "BASE" and int(a[1:]) > int(b[1:])):
-            raise LoraSyntaxError(what, full, base + start, f"range {a}-{b} must go upwards within one kind "
-                                  "(D3-D7 or S0-S37)", max(1, sep))
-        v = _number(part, sep + 1, len(part), what, full, base + start)
-        if a == "BASE":
-            w["BASE"] = v
-        else:
-            for i in range(int(a[1:]), int(b[1:]) + 1):
-                w[f"{a[0]}{i}"] = v
-    return BlockWeights("flux", tuple(w.items()), source)
-
-
-def _dit_ids(layout):
-    return ("BASE",) + tuple(f"{p}{i}" for p, _, n in DIT_LAYOUTS[layout] for i in range(n))
-
-
-def _dit_ranges(layout):
-    return ", ".join(f"{p}0..{p}{n - 1} ({stack})" for p, stack, n in DIT_LAYOUTS[layout])
-
-
-def _parse_dit_named(layout: str, text: str, what: str, full: str, base: int, source: str) -> BlockWeights:
-    """'L0-L29:1,NR0-NR1:0' (or '=' for ':') for the DiT layouts; ids not named keep 1."""
-    name = LAYOUT_NAMES[layout]
-    counts = {p: n for p, _, n in DIT_LAYOUTS[layout]}
-    ident = re.compile(r"\s*(BASE|(?:" + "|".join(sorted(counts, key=len, reverse=True)) + r")\d+)"
-                       r"(?:\s*-\s*((?:" + "|".join(counts) + r")\d+))?\s*$", re.IGNORECASE)
-    w = dict.fromkeys(_dit_ids(layout), 1.0)
-    pos = 0
-    for part in text.split(","):
-        start, end = pos, pos + len(part)
-        pos = end + 1
-        if not part.strip():
-            raise LoraSyntaxError(what, full, base + start, "empty entry (two commas in a row or a trailing comma)")
-        sep = max(part.find(":"), part.find("="))
-        m = ident.fullmatch(part[:sep]) if sep >= 0 else None
-        if not m:
-            raise LoraSyntaxError(what, full, base + start, f"'{part.strip()}' is not BLOCK:weight or FIRST-LAST:weight "
-                                  f"for {name}: blocks are BASE, {_dit_ranges(layout)}", max(1, len(part)))
+            raise LoraSyntaxError(what, full, base + start, f"'{part[:sep].strip()}' is not a {name} block: use BASE, "
+                                  f"{_named_ranges(layout)}", max(1, sep))
         a, b = m.group(1).upper(), (m.group(2) or m.group(1)).upper()
         kinds = [re.match(r"[A-Z]+", x).group(0) for x in (a, b)]
         for bid, kind in zip((a, b), kinds):
             if bid != "BASE" and int(bid[len(kind):]) >= counts[kind]:
                 raise LoraSyntaxError(what, full, base + start, f"block {bid} does not exist: {name} has "
-                                      f"{_dit_ranges(layout)}", max(1, sep))
+                                      f"{_named_ranges(layout)}", max(1, sep))
         if kinds[0] != kinds[1] or (a != "BASE" and int(a[len(kinds[0]):]) > int(b[len(kinds[1]):])):
-            raise LoraSyntaxError(what, full, base + start, f"range {a}-{b} must go upwards within one kind", max(1, sep))
+            raise LoraSyntaxError(what, full, base + start, f"range {a}-{b} must go upwards within one kind "
+                                  f"(e.g. {example.split(':', 1)[0]})", max(1, sep))
         v = _number(part, sep + 1, len(part), what, full, base + start)
         if a == "BASE":
             w["BASE"] = v
@@ -226,18 +197,18 @@ def parse_block_weights(text: str, layout: str | None, what: str = "block weight
         presets = DIT_PRESETS[layout]
         preset = next((p for p in presets if p.lower() == s.lower()), None)
         if preset is not None:
-            return _parse_dit_named(layout, presets[preset], what, presets[preset], 0, preset)
+            return _parse_named(layout, presets[preset], what, presets[preset], 0, preset)
         if re.search(r"[:=]", s):
-            return _parse_dit_named(layout, text, what, full, base, "named")
+            return _parse_named(layout, text, what, full, base, "named")
         raise LoraSyntaxError(what, full, lead, f"'{s}' is no {LAYOUT_NAMES[layout]} preset or block list: presets "
                               f"{', '.join(presets)}, or blocks such as {presets['ALL'].split(',', 2)[1]} "
-                              f"(blocks: BASE, {_dit_ranges(layout)})", len(s))
+                              f"(blocks: BASE, {_named_ranges(layout)})", len(s))
     if layout == "flux":
         preset = next((p for p in FLUX_PRESET_NAMES if p.lower() == s.lower()), None)
         if preset is not None:
-            return _parse_flux_named(FLUX_PRESETS[preset], what, FLUX_PRESETS[preset], 0, preset)
+            return _parse_named("flux", FLUX_PRESETS[preset], what, FLUX_PRESETS[preset], 0, preset)
         if re.search(r"[:=]", s):
-            return _parse_flux_named(text, what, full, base, "named")
+            return _parse_named("flux", text, what, full, base, "named")
         if _FLUX_ID.fullmatch(s):
             raise LoraSyntaxError(what, full, lead, f"'{s}' needs a weight: write {s}:1 (or {s}=1)", len(s))
         if re.fullmatch(r"[A-Za-z_][\w.]*", s):

@@ -296,7 +296,7 @@ def test_dit_named_block_weights_and_presets():
     assert q.weight("B29") == 0.0 and q.weight("B30") == 1.0 and q.base == 1.0
     assert lb.parse_block_weights("NONE", "qwen_image").is_all(0.0)
     for bad, words in (("L30:1", "does not exist"), ("B0-B60:1", "does not exist"), ("L3-L1:1", "upwards"),
-                       ("L0-NR1:1", "upwards"), ("D0:1", "not BLOCK:weight"), ("MIDD", "no Z-Image preset"),
+                       ("L0-NR1:1", "upwards"), ("D0:1", "is not a Z-Image block"), ("MIDD", "no Z-Image preset"),
                        ("L0:1,,L1:1", "empty entry"), ("L0:x", "")):
         with pytest.raises(ls.LoraSyntaxError) as e:
             lb.parse_block_weights(bad, "zimage" if not bad.startswith("B") else "qwen_image")
