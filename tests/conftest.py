@@ -103,41 +103,13 @@ _ALLOWED_USED = collections.Counter()
 _FILE_SECONDS = collections.Counter()  # test file -> seconds of setup, call and teardown (printed under CI=true)
 
 
-def _is_xdist_worker(config):
-    """True in a pytest-xdist worker (.ci/run runs most tier-2 files with `-n 2`): what the run says -- the status
-    line, the allow-list counts, the slowest files -- is counted and printed by the controller, from the reports."""
-    return hasattr(config, "workerinput")
-
-
-def _count_allowed_skip(report):
-    if report.skipped and not hasattr(report, "wasxfail"):
-        reason = _skip_reason(report)
-        for a in ALLOWED_SKIPS:
-            if PREREQ not in reason and a.accepts(reason):
-                _ALLOWED_USED[a.pattern.pattern] += 1
-                return
-
-
 def pytest_runtest_logreport(report):
-    # Counted from the reports (not from the tests' own process), so that the same holds with and without xdist.
     _FILE_SECONDS[report.nodeid.split("::", 1)[0]] += getattr(report, "duration", 0.0) or 0.0
-    if report.when == "call" and not report.skipped and "tier2" in report.keywords:
-        _TIER2["ran"] = True
-    for name, value in getattr(report, "user_properties", ()):
-        if name == "lean_tier2_failed_start" and not _TIER2["failed_start"]:
-            _TIER2["failed_start"] = value
-    _count_allowed_skip(report)
-
-
-def pytest_collectreport(report):
-    _count_allowed_skip(report)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sdxl_full: runs the full-size SDXL fixture (~14 GB as fp32 on the CPU); "
                                        "CI runs these on ComfyUI 0.33.0 only (.ci/run)")
-    config.addinivalue_line("markers", "serial: watches the whole machine (files written anywhere, a server's latency): "
-                                       "CI runs these alone, after the rest of tier 2 ran two files at a time (-n 2)")
     config.addinivalue_line("markers", "one_host: costly and the same on every host (every benchmark's smoke run; the "
                                        "distributed prompt batch's master and two workers; the tiny-Flux per-image "
                                        "LoRA check); CI runs these on ComfyUI 0.33.0 only (.ci/run)")
@@ -217,12 +189,6 @@ def _deselected_by_ci(config):
         out.append("sdxl_full (the full-size SDXL tests): CI runs them on ComfyUI 0.33.0 only, for time; "
                    "the other host still runs the tiny SDXL text encoder and converts and drops the SDXL workflow, but samples "
                    "no full-size SDXL model")
-    if "not(serialorsdxl_full)" in expr:
-        out.append("serial and sdxl_full: this host's next pytest run runs them alone (they watch the whole machine, or "
-                   "need its memory), after these ran two test files at a time")
-    elif "and(serialorsdxl_full)" in expr:
-        out.append("every test neither serial nor sdxl_full: this host's run before this one ran them two files at a "
-                   "time (-n 2)")
     if "notone_host" in expr:
         out.append("one_host (every benchmark's smoke run; the distributed prompt batch with ComfyUI-Distributed, three "
                    "ComfyUI processes; the tiny-Flux per-image LoRA check): CI runs them on ComfyUI "
@@ -242,12 +208,12 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("=", missing, bold=True, red=True)
     terminalreporter.write_sep("=", line, bold=True, yellow=not _TIER2["ran"], green=_TIER2["ran"])
     status_file = os.environ.get("LEAN_TIER2_STATUS_FILE")
-    if status_file and not _is_xdist_worker(terminalreporter.config):
+    if status_file:
         pathlib.Path(status_file).write_text(line + "\n")
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _is_xdist_worker(session.config) and _tier2_missing(session.config) and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+    if _tier2_missing(session.config) and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -303,8 +269,11 @@ def _fail_missing_prereq(rep):
     if not (rep.skipped and strict()) or hasattr(rep, "wasxfail"):
         return
     reason = _skip_reason(rep)
-    if PREREQ not in reason and any(a.accepts(reason) for a in ALLOWED_SKIPS):
-        return  # counted from its report (_count_allowed_skip)
+    if PREREQ not in reason:
+        for a in ALLOWED_SKIPS:
+            if a.accepts(reason):
+                _ALLOWED_USED[a.pattern.pattern] += 1
+                return
     rep.outcome = "failed"
     rep.longrepr = (f"CI=true, so this skip is a failure: {reason}"
                     + ("" if PREREQ in reason else "  (not on the allow-list ALLOWED_SKIPS in tests/conftest.py)"))
@@ -351,8 +320,8 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     _fail_missing_prereq(rep)
-    if _TIER2["failed_start"]:  # for the status line, which an xdist controller makes from the reports
-        rep.user_properties.append(("lean_tier2_failed_start", _TIER2["failed_start"]))
+    if rep.when == "call" and not rep.skipped and "tier2" in item.keywords:
+        _TIER2["ran"] = True
     if rep.when == "call" and rep.failed:
         for value in getattr(item, "funcargs", {}).values():
             if isinstance(value, harness.ComfyHost):

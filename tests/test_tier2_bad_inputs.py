@@ -13,7 +13,7 @@ import pytest
 
 from lean_testlib import REPO, bad_inputs, declared_nodes, bad_source_node, cache_dir, harness, report, sd15
 
-pytestmark = [pytest.mark.tier2, pytest.mark.serial]  # not beside other tests (CI's -n 2): see conftest's serial marker
+pytestmark = pytest.mark.tier2
 
 NO_LLAMA_SHIM = pathlib.Path(bad_inputs.__file__).resolve().parent / "no_llama_cpp"
 HOST_WRITES = {"comfyui.log", "socket_audit.jsonl"}   # the host's own log (not a user file)

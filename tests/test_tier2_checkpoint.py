@@ -1,7 +1,6 @@
 """Tier 2: LeanCheckpointLoader inside a real ComfyUI, checked against the stock CheckpointLoaderSimple."""
 import json
 import pathlib
-import shutil
 import struct
 
 import numpy as np
@@ -185,40 +184,33 @@ def test_torch_ckpt_samples_identical_to_stock(comfy_sd15, stock_image, sd15_as_
     comfy_sd15.free()
 
 
-def test_load_clip_off_never_reads_clip_bytes(comfy_sd15, sd15_ckpt, tmp_path):
+def test_load_clip_off_never_reads_clip_bytes(comfy_sd15, sd15_ckpt):
     """Measured from outside through the page cache: drop the fixture from the cache, load with
-    load_clip=false, and check with mincore that no page inside the CLIP tensors was read.  On a private copy of
-    the fixture: tests running beside this one (CI runs tier 2 with `-n 2`) read the shared file."""
-    copy = tmp_path / "lean_sd15_pagecache.safetensors"
-    shutil.copyfile(sd15_ckpt, copy)
-    harness.link_model(comfy_sd15.base, "checkpoints", copy, copy.name)
-    try:
-        path = str(copy)
-        ranges = header_ranges(path)
-        clip = [r for k, r in ranges.items() if k.startswith("cond_stage_model.")]
-        unet = [r for k, r in ranges.items() if k.startswith("model.diffusion_model.")]
-        vae = [r for k, r in ranges.items() if k.startswith("first_stage_model.")]
-        c0, c1 = min(a for a, _ in clip), max(b for _, b in clip)
-        assert all(not (a < c1 and b > c0) for a, b in unet + vae), "CLIP tensors are not contiguous in the fixture"
-        comfy_sd15.free()
-        pagecache.evict(path)
-        margin = 16 << 20  # the kernel reads ahead up to read_ahead_kb (8 MiB here) around every access
-        before = pagecache.resident_bytes(path, c0 + margin, c1 - margin)
-        if before:
-            pytest.skip(f"{before} bytes of the CLIP range stay cached (another process maps the fixture); cannot measure")
-        entry = comfy_sd15.run(lean_vae_only("ckpt_clip_off", ckpt=copy.name))
-        assert image(comfy_sd15, entry).shape == (64, 64, 3)
-        pages = pagecache.resident_pages(path)
-        clip_read = pagecache.resident_bytes(path, c0 + margin, c1 - margin, pages)
-        vae_read = sum(pagecache.resident_bytes(path, a, b, pages) for a, b in vae)
-        vae_total = sum(b - a for a, b in vae)
-        assert vae_read >= 0.9 * vae_total, f"the measure does not see reads: VAE {vae_read} of {vae_total} bytes cached"
-        assert clip_read == 0, f"{clip_read} bytes of CLIP weights were read with load_clip=false"
-        rep = report_of(entry)
-        assert "clip: off" in rep, rep
-        comfy_sd15.free()
-    finally:
-        copy.unlink(missing_ok=True)  # 2 GB; pytest keeps its temp folders of three runs
+    load_clip=false, and check with mincore that no page inside the CLIP tensors was read."""
+    path = str(sd15_ckpt)
+    ranges = header_ranges(path)
+    clip = [r for k, r in ranges.items() if k.startswith("cond_stage_model.")]
+    unet = [r for k, r in ranges.items() if k.startswith("model.diffusion_model.")]
+    vae = [r for k, r in ranges.items() if k.startswith("first_stage_model.")]
+    c0, c1 = min(a for a, _ in clip), max(b for _, b in clip)
+    assert all(not (a < c1 and b > c0) for a, b in unet + vae), "CLIP tensors are not contiguous in the fixture"
+    comfy_sd15.free()
+    pagecache.evict(path)
+    margin = 16 << 20  # the kernel reads ahead up to read_ahead_kb (8 MiB here) around every access
+    before = pagecache.resident_bytes(path, c0 + margin, c1 - margin)
+    if before:
+        pytest.skip(f"{before} bytes of the CLIP range stay cached (another process maps the fixture); cannot measure")
+    entry = comfy_sd15.run(lean_vae_only("ckpt_clip_off"))
+    assert image(comfy_sd15, entry).shape == (64, 64, 3)
+    pages = pagecache.resident_pages(path)
+    clip_read = pagecache.resident_bytes(path, c0 + margin, c1 - margin, pages)
+    vae_read = sum(pagecache.resident_bytes(path, a, b, pages) for a, b in vae)
+    vae_total = sum(b - a for a, b in vae)
+    assert vae_read >= 0.9 * vae_total, f"the measure does not see reads: VAE {vae_read} of {vae_total} bytes cached"
+    assert clip_read == 0, f"{clip_read} bytes of CLIP weights were read with load_clip=false"
+    rep = report_of(entry)
+    assert "clip: off" in rep, rep
+    comfy_sd15.free()
 
 
 def _outputs(host):

@@ -23,7 +23,7 @@ import pytest
 from lean_testlib import REPO, graphs, harness, prereq, socket_audit, strict
 from lean_testlib.fake_openai import FakeOpenAI
 
-pytestmark = [pytest.mark.tier2, pytest.mark.serial]  # not beside other tests (CI's -n 2): see conftest's serial marker
+pytestmark = pytest.mark.tier2
 
 KEY = "sk-lean-tier2-servers-0123456789"
 DOC_IP = "192.0.2.1"

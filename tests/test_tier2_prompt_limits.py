@@ -13,7 +13,7 @@ import urllib.parse
 
 import pytest
 
-pytestmark = [pytest.mark.tier2, pytest.mark.serial]  # not beside other tests (CI's -n 2): see conftest's serial marker
+pytestmark = pytest.mark.tier2
 
 PREVIEW = "/lean/prompt_batch/preview"
 
