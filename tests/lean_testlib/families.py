@@ -330,6 +330,9 @@ LORA_NAMINGS = {
     "aitoolkit": ("diffusion_model.{}", ".lora_A.weight", ".lora_B.weight", False),
     # kohya / musubi-tuner: lora_unet_<module with _>, lora_down/lora_up/alpha
     "musubi": ("lora_unet_{}", ".lora_down.weight", ".lora_up.weight", True),
+    # LyCORIS LoKr (what people train Flux.2 with besides LoRA), kohya names: lora_unet_<module with _>.lokr_w1 (4x4)
+    # and .lokr_w2 (out/4 x in/4), full factors and no alpha (the host's scale is then 1): dW = kron(w1, w2)
+    "lokr": ("lora_unet_{}", ".lokr_w1", ".lokr_w2", False),
 }
 
 
@@ -351,9 +354,13 @@ def family_lora(family, naming="peft", seed=0, rank=4, cache=None, only=None):
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for module, (out_f, in_f) in _lora_modules(family):
-        name = fmt.format(module.replace(".", "_") if naming == "musubi" else module)
-        a = (torch.randn((rank, in_f), generator=g) / in_f ** 0.5).to(torch.float16)
-        b = (torch.randn((out_f, rank), generator=g) * 0.05).to(torch.float16)
+        name = fmt.format(module.replace(".", "_") if naming in ("musubi", "lokr") else module)
+        if naming == "lokr":  # down/up stand for w1/w2 here
+            a = torch.randn((4, 4), generator=g).to(torch.float16)
+            b = (torch.randn((out_f // 4, in_f // 4), generator=g) * 0.05 / in_f ** 0.5).to(torch.float16)
+        else:
+            a = (torch.randn((rank, in_f), generator=g) / in_f ** 0.5).to(torch.float16)
+            b = (torch.randn((out_f, rank), generator=g) * 0.05).to(torch.float16)
         if only and not module.startswith(tuple(only)):
             continue
         sd[name + down], sd[name + up] = a, b
