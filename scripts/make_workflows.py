@@ -20,7 +20,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from lean import _get, _free_port, answering, start_host, _load_workflow_module  # noqa: E402
 from workflow_builder import Graph  # noqa: E402
 from workflow_models import (CKPT, CONTROLNET, FLUX_CLIP_L, FLUX_LORA, FLUX_T5, FLUX_UNET, FLUX_VAE, IMAGE,  # noqa: E402
-                             LLM, LORA, LORA2, SDXL_CKPT, SDXL_LORA, VL_LLM, VL_MMPROJ)
+                             LLM, LORA, LORA2, SDXL_CKPT, SDXL_LORA, VL_LLM, VL_MMPROJ, ZIMAGE_LORA, ZIMAGE_TE,
+                             ZIMAGE_UNET)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"
@@ -575,6 +576,58 @@ def wf_image_to_prompt(info):
     return L.finish()
 
 
+ZIMAGE_PROMPTS = "\n".join([
+    "# Z-Image Turbo: long natural-language prompts, one image per line, one sampler run",
+    "A lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph",
+    "A lighthouse on a rocky cliff at dusk painted in thick impasto oil, visible brush strokes, deep blues and orange",
+    "A tiny lighthouse made of paper on a wooden desk at dusk, soft window light, shallow depth of field, macro photo",
+    "A lighthouse on a rocky cliff at night under the aurora, long exposure, stars, cold green light on the rocks"])
+
+
+def wf_zimage(info):
+    L = Layout(info)
+    g = L.g
+    c = L.column("1. Load Z-Image", (
+        "## 1. Load Z-Image Turbo\n**Load Diffusion Model (mmap)** reads the Z-Image diffusion model from "
+        f"`models/diffusion_models` (here `{ZIMAGE_UNET}`) with one copy in RAM. **Load Text Encoder (mmap)** reads "
+        f"its Qwen3-4B text encoder (`{ZIMAGE_TE}`, type lumina2) from `models/text_encoders`, also one copy: an 8 GB "
+        f"file on a 16 GB machine. **Load VAE**: the Flux VAE `{FLUX_VAE}`."), "load")
+    unet = c.add("LeanDiffusionModelLoader", unet_name=ZIMAGE_UNET, weight_dtype="default", load_mode="mmap")
+    te = c.add("LeanTextEncoderLoader", clip_name=ZIMAGE_TE, type="lumina2", device="default", load_mode="mmap",
+               weight_dtype="default")
+    vae = c.add("VAELoader", vae_name=FLUX_VAE)
+    lo = L.column("2. LoRA", (
+        "## 2. A Z-Image LoRA\n**LoRA (dynamic)** adds a Z-Image LoRA from `models/loras` (ai-toolkit or diffusers "
+        f"names, here `{ZIMAGE_LORA}`) as a branch in the forward pass. Block weights by name: `L0-L29` (layers), "
+        "`NR0-NR1`, `CR0-CR1` (the refiners), presets LAYERS and REFINERS."), "lora")
+    lora = lo.add("LeanLoraLoader", lora_name=ZIMAGE_LORA, strength_model=0.8, strength_clip=0.0, schedule="",
+                  block_weights="")
+    g.wire(lora, model=unet.out("MODEL"), clip=te.out("CLIP"))
+    p = L.column("3. 4 prompts, one batch", (
+        "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with Qwen3-4B into one "
+        "batched conditioning; `count` sets the latent batch size. Z-Image's model cannot mask text padding, so "
+        "when the lines differ in token length each image is near, not bit-equal to, its prompt sampled alone "
+        "(lines of one length are exact). Turbo runs at cfg 1: the negative is a zeroed placeholder."),
+        "prompt", width=420)
+    pb = p.add("LeanPromptBatch", multiline_h=220, text=ZIMAGE_PROMPTS, mode="lines", count=4, seed=0, prefix="",
+               suffix="")
+    g.wire(pb, clip=lora.out("clip"))
+    neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
+    g.wire(neg, conditioning=pb.out("conditioning"))
+    s = L.column("4. Sample", (
+        "## 4. Sample\n**ModelSamplingAuraFlow** (shift 3) and **KSampler** at 8 steps, cfg 1.0, res_multistep, "
+        "simple: how Z-Image Turbo is run. **EmptySD3LatentImage** makes its 16-channel latents, `batch_size` "
+        "linked to the prompt count."), "sample")
+    ms = s.add("ModelSamplingAuraFlow", shift=3.0)
+    g.wire(ms, model=lora.out("model"))
+    latent = s.add("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
+    g.connect(pb.out("count"), latent, "batch_size")
+    ks = s.add("KSampler", seed=0, steps=8, cfg=1.0, sampler_name="res_multistep", scheduler="simple", denoise=1.0)
+    g.wire(ks, model=ms, positive=pb.out("conditioning"), negative=neg, latent_image=latent)
+    flux_save(L, "5", ks, vae, "lean_zimage")
+    return L.finish()
+
+
 WORKFLOWS_DEF = {
     "lean_checkpoint_mmap": wf_checkpoint,
     "lean_lora_tags_schedule": wf_lora,
@@ -588,6 +641,7 @@ WORKFLOWS_DEF = {
     "lean_prompt_batch_distributed": wf_prompt_batch_distributed,
     "lean_lora_per_image": wf_lora_per_image,
     "lean_flux_lora_per_image": wf_flux_per_image,
+    "lean_zimage_turbo": wf_zimage,
 }
 
 

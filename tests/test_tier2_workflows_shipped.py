@@ -21,7 +21,7 @@ NAMES = [p.stem for p in FILES]
 EXPECTED = {"lean_checkpoint_mmap", "lean_lora_tags_schedule", "lean_canny_controlnet", "lean_prompt_batch_16",
             "lean_llm_prompt", "lean_all_in_one", "lean_sdxl_lora_tags",
             "lean_flux_lora_prompt_batch", "lean_image_to_prompt", "lean_prompt_batch_distributed",
-            "lean_lora_per_image", "lean_flux_lora_per_image"}
+            "lean_lora_per_image", "lean_flux_lora_per_image", "lean_zimage_turbo"}
 HOST_FILES = [p for p in FILES if p.stem not in shipped.PEER_WORKFLOWS]  # the others need a peer pack in the host
 RUN_FILES = [p for p in HOST_FILES if p.stem not in shipped.OWN_HOST]  # the others run in a host of their own
 # a workflow on the full-size SDXL fixture is marked sdxl_full (CI runs those on ComfyUI 0.33.0 only)
@@ -77,6 +77,9 @@ def test_workflow_runs_in_the_host(host, path):
 def _run_and_check(host, path, size=64):
     ui = shipped.load(path)
     prompt = shipped.small(workflow.ui_to_api(ui, host.object_info()))
+    missing = shipped.host_lacks_family(host, prompt)
+    if missing:
+        pytest.skip(missing)
     sdxl = shipped.uses_sdxl(prompt)
     if sdxl:  # the SDXL fixture alone in RAM: unload what earlier workflows left loaded, before and after
         host.free()

@@ -29,6 +29,9 @@ VL_LLM, VL_MMPROJ = _M.VL_LLM, _M.VL_MMPROJ
 SDXL_CKPT, SDXL_LORA = _M.SDXL_CKPT, _M.SDXL_LORA
 FLUX_UNET, FLUX_T5, FLUX_CLIP_L = _M.FLUX_UNET, _M.FLUX_T5, _M.FLUX_CLIP_L
 FLUX_VAE, FLUX_LORA = _M.FLUX_VAE, _M.FLUX_LORA
+ZIMAGE_UNET, ZIMAGE_TE, ZIMAGE_LORA = _M.ZIMAGE_UNET, _M.ZIMAGE_TE, _M.ZIMAGE_LORA
+# the allow-listed reason (tests/conftest.py) where the host has no Z-Image
+ZIMAGE_MISSING = "Z-Image: not in ComfyUI 0.3.64 (no ZImage model, no Qwen3-4B text encoder)"
 OWN_HOST = {"lean_flux_lora_prompt_batch", "lean_flux_lora_per_image"}  # workflows that run in a host of their own (test-only hooks)
 # workflows that need a peer pack installed in the host (archive of ../shared/peers); converted, run and dropped in
 # the editor by the test module that installs it, never in the shared host (which has no peer pack)
@@ -57,6 +60,11 @@ def put_fixtures(base):
     from . import sdxl_ckpt, sdxl_loras
     harness.link_model(base, "checkpoints", sdxl_ckpt.sdxl_checkpoint(), SDXL_CKPT)
     harness.link_model(base, "loras", sdxl_loras.sdxl_kohya_lora(depth=1, te_attn_only=True), SDXL_LORA)
+    from . import families, flux_files
+    harness.link_model(base, "diffusion_models", families.zimage_tiny(), ZIMAGE_UNET)
+    harness.link_model(base, "text_encoders", families.qwen3_4b_tiny(), ZIMAGE_TE)
+    harness.link_model(base, "loras", families.family_lora("zimage", "aitoolkit"), ZIMAGE_LORA)
+    harness.link_model(base, "vae", flux_files.flux_vae(), FLUX_VAE)
     dst = base / "input" / IMAGE
     if not dst.exists():
         shutil.copy(images.photo_png(), dst)
@@ -82,6 +90,17 @@ SMALL = {  # class_type -> {input: value} overrides that keep a CPU run short
     "LeanLLMLoader": {"n_ctx": 512},
     "LeanCanny": {"resolution": 64},
 }
+
+
+def host_lacks_family(host, prompt):
+    """The allow-listed skip reason when an API prompt runs a model family this host does not have, else None: Z-Image
+    needs the ZImage model and the Qwen3-4B text encoder (ComfyUI 0.3.64's lumina2 type is Gemma-2 only; the hosts
+    that have Z-Image also have the flux2 type)."""
+    if any(n["inputs"].get("unet_name") == ZIMAGE_UNET for n in prompt.values()):
+        types = host.object_info("CLIPLoader")["input"]["required"]["type"][0]
+        if "flux2" not in types:
+            return ZIMAGE_MISSING
+    return None
 
 
 def uses_sdxl(prompt):
