@@ -577,11 +577,12 @@ def wf_image_to_prompt(info):
 
 
 ZIMAGE_PROMPTS = "\n".join([
-    "# Z-Image Turbo: long natural-language prompts, one image per line, one sampler run",
-    "A lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph",
-    "A lighthouse on a rocky cliff at dusk painted in thick impasto oil, visible brush strokes, deep blues and orange",
-    "A tiny lighthouse made of paper on a wooden desk at dusk, soft window light, shallow depth of field, macro photo",
-    "A lighthouse on a rocky cliff at night under the aurora, long exposure, stars, cold green light on the rocks"])
+    "# Z-Image Turbo: one image per line, one sampler run. Only the colour changes, so every line has one token",
+    "# length and each image is exactly its line alone (Z-Image cannot mask the padding of shorter lines)",
+    "A red lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph",
+    "A white lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph",
+    "A blue lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph",
+    "A green lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph"])
 
 
 def wf_zimage(info):
@@ -605,9 +606,10 @@ def wf_zimage(info):
     g.wire(lora, model=unet.out("MODEL"), clip=te.out("CLIP"))
     p = L.column("3. 4 prompts, one batch", (
         "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with Qwen3-4B into one "
-        "batched conditioning; `count` sets the latent batch size. Z-Image's model cannot mask text padding, so "
-        "when the lines differ in token length each image is near, not bit-equal to, its prompt sampled alone "
-        "(lines of one length are exact). Turbo runs at cfg 1: the negative is a zeroed placeholder."),
+        "batched conditioning; `count` sets the latent batch size. Z-Image's model cannot mask text padding: lines "
+        "of one token length (here only the colour changes) give each image exactly as its line alone; lines of "
+        "different lengths do not (the padding is read as content). Turbo runs at cfg 1: the negative is a "
+        "zeroed placeholder."),
         "prompt", width=420)
     pb = p.add("LeanPromptBatch", multiline_h=220, text=ZIMAGE_PROMPTS, mode="lines", count=4, seed=0, prefix="",
                suffix="")

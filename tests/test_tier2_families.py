@@ -229,12 +229,12 @@ PB_PROMPTS = ["x", "a red cube on a wooden table", LONG]  # 1, 6 and ~110 words:
 QWEN_064 = "Qwen-Image: ComfyUI 0.3.64's Qwen-Image attention ignores the text attention mask"
 
 
-def _pb_graph(family):
+def _pb_graph(family, prompts=PB_PROMPTS):
     dm, te, typ, (empty, size) = FAMILY[family]
     g = {"m": {"class_type": "UNETLoader", "inputs": {"unet_name": dm, "weight_dtype": "default"}},
          "c": _te_node("CLIPLoader", te, typ),
-         "l": {"class_type": empty, "inputs": {"width": size, "height": size, "batch_size": len(PB_PROMPTS)}}}
-    g["b"] = {"class_type": "LeanPromptBatch", "inputs": {"clip": ["c", 0], "text": "\n".join(PB_PROMPTS),
+         "l": {"class_type": empty, "inputs": {"width": size, "height": size, "batch_size": len(prompts)}}}
+    g["b"] = {"class_type": "LeanPromptBatch", "inputs": {"clip": ["c", 0], "text": "\n".join(prompts),
                                                          "mode": "lines", "count": 16, "seed": 0, "prefix": "",
                                                          "suffix": ""}}
     sampler = {"model": ["m", 0], "seed": 7, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
@@ -243,7 +243,7 @@ def _pb_graph(family):
                                                    "latent_image": ["l", 0]}}
     g["p"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"pb_{family}", "latent": ["s", 0],
                                                          "conditioning": ["b", 0]}}
-    for i, text in enumerate(PB_PROMPTS):  # stock: the prompt alone, on image i's noise (LatentFromBatch)
+    for i, text in enumerate(prompts):  # stock: the prompt alone, on image i's noise (LatentFromBatch)
         g[f"e{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": text}}
         g[f"f{i}"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["l", 0], "batch_index": i, "length": 1}}
         g[f"s{i}"] = {"class_type": "KSampler", "inputs": {**sampler, "positive": [f"e{i}", 0],
@@ -264,17 +264,34 @@ def test_prompt_batch_entry_equals_its_prompt_alone(host, family):
         _knows(host, family)
     elif "flux2" not in host.object_info("CLIPLoader")["input"]["required"]["type"][0]:
         pytest.skip(QWEN_064)
-    host.run(_pb_graph(family))
+    _check_prompt_batch(host, family, PB_PROMPTS)
+
+
+ZIMAGE_ONE_LENGTH = ["a red cube on a wooden table", "a blue cube on a wooden table", "a green ball on a stone table"]
+
+
+def test_prompt_batch_on_zimage_is_exact_for_prompts_of_one_token_length(host):
+    """Z-Image's model drops the text mask (cap_mask = None) and places the image tokens after the text ones, so
+    padding cannot be made silent there; prompts of one token length need none: image i equals stock
+    CLIPTextEncode(prompt i) sampled alone on image i's noise within 1e-4 of the latent's scale."""
+    _knows(host, "zimage")
+    _check_prompt_batch(host, "zimage", ZIMAGE_ONE_LENGTH)
+
+
+def _check_prompt_batch(host, family, prompts):
+    host.run(_pb_graph(family, prompts))
     host.free()
     got, meta = probe_node.read(host.base, f"pb_{family}")
     out = got["latent.0"]
-    assert out.shape[0] == len(PB_PROMPTS)
-    refs = [probe_node.read(host.base, f"pb_{family}_ref{i}")[0] for i in range(len(PB_PROMPTS))]
+    assert out.shape[0] == len(prompts)
+    refs = [probe_node.read(host.base, f"pb_{family}_ref{i}")[0] for i in range(len(prompts))]
     lengths = [r["cond.0.0"].shape[1] for r in refs]
-    if family == "qwen_image":
-        assert len(set(lengths)) == len(PB_PROMPTS), lengths  # the prompts really differ in length
+    if family == "zimage":
+        assert len(set(lengths)) == 1, lengths  # one token length: no padding
+    elif family == "qwen_image":
+        assert len(set(lengths)) == len(prompts), lengths  # the prompts really differ in length
         mask = got["mask.0.0"]
-        assert mask.shape == (len(PB_PROMPTS), max(lengths))
+        assert mask.shape == (len(prompts), max(lengths))
         assert [int(m.sum()) for m in mask] == lengths  # each entry's own tokens, the rest masked
     else:
         assert set(lengths) == {512}, lengths
@@ -282,7 +299,7 @@ def test_prompt_batch_entry_equals_its_prompt_alone(host, family):
         ref = r["latent.0"][0]
         scale = ref.abs().max().item()
         err = (out[i] - ref).abs().max().item()
-        others = min((out[j] - ref).abs().max().item() for j in range(len(PB_PROMPTS)) if j != i)
+        others = min((out[j] - ref).abs().max().item() for j in range(len(prompts)) if j != i)
         assert err <= 1e-4 * max(1.0, scale), (i, err, scale)
         assert others > 100 * max(err, 1e-6), (i, err, others)  # the check tells the prompts apart
 
