@@ -748,6 +748,7 @@ def wildcard_hashes(roots, limit=MAX_WILDCARD_HASHES):
     for root in roots:
         if not root or not os.path.isdir(root):
             continue
+        real_root = os.path.realpath(root)
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             for fn in sorted(filenames):
@@ -760,7 +761,7 @@ def wildcard_hashes(roots, limit=MAX_WILDCARD_HASHES):
                 try:
                     WildcardStore.check_name(name)
                     real = os.path.realpath(full)
-                    if not WildcardStore.inside(root, full) or not stat.S_ISREG(os.stat(real).st_mode):
+                    if not WildcardStore.real_inside(real_root, real) or not stat.S_ISREG(os.stat(real).st_mode):
                         continue
                 except (WildcardError, OSError, ValueError):
                     continue

@@ -338,8 +338,12 @@ class WildcardStore:
     @staticmethod
     def inside(root, path):
         """True when `path`'s real path (links resolved) lies inside `root`'s: the rule for every wildcard file read."""
-        real_root = os.path.realpath(root)
-        return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+        return WildcardStore.real_inside(os.path.realpath(root), os.path.realpath(path))
+
+    @staticmethod
+    def real_inside(real_root, real_path):
+        """inside() for paths already resolved (a walk resolves its folder once, each file once)."""
+        return os.path.commonpath([real_root, real_path]) == real_root
 
     def names(self):
         """Every wildcard name available (sorted)."""
