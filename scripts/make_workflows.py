@@ -384,27 +384,35 @@ def flux_save(L, n, ks, vae, prefix):
     L.g.wire(save_node, images=dec)
 
 
+def dit_lora_and_prompts(L, unet, te, lora_name, lora_note, prompt_note, prompts, width, multiline_h, **pb_extra):
+    """Columns 2 and 3 of the diffusion-model workflows (Flux, Z-Image): LoRA (dynamic) on the model and its text
+    encoder, then Prompt Batch on the LoRA's CLIP with a zeroed negative (these models run at cfg 1).
+    Returns (lora, prompt batch, negative)."""
+    g = L.g
+    lora = L.column("2. LoRA", lora_note, "lora").add(
+        "LeanLoraLoader", lora_name=lora_name, strength_model=0.8, strength_clip=0.0, schedule="", block_weights="")
+    g.wire(lora, model=unet.out("MODEL"), clip=te.out("CLIP"))
+    p = L.column("3. 4 prompts, one batch", prompt_note, "prompt", width=width)
+    pb = p.add("LeanPromptBatch", multiline_h=multiline_h, text=prompts, mode="lines", count=4, seed=0, prefix="",
+               suffix="", **pb_extra)
+    g.wire(pb, clip=lora.out("clip"))
+    neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
+    g.wire(neg, conditioning=pb.out("conditioning"))
+    return lora, pb, neg
+
+
 def wf_flux(info):
     L = Layout(info)
     g = L.g
     unet, te, vae = flux_loaders(L)
-    lo = L.column("2. LoRA", (
+    lora, pb, neg = dit_lora_and_prompts(L, unet, te, FLUX_LORA, (
         "## 2. A Flux LoRA\n**LoRA (dynamic)** adds a Flux LoRA from `models/loras` (kohya/BFL or diffusers names, "
         f"here `{FLUX_LORA}`) as a branch in the forward pass: changing the strength re-patches nothing. Most Flux "
-        "LoRAs train the diffusion model only (strength_clip has no effect then)."), "lora")
-    lora = lo.add("LeanLoraLoader", lora_name=FLUX_LORA, strength_model=0.8, strength_clip=0.0, schedule="",
-                  block_weights="")
-    g.wire(lora, model=unet.out("MODEL"), clip=te.out("CLIP"))
-    p = L.column("3. 4 prompts, one batch", (
+        "LoRAs train the diffusion model only (strength_clip has no effect then)."), (
         "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with T5-XXL and CLIP-L "
         "(entry *i* equals CLIPTextEncodeFlux of line *i*) and carries Flux's guidance (advanced input `guidance`, "
         "3.5). Its `count` sets the latent batch size. Flux-dev runs at cfg 1, so the negative is only a zeroed "
-        "placeholder."), "prompt", width=380)
-    pb = p.add("LeanPromptBatch", multiline_h=200, text=FLUX_PROMPTS, mode="lines", count=4, seed=0, prefix="",
-               suffix="", guidance=3.5)
-    g.wire(pb, clip=lora.out("clip"))
-    neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
-    g.wire(neg, conditioning=pb.out("conditioning"))
+        "placeholder."), FLUX_PROMPTS, width=380, multiline_h=200, guidance=3.5)
     s = L.column("4. Sample", (
         "## 4. Sample\n**KSampler** at cfg 1.0, euler, simple, 20 steps: how Flux-dev is run (guidance comes from "
         "the conditioning). **EmptySD3LatentImage** makes Flux's 16-channel latents, `batch_size` linked to the "
@@ -597,25 +605,15 @@ def wf_zimage(info):
     te = c.add("LeanTextEncoderLoader", clip_name=ZIMAGE_TE, type="lumina2", device="default", load_mode="mmap",
                weight_dtype="default")
     vae = c.add("VAELoader", vae_name=FLUX_VAE)
-    lo = L.column("2. LoRA", (
+    lora, pb, neg = dit_lora_and_prompts(L, unet, te, ZIMAGE_LORA, (
         "## 2. A Z-Image LoRA\n**LoRA (dynamic)** adds a Z-Image LoRA from `models/loras` (ai-toolkit or diffusers "
         f"names, here `{ZIMAGE_LORA}`) as a branch in the forward pass. Block weights by name: `L0-L29` (layers), "
-        "`NR0-NR1`, `CR0-CR1` (the refiners), presets LAYERS and REFINERS."), "lora")
-    lora = lo.add("LeanLoraLoader", lora_name=ZIMAGE_LORA, strength_model=0.8, strength_clip=0.0, schedule="",
-                  block_weights="")
-    g.wire(lora, model=unet.out("MODEL"), clip=te.out("CLIP"))
-    p = L.column("3. 4 prompts, one batch", (
+        "`NR0-NR1`, `CR0-CR1` (the refiners), presets LAYERS and REFINERS."), (
         "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with Qwen3-4B into one "
         "batched conditioning; `count` sets the latent batch size. Z-Image's model cannot mask text padding: lines "
         "of one token length (here only the colour changes) give each image exactly as its line alone; lines of "
         "different lengths do not (the padding is read as content). Turbo runs at cfg 1: the negative is a "
-        "zeroed placeholder."),
-        "prompt", width=420)
-    pb = p.add("LeanPromptBatch", multiline_h=220, text=ZIMAGE_PROMPTS, mode="lines", count=4, seed=0, prefix="",
-               suffix="")
-    g.wire(pb, clip=lora.out("clip"))
-    neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
-    g.wire(neg, conditioning=pb.out("conditioning"))
+        "zeroed placeholder."), ZIMAGE_PROMPTS, width=420, multiline_h=220)
     s = L.column("4. Sample", (
         "## 4. Sample\n**ModelSamplingAuraFlow** (shift 3) and **KSampler** at 8 steps, cfg 1.0, res_multistep, "
         "simple: how Z-Image Turbo is run. **EmptySD3LatentImage** makes its 16-channel latents, `batch_size` "
