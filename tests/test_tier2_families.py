@@ -16,7 +16,7 @@ import json
 import pytest
 import torch
 
-from lean_testlib import families, flux_files, harness, probe_node
+from lean_testlib import families, flux_files, graphs, harness, probe_node
 
 pytestmark = pytest.mark.tier2
 
@@ -394,16 +394,8 @@ def _steps_graph(family, name, lora=None, segments=None, steps=4):
             inputs["clip"] = ["nc", 0]
         g["x"] = {"class_type": ct, "inputs": inputs}
         model = ["x", 0]
-    segments = segments or [(model, 0, 10000)]
-    prev = ["l", 0]
-    for j, (mref, a, b) in enumerate(segments):
-        g[f"s{j}"] = {"class_type": "KSamplerAdvanced", "inputs": {
-            "model": mref, "positive": ["e", 0], "negative": ["e", 0], "latent_image": prev,
-            "add_noise": "enable" if j == 0 else "disable", "noise_seed": 7, "steps": steps, "cfg": 1.0,
-            "sampler_name": "euler", "scheduler": "simple", "start_at_step": a, "end_at_step": b,
-            "return_with_leftover_noise": "enable" if j < len(segments) - 1 else "disable"}}
-        prev = [f"s{j}", 0]
-    g["p"]["inputs"]["latent"] = prev
+    g["p"]["inputs"]["latent"] = graphs.sampler_segments(g, segments or [(model, 0, 10000)], ["e", 0], ["e", 0],
+                                                         ["l", 0], seed=7, steps=steps)
     return g
 
 

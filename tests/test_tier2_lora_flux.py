@@ -8,7 +8,7 @@ import hashlib
 import pytest
 import torch
 
-from lean_testlib import flux_tiny, harness, lora_formats, probe_node, sd15_variants, weight_hash_node
+from lean_testlib import flux_tiny, graphs, harness, lora_formats, probe_node, sd15_variants, weight_hash_node
 
 pytestmark = pytest.mark.tier2
 
@@ -70,14 +70,8 @@ def graph(lora=None, loader="UNETLoader", weight_dtype="default", steps=1, segme
             inp["clip"] = ["nc", 0]
         g["l"] = {"class_type": ct, "inputs": inp}
         model = ["l", 0]
-    prev = ["e", 0]
-    for j, (mref, a, b) in enumerate(segments or [(None, 0, 10000)]):
-        g[f"s{j}"] = {"class_type": "KSamplerAdvanced", "inputs": {
-            "model": mref or model, "positive": ["c", 0], "negative": ["c", 0], "latent_image": prev,
-            "add_noise": "enable" if j == 0 else "disable", "noise_seed": 7, "steps": steps, "cfg": 1.0,
-            "sampler_name": "euler", "scheduler": "simple", "start_at_step": a, "end_at_step": b,
-            "return_with_leftover_noise": "enable" if j < len(segments or [0]) - 1 else "disable"}}
-        prev = [f"s{j}", 0]
+    prev = graphs.sampler_segments(g, [(mref or model, a, b) for mref, a, b in segments or [(None, 0, 10000)]],
+                                   ["c", 0], ["c", 0], ["e", 0], seed=7, steps=steps)
     g["p"] = {"class_type": "TestProbe_lean", "inputs": {"name": name, "latent": prev}}
     if hash_key:
         g["h"] = {"class_type": "TestWeightHash_lean", "inputs": {"model": ["m", 0], "key": hash_key,

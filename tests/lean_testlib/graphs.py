@@ -18,6 +18,23 @@ def txt2img(ckpt="lean_sd15.safetensors", positive="a red cube on a table", nega
     }
 
 
+def sampler_segments(g, segments, positive, negative, latent, seed, steps, cfg=1.0, sampler="euler",
+                     scheduler="simple", prefix="s"):
+    """Stock's way of sampling parts of one schedule with different models: KSamplerAdvanced nodes <prefix>0,
+    <prefix>1, ... added to g, one per (model ref, start step, end step) of `segments`, each continuing the previous
+    one's latent (noise added by the first only, leftover noise returned by all but the last).  Returns the last
+    one's latent ref."""
+    prev = latent
+    for j, (model, a, b) in enumerate(segments):
+        g[f"{prefix}{j}"] = {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": model, "positive": positive, "negative": negative, "latent_image": prev,
+            "add_noise": "enable" if j == 0 else "disable", "noise_seed": seed, "steps": steps, "cfg": cfg,
+            "sampler_name": sampler, "scheduler": scheduler, "start_at_step": a, "end_at_step": b,
+            "return_with_leftover_noise": "enable" if j < len(segments) - 1 else "disable"}}
+        prev = [f"{prefix}{j}", 0]
+    return prev
+
+
 def llm_loader(model="tiny.gguf", backend="llama_cpp", base_url="http://127.0.0.1:8080/v1", model_id="",
                n_ctx=512, n_gpu_layers=0, threads=0):
     return {"class_type": "LeanLLMLoader", "inputs": {"backend": backend, "model": model, "base_url": base_url,
