@@ -385,15 +385,7 @@ def _steps_graph(family, name, lora=None, segments=None, steps=4):
     flow-matching sampling (euler, simple) -> probe; segments: [(model ref, start step, end step)] for a chain."""
     g = _sample_graph(family, DM, "default", name)
     del g["s"]
-    model = ["m", 0]
-    if lora is not None:
-        ct, inputs = lora
-        inputs = dict(inputs, model=["m", 0])
-        if ct != "LoraLoaderModelOnly":
-            g["nc"] = {"class_type": "TestNoneClip_lean", "inputs": {}}
-            inputs["clip"] = ["nc", 0]
-        g["x"] = {"class_type": ct, "inputs": inputs}
-        model = ["x", 0]
+    model = ["m", 0] if lora is None else graphs.add_lora(g, lora, ["m", 0], "x")
     g["p"]["inputs"]["latent"] = graphs.sampler_segments(g, segments or [(model, 0, 10000)], ["e", 0], ["e", 0],
                                                          ["l", 0], seed=7, steps=steps)
     return g

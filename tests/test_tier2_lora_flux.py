@@ -61,15 +61,7 @@ def graph(lora=None, loader="UNETLoader", weight_dtype="default", steps=1, segme
          "c": {"class_type": "TestFluxCond_lean", "inputs": {"seed": 1, "tokens": 8, "context_dim": 4096,
                                                               "guidance": 3.5}},
          "e": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}}}
-    model = ["m", 0]
-    if lora is not None:
-        ct, inp = lora
-        inp = dict(inp, model=["m", 0])
-        if ct != "LoraLoaderModelOnly":
-            g["nc"] = {"class_type": "TestNoneClip_lean", "inputs": {}}
-            inp["clip"] = ["nc", 0]
-        g["l"] = {"class_type": ct, "inputs": inp}
-        model = ["l", 0]
+    model = ["m", 0] if lora is None else graphs.add_lora(g, lora, ["m", 0], "l")
     prev = graphs.sampler_segments(g, [(mref or model, a, b) for mref, a, b in segments or [(None, 0, 10000)]],
                                    ["c", 0], ["c", 0], ["e", 0], seed=7, steps=steps)
     g["p"] = {"class_type": "TestProbe_lean", "inputs": {"name": name, "latent": prev}}

@@ -18,6 +18,18 @@ def txt2img(ckpt="lean_sd15.safetensors", positive="a red cube on a table", nega
     }
 
 
+def add_lora(g, lora, model, node):
+    """A LoRA node `node` in g on `model`: lora = (class_type, inputs); a Lean LoRA node gets a None CLIP
+    (TestNoneClip_lean, node "nc"; LoraLoaderModelOnly takes none).  Returns its MODEL ref."""
+    ct, inputs = lora
+    inputs = dict(inputs, model=model)
+    if ct != "LoraLoaderModelOnly":
+        g["nc"] = {"class_type": "TestNoneClip_lean", "inputs": {}}
+        inputs["clip"] = ["nc", 0]
+    g[node] = {"class_type": ct, "inputs": inputs}
+    return [node, 0]
+
+
 def sampler_segments(g, segments, positive, negative, latent, seed, steps, cfg=1.0, sampler="euler",
                      scheduler="simple", prefix="s"):
     """Stock's way of sampling parts of one schedule with different models: KSamplerAdvanced nodes <prefix>0,
