@@ -20,8 +20,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from lean import _get, _free_port, answering, start_host, _load_workflow_module  # noqa: E402
 from workflow_builder import Graph  # noqa: E402
 from workflow_models import (CKPT, CONTROLNET, FLUX_CLIP_L, FLUX_LORA, FLUX_T5, FLUX_UNET, FLUX_VAE, IMAGE,  # noqa: E402
-                             LLM, LORA, LORA2, SDXL_CKPT, SDXL_LORA, VL_LLM, VL_MMPROJ, ZIMAGE_LORA, ZIMAGE_TE,
-                             ZIMAGE_UNET)
+                             LLM, LORA, LORA2, QWEN_LORA, QWEN_TE, QWEN_UNET, QWEN_VAE, SDXL_CKPT, SDXL_LORA, VL_LLM,
+                             VL_MMPROJ, ZIMAGE_LORA, ZIMAGE_TE, ZIMAGE_UNET)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"
@@ -384,10 +384,11 @@ def flux_save(L, n, ks, vae, prefix):
     L.g.wire(save_node, images=dec)
 
 
-def dit_lora_and_prompts(L, unet, te, lora_name, lora_note, prompt_note, prompts, width, multiline_h, **pb_extra):
-    """Columns 2 and 3 of the diffusion-model workflows (Flux, Z-Image): LoRA (dynamic) on the model and its text
-    encoder, then Prompt Batch on the LoRA's CLIP with a zeroed negative (these models run at cfg 1).
-    Returns (lora, prompt batch, negative)."""
+def dit_lora_and_prompts(L, unet, te, lora_name, lora_note, prompt_note, prompts, width, multiline_h,
+                         negative_text=None, **pb_extra):
+    """Columns 2 and 3 of the diffusion-model workflows (Flux, Z-Image, Qwen-Image): LoRA (dynamic) on the model and
+    its text encoder, then Prompt Batch on the LoRA's CLIP with a zeroed negative (models run at cfg 1), or with
+    negative_text encoded by the same CLIP (models run at cfg > 1).  Returns (lora, prompt batch, negative)."""
     g = L.g
     lora = L.column("2. LoRA", lora_note, "lora").add(
         "LeanLoraLoader", lora_name=lora_name, strength_model=0.8, strength_clip=0.0, schedule="", block_weights="")
@@ -396,8 +397,12 @@ def dit_lora_and_prompts(L, unet, te, lora_name, lora_note, prompt_note, prompts
     pb = p.add("LeanPromptBatch", multiline_h=multiline_h, text=prompts, mode="lines", count=4, seed=0, prefix="",
                suffix="", **pb_extra)
     g.wire(pb, clip=lora.out("clip"))
-    neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
-    g.wire(neg, conditioning=pb.out("conditioning"))
+    if negative_text is None:
+        neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
+        g.wire(neg, conditioning=pb.out("conditioning"))
+    else:
+        neg = p.add("CLIPTextEncode", title="Negative prompt", text=negative_text)
+        g.wire(neg, clip=lora.out("clip"))
     return lora, pb, neg
 
 
@@ -628,6 +633,56 @@ def wf_zimage(info):
     return L.finish()
 
 
+QWEN_PROMPTS = "\n".join([
+    "# Qwen-Image: one image per line, one sampler run. Lines of any length: each image equals its line alone",
+    "# (the padding of shorter lines is masked). Text to render goes in quotes",
+    'A bookshop window at dusk with a hand-painted wooden sign that reads "Lean Nodes", warm light inside',
+    'A neon sign on a wet brick wall that says "OPEN 24 HOURS", rainy night, reflections on the pavement',
+    'A coffee cup seen from above, the words "Good Morning" drawn in the latte foam',
+    'A chalkboard menu outside a small cafe: "Soup of the day: Tomato", neat white chalk letters, morning sun '
+    "on the pavement, a bicycle leaning on the wall"])
+
+
+def wf_qwen_image(info):
+    L = Layout(info)
+    g = L.g
+    c = L.column("1. Load Qwen-Image", (
+        "## 1. Load Qwen-Image\n**Load Diffusion Model (mmap)** reads the 20B Qwen-Image diffusion model from "
+        f"`models/diffusion_models` (here the fp8 file `{QWEN_UNET}`, 20 GB) with one copy in RAM. **Load Text "
+        f"Encoder (mmap)** reads Qwen2.5-VL-7B (`{QWEN_TE}`, type qwen_image) from `models/text_encoders`, also one "
+        f"copy. **Load VAE**: `{QWEN_VAE}` (the Wan 2.1 VAE)."), "load")
+    unet = c.add("LeanDiffusionModelLoader", unet_name=QWEN_UNET, weight_dtype="default", load_mode="mmap")
+    te = c.add("LeanTextEncoderLoader", clip_name=QWEN_TE, type="qwen_image", device="default", load_mode="mmap",
+               weight_dtype="default")
+    vae = c.add("VAELoader", vae_name=QWEN_VAE)
+    lora, pb, neg = dit_lora_and_prompts(L, unet, te, QWEN_LORA, (
+        "## 2. A Qwen-Image LoRA\n**LoRA (dynamic)** adds a Qwen-Image LoRA from `models/loras` (diffusers/PEFT as "
+        f"ai-toolkit writes it, DiffSynth, musubi-tuner; here `{QWEN_LORA}`) as a branch in the forward pass. Block "
+        "weights by name: `B0-B59` (the 60 transformer blocks)."), (
+        "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with Qwen2.5-VL-7B into "
+        "one batched conditioning with its attention mask; `count` sets the latent batch size. Qwen-Image masks the "
+        "padding of shorter lines, so each image equals its line alone (to float rounding) whatever the lengths (ComfyUI 0.3.64's "
+        "Qwen-Image ignores that mask: there, use lines of one length)."), QWEN_PROMPTS, width=420, multiline_h=220,
+        negative_text=" ")
+    s = L.column("4. Sample", (
+        "## 4. Sample\n**ModelSamplingAuraFlow** (shift 3.1) and **KSampler** at 20 steps, cfg 2.5, euler, simple: "
+        "how Qwen-Image is run. **EmptySD3LatentImage** makes its 16-channel latents at 1328x1328, `batch_size` "
+        "linked to the prompt count."), "sample")
+    ms = s.add("ModelSamplingAuraFlow", shift=3.1)
+    g.wire(ms, model=lora.out("model"))
+    latent = s.add("EmptySD3LatentImage", width=1328, height=1328, batch_size=1)
+    g.connect(pb.out("count"), latent, "batch_size")
+    ks = s.add("KSampler", seed=0, steps=20, cfg=2.5, sampler_name="euler", scheduler="simple", denoise=1.0)
+    g.wire(ks, model=ms, positive=pb.out("conditioning"), negative=neg, latent_image=latent)
+    o = L.column("5. Decode and save", "## 5. Decode and save\n**VAE Decode** with the Qwen-Image VAE; **Save Image** "
+                 "writes `output/lean_qwen_image_00001_.png`, ... (image *i* from prompt *i*).", "save")
+    dec = o.add("VAEDecode")
+    g.wire(dec, samples=ks, vae=vae)
+    save_node = o.add("SaveImage", box_h=300, filename_prefix="lean_qwen_image")
+    g.wire(save_node, images=dec)
+    return L.finish()
+
+
 WORKFLOWS_DEF = {
     "lean_checkpoint_mmap": wf_checkpoint,
     "lean_lora_tags_schedule": wf_lora,
@@ -642,6 +697,7 @@ WORKFLOWS_DEF = {
     "lean_lora_per_image": wf_lora_per_image,
     "lean_flux_lora_per_image": wf_flux_per_image,
     "lean_zimage_turbo": wf_zimage,
+    "lean_qwen_image": wf_qwen_image,
 }
 
 

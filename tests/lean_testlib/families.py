@@ -154,6 +154,13 @@ def qwen25_7b_keys(**cfg):
 def _values(key, shape, g):
     import torch
     last = key.rsplit(".", 1)[-1]
+    if last == "gamma":  # the Wan VAE's RMS norms
+        return torch.ones(shape)
+    if len(shape) >= 3:  # convolutions (the Wan VAE): N(0, 1/fan_in) over in-channels x kernel
+        fan_in = 1
+        for n in shape[1:]:
+            fan_in *= n
+        return torch.randn(shape, generator=g) * (1.0 / fan_in) ** 0.5
     if len(shape) == 1 and ("norm" in key or last == "scale" or key.endswith("cap_embedder.0.weight")):
         return 1.0 + 0.1 * torch.randn(shape, generator=g)
     if last == "bias" or len(shape) == 1:
@@ -183,6 +190,76 @@ def _write(name, keys, seed, cache=None, dtype="bfloat16", metadata=None):
     save_file(sd, str(tmp), metadata={"lean_fixture": f"{name} v{GENERATOR_VERSION} seed {seed}", **(metadata or {})})
     os.replace(tmp, path)
     return path
+
+
+def wan21_vae_keys(dim=96, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2, temporal_down=(False, True, True)):
+    """The Wan 2.1 VAE (Qwen-Image's VAE, Comfy-Org's ``qwen_image_vae.safetensors``): causal 3D convolutions,
+    RMS norms (``gamma``), one attention block in each middle; ComfyUI 0.3.64 fixes dim 96, so this is full size
+    (~127 M parameters, 254 MB in bf16)."""
+    keys = {}
+
+    def conv(p, cout, cin, k):
+        keys[p + ".weight"] = (cout, cin, *k)
+        keys[p + ".bias"] = (cout,)
+
+    def res(p, cin, cout):
+        keys[p + ".residual.0.gamma"] = (cin, 1, 1, 1)
+        conv(p + ".residual.2", cout, cin, (3, 3, 3))
+        keys[p + ".residual.3.gamma"] = (cout, 1, 1, 1)
+        conv(p + ".residual.6", cout, cout, (3, 3, 3))
+        if cin != cout:
+            conv(p + ".shortcut", cout, cin, (1, 1, 1))
+
+    def attn(p, c):
+        keys[p + ".norm.gamma"] = (c, 1, 1)
+        conv(p + ".to_qkv", 3 * c, c, (1, 1))
+        conv(p + ".proj", c, c, (1, 1))
+
+    def middle(p, c):
+        res(p + ".0", c, c)
+        attn(p + ".1", c)
+        res(p + ".2", c, c)
+
+    dims = [dim * u for u in (1, *dim_mult)]
+    conv("encoder.conv1", dims[0], 3, (3, 3, 3))
+    i = 0
+    for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
+        for _ in range(num_res_blocks):
+            res(f"encoder.downsamples.{i}", cin, cout)
+            cin, i = cout, i + 1
+        if level != len(dim_mult) - 1:
+            conv(f"encoder.downsamples.{i}.resample.1", cout, cout, (3, 3))
+            if temporal_down[level]:
+                conv(f"encoder.downsamples.{i}.time_conv", cout, cout, (3, 1, 1))
+            i += 1
+    middle("encoder.middle", dims[-1])
+    keys["encoder.head.0.gamma"] = (dims[-1], 1, 1, 1)
+    conv("encoder.head.2", 2 * z_dim, dims[-1], (3, 3, 3))
+    conv("conv1", 2 * z_dim, 2 * z_dim, (1, 1, 1))
+    conv("conv2", z_dim, z_dim, (1, 1, 1))
+    dims = [dim * u for u in (dim_mult[-1], *dim_mult[::-1])]
+    temporal_up = temporal_down[::-1]
+    conv("decoder.conv1", dims[0], z_dim, (3, 3, 3))
+    middle("decoder.middle", dims[0])
+    i = 0
+    for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
+        if level in (1, 2, 3):
+            cin //= 2
+        for _ in range(num_res_blocks + 1):
+            res(f"decoder.upsamples.{i}", cin, cout)
+            cin, i = cout, i + 1
+        if level != len(dim_mult) - 1:
+            conv(f"decoder.upsamples.{i}.resample.1", cout // 2, cout, (3, 3))
+            if temporal_up[level]:
+                conv(f"decoder.upsamples.{i}.time_conv", cout * 2, cout, (3, 1, 1))
+            i += 1
+    keys["decoder.head.0.gamma"] = (dims[-1], 1, 1, 1)
+    conv("decoder.head.2", 3, dims[-1], (3, 3, 3))
+    return keys
+
+
+def qwen_image_vae(seed=0, cache=None):
+    return _write("qwen_image_vae_wan21", wan21_vae_keys(), seed, cache)
 
 
 def zimage_tiny(seed=0, cache=None):

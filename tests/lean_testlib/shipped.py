@@ -30,6 +30,7 @@ SDXL_CKPT, SDXL_LORA = _M.SDXL_CKPT, _M.SDXL_LORA
 FLUX_UNET, FLUX_T5, FLUX_CLIP_L = _M.FLUX_UNET, _M.FLUX_T5, _M.FLUX_CLIP_L
 FLUX_VAE, FLUX_LORA = _M.FLUX_VAE, _M.FLUX_LORA
 ZIMAGE_UNET, ZIMAGE_TE, ZIMAGE_LORA = _M.ZIMAGE_UNET, _M.ZIMAGE_TE, _M.ZIMAGE_LORA
+QWEN_UNET, QWEN_TE, QWEN_VAE, QWEN_LORA = _M.QWEN_UNET, _M.QWEN_TE, _M.QWEN_VAE, _M.QWEN_LORA
 # the allow-listed reason (tests/conftest.py) where the host has no Z-Image
 ZIMAGE_MISSING = "Z-Image: not in ComfyUI 0.3.64 (no ZImage model, no Qwen3-4B text encoder)"
 OWN_HOST = {"lean_flux_lora_prompt_batch", "lean_flux_lora_per_image"}  # workflows that run in a host of their own (test-only hooks)
@@ -65,6 +66,10 @@ def put_fixtures(base):
     harness.link_model(base, "text_encoders", families.qwen3_4b_tiny(), ZIMAGE_TE)
     harness.link_model(base, "loras", families.family_lora("zimage", "aitoolkit"), ZIMAGE_LORA)
     harness.link_model(base, "vae", flux_files.flux_vae(), FLUX_VAE)
+    harness.link_model(base, "diffusion_models", families.qwen_image_tiny(), QWEN_UNET)
+    harness.link_model(base, "text_encoders", families.qwen25_7b_tiny(), QWEN_TE)
+    harness.link_model(base, "loras", families.family_lora("qwen_image", "peft"), QWEN_LORA)
+    harness.link_model(base, "vae", families.qwen_image_vae(), QWEN_VAE)
     dst = base / "input" / IMAGE
     if not dst.exists():
         shutil.copy(images.photo_png(), dst)
