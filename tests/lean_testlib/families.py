@@ -21,7 +21,9 @@ How small each can be is set by the host (ComfyUI 0.33.0, comfy/model_detection.
     one layer, four heads, FFN 64; the vision tower is left out (text-to-image never runs it; the host logs it as
     missing).  ~0.55 B, 1.1 GB.
 
-    zimage_tiny(), flux2_tiny(), qwen_image_tiny(), qwen3_4b_tiny(), qwen25_7b_tiny() -> path
+  * The Qwen-Image VAE (Wan 2.1): full size (ComfyUI 0.3.64 fixes its width), ~127 M parameters, 254 MB.
+
+    zimage_tiny(), flux2_tiny(), qwen_image_tiny(), qwen3_4b_tiny(), qwen25_7b_tiny(), qwen_image_vae() -> path
 """
 import os
 
