@@ -375,8 +375,8 @@ def flux_loaders(L):
     return unet, te, vae
 
 
-def flux_save(L, n, ks, vae, prefix):
-    o = L.column(f"{n}. Decode and save", f"## {n}. Decode and save\n**VAE Decode** with the Flux VAE; **Save Image** "
+def flux_save(L, n, ks, vae, prefix, vae_words="the Flux VAE"):
+    o = L.column(f"{n}. Decode and save", f"## {n}. Decode and save\n**VAE Decode** with {vae_words}; **Save Image** "
                  f"writes `output/{prefix}_00001_.png`, ... (image *i* from prompt *i*).", "save")
     dec = o.add("VAEDecode")
     L.g.wire(dec, samples=ks, vae=vae)
@@ -598,39 +598,52 @@ ZIMAGE_PROMPTS = "\n".join([
     "A green lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph"])
 
 
-def wf_zimage(info):
+def dit_workflow(info, title, load_note, models, lora, prompt_note, prompts, sample_note, sampling, prefix,
+                 negative_text=None, vae_words="the Flux VAE"):
+    """The Lean diffusion-model workflows of the 2026 families (Z-Image, Qwen-Image): Load Diffusion Model (mmap) +
+    Load Text Encoder (mmap) + Load VAE, LoRA (dynamic), Prompt Batch, ModelSamplingAuraFlow -> KSampler, decode and
+    save.  models: (unet, text encoder, its CLIPLoader type, vae); lora: (file, note); sampling: (shift, size, steps,
+    cfg, sampler)."""
     L = Layout(info)
     g = L.g
-    c = L.column("1. Load Z-Image", (
+    unet_name, te_name, te_type, vae_name = models
+    shift, size, steps, cfg, sampler = sampling
+    c = L.column(title, load_note, "load")
+    unet = c.add("LeanDiffusionModelLoader", unet_name=unet_name, weight_dtype="default", load_mode="mmap")
+    te = c.add("LeanTextEncoderLoader", clip_name=te_name, type=te_type, device="default", load_mode="mmap",
+               weight_dtype="default")
+    vae = c.add("VAELoader", vae_name=vae_name)
+    lora, pb, neg = dit_lora_and_prompts(L, unet, te, *lora, prompt_note, prompts, width=420, multiline_h=220,
+                                         negative_text=negative_text)
+    s = L.column("4. Sample", sample_note, "sample")
+    ms = s.add("ModelSamplingAuraFlow", shift=shift)
+    g.wire(ms, model=lora.out("model"))
+    latent = s.add("EmptySD3LatentImage", width=size, height=size, batch_size=1)
+    g.connect(pb.out("count"), latent, "batch_size")
+    ks = s.add("KSampler", seed=0, steps=steps, cfg=cfg, sampler_name=sampler, scheduler="simple", denoise=1.0)
+    g.wire(ks, model=ms, positive=pb.out("conditioning"), negative=neg, latent_image=latent)
+    flux_save(L, "5", ks, vae, prefix, vae_words)
+    return L.finish()
+
+
+def wf_zimage(info):
+    return dit_workflow(info, "1. Load Z-Image", (
         "## 1. Load Z-Image Turbo\n**Load Diffusion Model (mmap)** reads the Z-Image diffusion model from "
         f"`models/diffusion_models` (here `{ZIMAGE_UNET}`) with one copy in RAM. **Load Text Encoder (mmap)** reads "
         f"its Qwen3-4B text encoder (`{ZIMAGE_TE}`, type lumina2) from `models/text_encoders`, also one copy: an 8 GB "
-        f"file on a 16 GB machine. **Load VAE**: the Flux VAE `{FLUX_VAE}`."), "load")
-    unet = c.add("LeanDiffusionModelLoader", unet_name=ZIMAGE_UNET, weight_dtype="default", load_mode="mmap")
-    te = c.add("LeanTextEncoderLoader", clip_name=ZIMAGE_TE, type="lumina2", device="default", load_mode="mmap",
-               weight_dtype="default")
-    vae = c.add("VAELoader", vae_name=FLUX_VAE)
-    lora, pb, neg = dit_lora_and_prompts(L, unet, te, ZIMAGE_LORA, (
-        "## 2. A Z-Image LoRA\n**LoRA (dynamic)** adds a Z-Image LoRA from `models/loras` (ai-toolkit or diffusers "
-        f"names, here `{ZIMAGE_LORA}`) as a branch in the forward pass. Block weights by name: `L0-L29` (layers), "
-        "`NR0-NR1`, `CR0-CR1` (the refiners), presets LAYERS and REFINERS."), (
+        f"file on a 16 GB machine. **Load VAE**: the Flux VAE `{FLUX_VAE}`."),
+        (ZIMAGE_UNET, ZIMAGE_TE, "lumina2", FLUX_VAE), (ZIMAGE_LORA, (
+            "## 2. A Z-Image LoRA\n**LoRA (dynamic)** adds a Z-Image LoRA from `models/loras` (ai-toolkit or diffusers "
+            f"names, here `{ZIMAGE_LORA}`) as a branch in the forward pass. Block weights by name: `L0-L29` (layers), "
+            "`NR0-NR1`, `CR0-CR1` (the refiners), presets LAYERS and REFINERS.")), (
         "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with Qwen3-4B into one "
         "batched conditioning; `count` sets the latent batch size. Z-Image's model cannot mask text padding: lines "
         "of one token length (here only the colour changes) give each image exactly as its line alone; lines of "
         "different lengths do not (the padding is read as content). Turbo runs at cfg 1: the negative is a "
-        "zeroed placeholder."), ZIMAGE_PROMPTS, width=420, multiline_h=220)
-    s = L.column("4. Sample", (
+        "zeroed placeholder."), ZIMAGE_PROMPTS, (
         "## 4. Sample\n**ModelSamplingAuraFlow** (shift 3) and **KSampler** at 8 steps, cfg 1.0, res_multistep, "
         "simple: how Z-Image Turbo is run. **EmptySD3LatentImage** makes its 16-channel latents, `batch_size` "
-        "linked to the prompt count."), "sample")
-    ms = s.add("ModelSamplingAuraFlow", shift=3.0)
-    g.wire(ms, model=lora.out("model"))
-    latent = s.add("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
-    g.connect(pb.out("count"), latent, "batch_size")
-    ks = s.add("KSampler", seed=0, steps=8, cfg=1.0, sampler_name="res_multistep", scheduler="simple", denoise=1.0)
-    g.wire(ks, model=ms, positive=pb.out("conditioning"), negative=neg, latent_image=latent)
-    flux_save(L, "5", ks, vae, "lean_zimage")
-    return L.finish()
+        "linked to the prompt count."), (3.0, 1024, 8, 1.0, "res_multistep"), "lean_zimage")
 
 
 QWEN_PROMPTS = "\n".join([
@@ -644,43 +657,23 @@ QWEN_PROMPTS = "\n".join([
 
 
 def wf_qwen_image(info):
-    L = Layout(info)
-    g = L.g
-    c = L.column("1. Load Qwen-Image", (
+    return dit_workflow(info, "1. Load Qwen-Image", (
         "## 1. Load Qwen-Image\n**Load Diffusion Model (mmap)** reads the 20B Qwen-Image diffusion model from "
         f"`models/diffusion_models` (here the fp8 file `{QWEN_UNET}`, 20 GB) with one copy in RAM. **Load Text "
         f"Encoder (mmap)** reads Qwen2.5-VL-7B (`{QWEN_TE}`, type qwen_image) from `models/text_encoders`, also one "
-        f"copy. **Load VAE**: `{QWEN_VAE}` (the Wan 2.1 VAE)."), "load")
-    unet = c.add("LeanDiffusionModelLoader", unet_name=QWEN_UNET, weight_dtype="default", load_mode="mmap")
-    te = c.add("LeanTextEncoderLoader", clip_name=QWEN_TE, type="qwen_image", device="default", load_mode="mmap",
-               weight_dtype="default")
-    vae = c.add("VAELoader", vae_name=QWEN_VAE)
-    lora, pb, neg = dit_lora_and_prompts(L, unet, te, QWEN_LORA, (
-        "## 2. A Qwen-Image LoRA\n**LoRA (dynamic)** adds a Qwen-Image LoRA from `models/loras` (diffusers/PEFT as "
-        f"ai-toolkit writes it, DiffSynth, musubi-tuner; here `{QWEN_LORA}`) as a branch in the forward pass. Block "
-        "weights by name: `B0-B59` (the 60 transformer blocks)."), (
+        f"copy. **Load VAE**: `{QWEN_VAE}` (the Wan 2.1 VAE)."),
+        (QWEN_UNET, QWEN_TE, "qwen_image", QWEN_VAE), (QWEN_LORA, (
+            "## 2. A Qwen-Image LoRA\n**LoRA (dynamic)** adds a Qwen-Image LoRA from `models/loras` (diffusers/PEFT "
+            f"as ai-toolkit writes it, DiffSynth, musubi-tuner; here `{QWEN_LORA}`) as a branch in the forward pass. "
+            "Block weights by name: `B0-B59` (the 60 transformer blocks).")), (
         "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with Qwen2.5-VL-7B into "
         "one batched conditioning with its attention mask; `count` sets the latent batch size. Qwen-Image masks the "
-        "padding of shorter lines, so each image equals its line alone (to float rounding) whatever the lengths (ComfyUI 0.3.64's "
-        "Qwen-Image ignores that mask: there, use lines of one length)."), QWEN_PROMPTS, width=420, multiline_h=220,
-        negative_text=" ")
-    s = L.column("4. Sample", (
+        "padding of shorter lines, so each image equals its line alone (to float rounding) whatever the lengths "
+        "(ComfyUI 0.3.64's Qwen-Image ignores that mask: there, use lines of one length)."), QWEN_PROMPTS, (
         "## 4. Sample\n**ModelSamplingAuraFlow** (shift 3.1) and **KSampler** at 20 steps, cfg 2.5, euler, simple: "
         "how Qwen-Image is run. **EmptySD3LatentImage** makes its 16-channel latents at 1328x1328, `batch_size` "
-        "linked to the prompt count."), "sample")
-    ms = s.add("ModelSamplingAuraFlow", shift=3.1)
-    g.wire(ms, model=lora.out("model"))
-    latent = s.add("EmptySD3LatentImage", width=1328, height=1328, batch_size=1)
-    g.connect(pb.out("count"), latent, "batch_size")
-    ks = s.add("KSampler", seed=0, steps=20, cfg=2.5, sampler_name="euler", scheduler="simple", denoise=1.0)
-    g.wire(ks, model=ms, positive=pb.out("conditioning"), negative=neg, latent_image=latent)
-    o = L.column("5. Decode and save", "## 5. Decode and save\n**VAE Decode** with the Qwen-Image VAE; **Save Image** "
-                 "writes `output/lean_qwen_image_00001_.png`, ... (image *i* from prompt *i*).", "save")
-    dec = o.add("VAEDecode")
-    g.wire(dec, samples=ks, vae=vae)
-    save_node = o.add("SaveImage", box_h=300, filename_prefix="lean_qwen_image")
-    g.wire(save_node, images=dec)
-    return L.finish()
+        "linked to the prompt count."), (3.1, 1328, 20, 2.5, "euler"), "lean_qwen_image", negative_text=" ",
+        vae_words="the Qwen-Image VAE")
 
 
 WORKFLOWS_DEF = {
