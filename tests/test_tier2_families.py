@@ -42,8 +42,7 @@ FAMILY = {
     "qwen_image": ("lean_qwen_image_tiny.safetensors", "lean_qwen25_7b_tiny.safetensors", "qwen_image",
                    ("EmptySD3LatentImage", 64)),
 }
-MISSING_064 = {"zimage": "Z-Image: not in ComfyUI 0.3.64 (no ZImage model, no Qwen3-4B text encoder)",
-               "flux2": "Flux.2 Klein: not in ComfyUI 0.3.64 (no Flux2 model, no flux2 text-encoder type)"}
+MISSING_064 = families.MISSING_064
 PROMPT = "a red cube on a wooden table, soft light"
 
 

@@ -31,8 +31,6 @@ FLUX_UNET, FLUX_T5, FLUX_CLIP_L = _M.FLUX_UNET, _M.FLUX_T5, _M.FLUX_CLIP_L
 FLUX_VAE, FLUX_LORA = _M.FLUX_VAE, _M.FLUX_LORA
 ZIMAGE_UNET, ZIMAGE_TE, ZIMAGE_LORA = _M.ZIMAGE_UNET, _M.ZIMAGE_TE, _M.ZIMAGE_LORA
 QWEN_UNET, QWEN_TE, QWEN_VAE, QWEN_LORA = _M.QWEN_UNET, _M.QWEN_TE, _M.QWEN_VAE, _M.QWEN_LORA
-# the allow-listed reason (tests/conftest.py) where the host has no Z-Image
-ZIMAGE_MISSING = "Z-Image: not in ComfyUI 0.3.64 (no ZImage model, no Qwen3-4B text encoder)"
 OWN_HOST = {"lean_flux_lora_prompt_batch", "lean_flux_lora_per_image"}  # workflows that run in a host of their own (test-only hooks)
 # workflows that need a peer pack installed in the host (archive of ../shared/peers); converted, run and dropped in
 # the editor by the test module that installs it, never in the shared host (which has no peer pack)
@@ -104,7 +102,8 @@ def host_lacks_family(host, prompt):
     if any(n["inputs"].get("unet_name") == ZIMAGE_UNET for n in prompt.values()):
         types = host.object_info("CLIPLoader")["input"]["required"]["type"][0]
         if "flux2" not in types:
-            return ZIMAGE_MISSING
+            from . import families
+            return families.MISSING_064["zimage"]  # the allow-listed reason (tests/conftest.py)
     return None
 
 
