@@ -375,7 +375,7 @@ def flux_loaders(L):
     return unet, te, vae
 
 
-def flux_save(L, n, ks, vae, prefix, vae_words="the Flux VAE"):
+def decode_and_save(L, n, ks, vae, prefix, vae_words="the Flux VAE"):
     o = L.column(f"{n}. Decode and save", f"## {n}. Decode and save\n**VAE Decode** with {vae_words}; **Save Image** "
                  f"writes `output/{prefix}_00001_.png`, ... (image *i* from prompt *i*).", "save")
     dec = o.add("VAEDecode")
@@ -426,7 +426,7 @@ def wf_flux(info):
     g.connect(pb.out("count"), latent, "batch_size")
     ks = s.add("KSampler", seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
     g.wire(ks, model=lora.out("model"), positive=pb.out("conditioning"), negative=neg, latent_image=latent)
-    flux_save(L, "5", ks, vae, "lean_flux")
+    decode_and_save(L, "5", ks, vae, "lean_flux")
     return L.finish()
 
 
@@ -495,7 +495,7 @@ def wf_flux_per_image(info):
     g.connect(pb.out("count"), latent, "batch_size")
     ks = s.add("KSampler", seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
     g.wire(ks, model=pb.out("model"), positive=pb.out("conditioning"), negative=neg, latent_image=latent)
-    flux_save(L, "4", ks, vae, "lean_flux_per_image")
+    decode_and_save(L, "4", ks, vae, "lean_flux_per_image")
     return L.finish()
 
 
@@ -622,7 +622,7 @@ def dit_workflow(info, title, load_note, models, lora, prompt_note, prompts, sam
     g.connect(pb.out("count"), latent, "batch_size")
     ks = s.add("KSampler", seed=0, steps=steps, cfg=cfg, sampler_name=sampler, scheduler="simple", denoise=1.0)
     g.wire(ks, model=ms, positive=pb.out("conditioning"), negative=neg, latent_image=latent)
-    flux_save(L, "5", ks, vae, prefix, vae_words)
+    decode_and_save(L, "5", ks, vae, prefix, vae_words)
     return L.finish()
 
 
