@@ -420,8 +420,17 @@ class ComfyHost:
     def interrupt(self):
         return self.request("/interrupt", {}, method="POST")
 
-    def free(self, unload_models=True, free_memory=True):
-        return self.request("/free", {"unload_models": unload_models, "free_memory": free_memory}, method="POST")
+    def free(self, unload_models=True, free_memory=True, settle=False):
+        """POST /free.  ComfyUI's prompt worker carries it out between prompts, and an idle worker may carry it out
+        only after the next prompt.  settle=True makes it take effect before any later prompt: a no-op prompt (the
+        test-only probe node, which every pooled host has) runs after it, and the worker frees before it takes the
+        next one."""
+        r = self.request("/free", {"unload_models": unload_models, "free_memory": free_memory}, method="POST")
+        if settle:
+            if not (self.base / "custom_nodes" / "lean_test_probe.py").exists():
+                raise RuntimeError("free(settle=True) needs the test-only probe node (lean_testlib.probe_node)")
+            self.run({"1": {"class_type": "TestProbe_lean", "inputs": {"name": "settle_free"}}})
+        return r
 
     def rss_bytes(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
