@@ -45,7 +45,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from lean_testlib import graphs, harness, host_caps_node, lora, sd15  # noqa: E402
+from lean_testlib import graphs, harness, host_caps_node, lora, probe_node, sd15  # noqa: E402
 
 CKPT = "lean_sd15.safetensors"
 LORA = "lean_lora.safetensors"
@@ -184,8 +184,10 @@ def lora_graph(weight_dtype, lora_class=None):
 
 
 def free(h):
-    """Unload every model and clear the host's cache; the host's worker applies it between prompts."""
-    h.free()
+    """Unload every model and clear the host's cache.  The host's prompt worker applies a /free between prompts, and
+    when idle only after its next one: settle=True runs a no-op prompt after it, so the free is done before the
+    measured prompt starts; the pause lets the freed memory settle before the peaks are sampled."""
+    h.free(settle=True)
     time.sleep(1.5)
 
 
@@ -283,6 +285,7 @@ def run(a, res, path):
     base = pathlib.Path(tempfile.mkdtemp(prefix="lean_gpu_"))
     harness.make_base_dir(base)
     host_caps_node.install(base)
+    probe_node.install(base)  # the no-op prompt of free(h)
     harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(), CKPT)
     harness.link_model(base, "loras", lora.sd15_lora(), LORA)
     h = harness.ComfyHost.start(path, base, cpu=a.smoke, verbose="INFO")
