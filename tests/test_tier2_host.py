@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lean_testlib import graphs, harness, host_caps_node, lazy_layers_node, prereq
+from lean_testlib import graphs, harness, host_caps_node, lazy_layers_node, prereq, probe_node
 
 pytestmark = pytest.mark.tier2
 
@@ -43,6 +43,7 @@ def probe_host(tmp_path_factory, sd15_ckpt):
 
     def setup(base):
         host_caps_node.install(base)
+        probe_node.install(base)  # the no-op prompt of h.free(settle=True)
         if version >= (0, 29, 0):
             lazy_layers_node.install(base)
         harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
@@ -76,12 +77,14 @@ def test_lazy_layers_lean_loader_gives_stock_pixels(probe_host):
     counts = host_caps_node.read(h.base, "lazy_stock")["lazy"]
     assert counts["lazy_init"] > 100, counts  # the layers really were built without weights
     assert ref.std() > 0
-    h.free()
+    h.free(settle=True)
     entry = h.run(lean("lazy_lean"))
     got = image(h, entry)
     assert np.array_equal(got, ref), "Lean loader on lazily built layers differs from CheckpointLoaderSimple"
     assert "no place for" not in h.log()
-    h.free()
+    # settled: an idle host carries out a plain /free only after its next prompt, which would reset the node cache
+    # in the middle of the next test's runs (the kept-loaded LLM test failed once that way)
+    h.free(settle=True)
 
 
 def test_llm_kept_loaded_is_freed_when_the_host_needs_room(probe_host):
@@ -91,9 +94,6 @@ def test_llm_kept_loaded_is_freed_when_the_host_needs_room(probe_host):
     pytest.importorskip("llama_cpp", reason=prereq("llama-cpp-python not installed"))
     from lean_testlib import tiny_gguf
     h = probe_host
-    # ComfyUI's prompt worker carries out a POST /free (an earlier test's h.free()) only after its next prompt when
-    # it is idle: run one here first, so that a pending free cannot reset the node cache between this test's runs
-    h.run({"1": {"class_type": "TestHostCaps_lean", "inputs": {"name": "flush_free"}}})
     harness.link_model(h.base, "llm", tiny_gguf.tiny_model("chatml"), "tiny.gguf")
     g = graphs.llm_preview(loader=graphs.llm_loader(model="tiny.gguf", n_ctx=512, n_gpu_layers=0),
                            idea="a boat", seed=3, max_tokens=4, keep_loaded=True)

@@ -427,7 +427,8 @@ class ComfyHost:
         next one."""
         r = self.request("/free", {"unload_models": unload_models, "free_memory": free_memory}, method="POST")
         if settle:
-            if not (self.base / "custom_nodes" / "lean_test_probe.py").exists():
+            from . import probe_node
+            if not (self.base / "custom_nodes" / f"{probe_node.MODULE}.py").exists():
                 raise RuntimeError("free(settle=True) needs the test-only probe node (lean_testlib.probe_node)")
             self.run({"1": {"class_type": "TestProbe_lean", "inputs": {"name": "settle_free"}}})
         return r

@@ -89,9 +89,12 @@ def link_into(base, src, module_name):
     return dst
 
 
+MODULE = "lean_test_probe"  # its name in a host's custom_nodes/
+
+
 def install(base):
     """Link this file into <base>/custom_nodes/ (before the host starts)."""
-    return link_into(base, __file__, "lean_test_probe")
+    return link_into(base, __file__, MODULE)
 
 
 def read(base, name):
