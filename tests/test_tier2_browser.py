@@ -99,8 +99,7 @@ def test_missing_node_dialog_is_detected(page):
 def test_dropped_workflow_loads_completely(b, page, mode, path, shots):
     before = len(b.lean_errors)
     data = shipped.load(path)
-    browser.drop_workflow(page, path)
-    page.wait_for_timeout(1500)  # previews and widgets
+    browser.drop_workflow(page, path)  # waits until its previews and widgets have settled
     dialog = browser.missing_nodes_dialog(page)
     png = shots / f"{path.stem}-{mode}.png"
     page.screenshot(path=str(png))

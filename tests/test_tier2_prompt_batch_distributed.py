@@ -219,8 +219,7 @@ def test_the_example_workflow_loads_in_the_editor(trio):
         pytest.skip(prereq(f"no browser: {why}"))
     with browser.Browser() as b:
         page = b.editor(trio.master.url)
-        browser.drop_workflow(page, SHIPPED)
-        page.wait_for_timeout(1500)
+        browser.drop_workflow(page, SHIPPED)  # waits until its previews and widgets have settled
         dialog = browser.missing_nodes_dialog(page)
         if os.environ.get("LEAN_SCREENSHOTS") and not dialog:  # for scripts/make_thumbnails.py
             out = pathlib.Path(os.environ["LEAN_SCREENSHOTS"])

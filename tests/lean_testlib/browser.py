@@ -99,6 +99,10 @@ class Browser:
         page.set_default_timeout(60_000)
         page.on("console", lambda m: self.console.append((m.type, m.text, (m.location or {}).get("url", ""))))
         page.on("pageerror", lambda e: self.page_errors.append(f"{e.name}: {e.message}\n{e.stack or ''}"))
+        pending = page.lean_pending = set()  # HTTP requests of the page still in flight (settle() waits for none)
+        page.on("request", lambda r: pending.add(r))  # Playwright takes Python functions, not builtins
+        page.on("requestfinished", lambda r: pending.discard(r))
+        page.on("requestfailed", lambda r: pending.discard(r))
         return page
 
     def editor(self, url, page=None):
@@ -171,7 +175,24 @@ def drop_workflow(page, path_or_data, name=None):
         }
     }""", [text, name])
     page.wait_for_function("n => window.app.graph._nodes.length === n", arg=n, timeout=60_000)
-    page.wait_for_timeout(500)  # let dialogs and widget callbacks settle
+    settle(page)
+
+
+# Prompt Batch's preview asks the server DEBOUNCE_MS (300, web/lean.promptBatch.js) after a change
+SETTLE_FIRST_MS = 400
+
+
+def settle(page, timeout=10.0):
+    """Let dialogs, widget callbacks and the requests they start finish: SETTLE_FIRST_MS (the longest debounce of
+    the pack's scripts, plus margin), then until no HTTP request of the page is in flight (pages made by
+    Browser.new_page count them) and two animation frames have been drawn.  Replaces fixed waits of 0.5-2 s per
+    dropped workflow; a request still open after `timeout` s is left (the checks that follow then see its state)."""
+    page.wait_for_timeout(SETTLE_FIRST_MS)
+    pending = getattr(page, "lean_pending", None)
+    deadline = time.time() + timeout
+    while pending and time.time() < deadline:
+        page.wait_for_timeout(50)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
 def node_types(page):
