@@ -1,5 +1,8 @@
 """Tier 2: a different LoRA for every image of one batch (LeanPromptBatch's <lora:...> tags and its `model` output),
-SD1.5 fixture in a real ComfyUI, against stock nodes.
+SD1.5 fixture in a real ComfyUI, against stock nodes.  The fixture is the narrow variant (lean_testlib.sd15.NARROW:
+every key and block of SD1.5's UNet at 320 channels, detected as SD1.5 by the host's own loader; its kohya LoRAs have
+SD1.5's module names): what is checked is which row gets which LoRA, not the UNet's width, and a step costs a
+fraction of the full-size one's (the full-size fixture's LoRA numerics: tests/test_tier2_lora.py).
 
 Each latent of ONE KSampler pass over the batch must equal a separate stock run of its line alone: stock LoraLoader
 chain with that line's LoRAs (a file filtered to the preset's blocks for lbw=, stock KSamplerAdvanced segments at each
@@ -14,11 +17,11 @@ tests/test_tier2_lora.py explains)."""
 import numpy as np
 import pytest
 
-from lean_testlib import harness, lbw_presets, lora as kohya, lora_extra, probe_node
+from lean_testlib import harness, lbw_presets, lora as kohya, lora_extra, probe_node, sd15
 
 pytestmark = pytest.mark.tier2
 
-CKPT = "lean_sd15.safetensors"
+CKPT = "lean_sd15n.safetensors"
 TOL = 1e-3
 EFFECT = 10  # a LoRA must move its row by more than EFFECT x the tolerance
 SEED, STEPS, DENOISE = 7, 2, 0.5
@@ -31,19 +34,19 @@ CLEAN = ["a red cube on a table", "a blue sphere", "a green cone", "a yellow hou
 STOCK = {0: [], 1: [("pi_a", 0.8, 0.8)], 2: [("pi_b", 0.6, 0.3), ("pi_c", -0.5, -0.5)], 3: [("pi_a_midd", 0.9, 0.9)]}
 
 
-def _setup(base, sd15_ckpt):
-    harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
+def _setup(base):
+    harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(narrow=True), CKPT)
     for name, seed in (("pi_a", 0), ("pi_b", 1), ("pi_c", 2)):
-        harness.link_model(base, "loras", kohya.sd15_lora(seed=seed), name + ".safetensors")
-    harness.link_model(base, "loras", lora_extra.filtered_lora(lbw_presets.blocks_on("sd15", "MIDD"), seed=0),
-                       "pi_a_midd.safetensors")
-    harness.link_model(base, "loras", lora_extra.loha_lora(), "pi_loha.safetensors")
+        harness.link_model(base, "loras", kohya.sd15_lora(seed=seed, narrow=True), name + ".safetensors")
+    harness.link_model(base, "loras", lora_extra.filtered_lora(lbw_presets.blocks_on("sd15", "MIDD"), seed=0,
+                                                               narrow=True), "pi_a_midd.safetensors")
+    harness.link_model(base, "loras", lora_extra.loha_lora(narrow=True), "pi_loha.safetensors")
     harness.link_model(base, "loras", lora_extra.sdxl_style_lora(), "pi_xl.safetensors")
 
 
 @pytest.fixture(scope="module")
-def host(shared_hosts, sd15_ckpt):
-    with shared_hosts.use(["--fp32-text-enc"], setup=lambda b: _setup(b, sd15_ckpt)) as h:
+def host(shared_hosts):
+    with shared_hosts.use(["--fp32-text-enc"], setup=_setup) as h:
         yield h
 
 

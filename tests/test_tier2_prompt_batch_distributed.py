@@ -5,6 +5,11 @@ ComfyUI-Distributed 1.4.4 is installed from ../shared/peers into each of three C
 same workflow queued on the master with plain /prompt (ComfyUI-Distributed then runs nothing elsewhere: the
 collector passes the images through and Prompt Batch keeps every prompt).  Images are compared as the PNG files
 SaveImage writes on the master, byte value by byte value.
+
+The checkpoint is the SD1.5 fixture's narrow variant (lean_testlib.sd15.NARROW: SD1.5's keys and blocks at 320
+channels, detected as SD1.5 by the host), and the LoRAs are its kohya LoRAs: what is checked is which machine renders
+which prompt with which LoRAs, and three processes each holding the full-size UNet in fp32 (3.3 GB) spent most of
+this module's time loading and moving it.
 """
 import json
 import os
@@ -18,7 +23,7 @@ import pytest
 from PIL import Image
 
 from lean_nodes.core import workflow
-from lean_testlib import REPO, distributed, graphs, harness, lora as kohya, prereq, shipped, socket_audit
+from lean_testlib import REPO, distributed, graphs, harness, lora as kohya, prereq, sd15, shipped, socket_audit
 
 # CI runs this module on its default host only (marker one_host, .ci/run): three ComfyUI processes for ~6 min; it
 # passes on 0.3.64 as well when run there by hand (python -m pytest tests/test_tier2_prompt_batch_distributed.py).
@@ -54,15 +59,16 @@ def _setup(base):
     (wc / "colors.txt").write_text("red\ngreen\nblue\nyellow\n")
     (wc / "places.txt").write_text("the sea\nthe mountains\n")
     for name, seed in (("pd_a", 0), ("pd_b", 1), ("pd_c", 2)):  # the per-image LoRA tests' cached files
-        harness.link_model(base, "loras", kohya.sd15_lora(seed=seed), name + ".safetensors")
+        harness.link_model(base, "loras", kohya.sd15_lora(seed=seed, narrow=True), name + ".safetensors")
 
 
 @pytest.fixture(scope="module")
-def trio(tmp_path_factory, sd15_ckpt):
+def trio(tmp_path_factory):
     archive = harness.peers_dir() / distributed.PEER
     if not archive.is_file():
         pytest.skip(prereq(f"ComfyUI-Distributed's archive {archive} is missing (../shared/peers)"))
-    with distributed.cluster(tmp_path_factory.mktemp("distrib"), sd15_ckpt, workers=2, setup=_setup) as c:
+    with distributed.cluster(tmp_path_factory.mktemp("distrib"), sd15.sd15_checkpoint(narrow=True), workers=2,
+                             setup=_setup) as c:
         yield c
     for what, i, mx, mean in STATS:  # the measured differences (shown with pytest -s)
         print(f"[distributed vs one machine] {what}: image {i}: max {mx}, mean {mean:.5f}")
@@ -93,7 +99,8 @@ def reference(trio):
 
 # Measured on CPU (2 cores, ComfyUI 0.33.0): every image of the 3-way (4+3+3) and the 2-way (5+5) run differs from
 # the one-machine image in at most 0.07 % of its 8-bit values, each by one step (max 1, mean 0.00008-0.00065 per
-# image), the same values in both runs: a batch of 10 is sampled with other float rounding than a batch of 3-5.
+# image with the full-size SD1.5 fixture, 0.00008-0.00024 with the narrow one), the same values in both runs: a batch
+# of 10 is sampled with other float rounding than a batch of 3-5.
 MAX_LSB = 1          # no channel value of any image differs by more than one step of 255
 MAX_MEAN = 0.002     # mean |difference| per channel value, per image (3x the largest measured)
 STATS = []           # (what, image, max, mean) of every comparison, printed at the end

@@ -19,11 +19,12 @@ _WIDTH = {"down_blocks_0": 320, "down_blocks_1": 640, "down_blocks_2": 1280, "mi
           "up_blocks_1": 1280, "up_blocks_2": 640, "up_blocks_3": 320}
 
 
-def unet_modules():
-    """{kohya module name: (out_features, in_features, is_conv1x1)} for every SD1.5 transformer."""
+def unet_modules(narrow=False):
+    """{kohya module name: (out_features, in_features, is_conv1x1)} for every SD1.5 transformer (narrow: of the
+    SD1.5 fixture's narrow variant, lean_testlib.sd15.NARROW: 320 channels everywhere)."""
     mods = {}
     for ldm, diff in _UNET_ATTN.items():
-        c = next(w for pfx, w in _WIDTH.items() if diff.startswith(pfx))
+        c = 320 if narrow else next(w for pfx, w in _WIDTH.items() if diff.startswith(pfx))
         b = f"lora_unet_{diff}"
         mods[f"{b}_proj_in"] = (c, c, True)
         mods[f"{b}_proj_out"] = (c, c, True)
@@ -50,12 +51,12 @@ def te_modules():
     return mods
 
 
-def make_lora_state_dict(seed=0, rank=32, alpha=16.0, unet=True, te=True, up_std=0.02, dtype=None):
+def make_lora_state_dict(seed=0, rank=32, alpha=16.0, unet=True, te=True, up_std=0.02, dtype=None, narrow=False):
     import torch
     dtype = dtype or torch.float16
     mods = {}
     if unet:
-        mods.update(unet_modules())
+        mods.update(unet_modules(narrow))
     if te:
         mods.update(te_modules())
     sd = {}
@@ -71,16 +72,16 @@ def make_lora_state_dict(seed=0, rank=32, alpha=16.0, unet=True, te=True, up_std
     return sd
 
 
-def sd15_lora(seed=0, rank=32, alpha=16.0, unet=True, te=True, cache=None):
-    """Path of a cached kohya LoRA for the SD1.5 fixture."""
+def sd15_lora(seed=0, rank=32, alpha=16.0, unet=True, te=True, cache=None, narrow=False):
+    """Path of a cached kohya LoRA for the SD1.5 fixture (narrow: for its narrow variant)."""
     from safetensors.torch import save_file
     from . import cache_dir
     d = (cache or cache_dir()) / "fixtures"
     d.mkdir(parents=True, exist_ok=True)
-    tag = ("u" if unet else "") + ("t" if te else "")
+    tag = ("u" if unet else "") + ("t" if te else "") + ("_n" if narrow else "")
     path = d / f"lean_lora_v{GENERATOR_VERSION}_seed{seed}_r{rank}_a{alpha:g}_{tag}.safetensors"
     if not path.exists():
-        sd = make_lora_state_dict(seed, rank, alpha, unet, te)
+        sd = make_lora_state_dict(seed, rank, alpha, unet, te, narrow=narrow)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         save_file(sd, str(tmp), metadata={"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
                                           "ss_network_alpha": str(alpha),

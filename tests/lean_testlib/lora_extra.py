@@ -44,10 +44,11 @@ def _dir():
     return d
 
 
-def filtered_lora(blocks, seed=0, rank=32, alpha=16.0):
-    """The kohya fixture keeping only modules of `blocks` (A1111 ids; 'BASE' keeps the text encoder)."""
+def filtered_lora(blocks, seed=0, rank=32, alpha=16.0, narrow=False):
+    """The kohya fixture keeping only modules of `blocks` (A1111 ids; 'BASE' keeps the text encoder); narrow: of the
+    LoRA for the SD1.5 fixture's narrow variant."""
     from safetensors.torch import load_file
-    src = kohya.sd15_lora(seed=seed, rank=rank, alpha=alpha)
+    src = kohya.sd15_lora(seed=seed, rank=rank, alpha=alpha, narrow=narrow)
     tag = "-".join(sorted(blocks))
     path = _dir() / f"lean_lora_filtered_v{GENERATOR_VERSION}_{zlib.crc32(tag.encode()):08x}_{src.stem}.safetensors"
     if not path.exists():
@@ -74,14 +75,15 @@ def sdxl_style_lora(rank=4):
     return path
 
 
-def loha_lora(rank=4):
-    """A LoHa (LyCORIS hada_*) on a few SD1.5 attention projections: no cheap branch exists."""
+def loha_lora(rank=4, narrow=False):
+    """A LoHa (LyCORIS hada_*) on a few SD1.5 attention projections: no cheap branch exists (narrow: for the SD1.5
+    fixture's narrow variant)."""
     import torch
-    path = _dir() / f"lean_loha_v{GENERATOR_VERSION}_r{rank}.safetensors"
+    path = _dir() / f"lean_loha_v{GENERATOR_VERSION}_r{rank}{'_n' if narrow else ''}.safetensors"
     if not path.exists():
         g = torch.Generator().manual_seed(5)
         sd = {}
-        mods = kohya.unet_modules()
+        mods = kohya.unet_modules(narrow)
         for n in [m for m in mods if m.endswith("attn1_to_q")][:6]:
             out_f, in_f, _ = mods[n]
             sd[f"{n}.hada_w1_a"] = (torch.randn(out_f, rank, generator=g) * 0.3).half()

@@ -46,11 +46,20 @@ def _transformer(p, c, ctx=768):
     return k
 
 
-def unet_keys(prefix="model.diffusion_model."):
+# the width of each of the UNet's four levels (and of its middle block: the last level's)
+MULT = (320, 640, 1280, 1280)
+# The narrow variant: every key of SD1.5's UNet, at 320 channels on every level (~0.1 B parameters instead of 0.86 B).
+# ComfyUI detects it as SD1.5 with its stock loader (SD15's unet_config fixes model_channels 320 and context_dim 768,
+# not the channel multipliers) and builds it from the file's shapes; the block names and indices are SD1.5's, so
+# LoRA key maps, kohya names and block weights mean what they mean on SD1.5.  For the tests whose claim is about
+# rows, prompts and machines, not about the UNet's size (per-image LoRAs, the distributed prompt batch).
+NARROW = (320, 320, 320, 320)
+
+
+def unet_keys(prefix="model.diffusion_model.", mult=MULT):
     k = {"time_embed.0.weight": (1280, 320), "time_embed.0.bias": (1280,),
          "time_embed.2.weight": (1280, 1280), "time_embed.2.bias": (1280,),
          "input_blocks.0.0.weight": (320, 4, 3, 3), "input_blocks.0.0.bias": (320,)}
-    mult = (320, 640, 1280, 1280)
     attn_levels = (0, 1, 2)
     skips = [320]
     ch = 320
@@ -68,9 +77,9 @@ def unet_keys(prefix="model.diffusion_model."):
             k[f"input_blocks.{i}.0.op.bias"] = (ch,)
             skips.append(ch)
             i += 1
-    k.update(_resblock("middle_block.0", 1280, 1280))
-    k.update(_transformer("middle_block.1", 1280))
-    k.update(_resblock("middle_block.2", 1280, 1280))
+    k.update(_resblock("middle_block.0", ch, ch))
+    k.update(_transformer("middle_block.1", ch))
+    k.update(_resblock("middle_block.2", ch, ch))
     o = 0
     for level in reversed(range(len(mult))):
         c = mult[level]
@@ -216,12 +225,12 @@ def seeded_normal(torch, key, shape, seed, dtype, fan_in=None):
     return (torch.randn(shape, generator=g, dtype=torch.float32) * std).to(dtype)
 
 
-def make_sd15_state_dict(seed=0, dtype=None, parts=("unet", "clip", "vae")):
+def make_sd15_state_dict(seed=0, dtype=None, parts=("unet", "clip", "vae"), mult=MULT):
     import torch
     dtype = dtype or torch.float16
     table = {}
     if "unet" in parts:
-        table.update(unet_keys())
+        table.update(unet_keys(mult=mult))
     if "clip" in parts:
         table.update(clip_l_keys())
     if "vae" in parts:
@@ -233,16 +242,18 @@ def make_sd15_state_dict(seed=0, dtype=None, parts=("unet", "clip", "vae")):
     return sd
 
 
-def sd15_checkpoint(seed=0, cache=None):
-    """Path of the cached fp16 SD1.5-layout checkpoint (~2.1 GB), generated on first use."""
+def sd15_checkpoint(seed=0, cache=None, narrow=False):
+    """Path of the cached fp16 SD1.5-layout checkpoint (~2.1 GB; narrow=True: the NARROW UNet, ~0.7 GB), generated
+    on first use."""
     from . import cache_dir
     from safetensors.torch import save_file
     d = (cache or cache_dir()) / "fixtures"
     d.mkdir(parents=True, exist_ok=True)
-    path = d / f"lean_sd15_v{GENERATOR_VERSION}_seed{seed}.safetensors"
+    kind = "sd15n" if narrow else "sd15"
+    path = d / f"lean_{kind}_v{GENERATOR_VERSION}_seed{seed}.safetensors"
     if not path.exists():
-        sd = make_sd15_state_dict(seed)
+        sd = make_sd15_state_dict(seed, mult=NARROW if narrow else MULT)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file(sd, str(tmp), metadata={"format": "pt", "lean_fixture": f"sd15 v{GENERATOR_VERSION} seed {seed}"})
+        save_file(sd, str(tmp), metadata={"format": "pt", "lean_fixture": f"{kind} v{GENERATOR_VERSION} seed {seed}"})
         os.replace(tmp, path)
     return path
