@@ -43,6 +43,23 @@ def host_from_argv(argv=None):
     return path
 
 
+# --smoke runs on the SD1.5 fixture's narrow variant (lean_testlib.sd15.NARROW: SD1.5's keys and blocks at 320
+# channels, detected as SD1.5 by the host; its LoRAs with SD1.5's module names): the smallest model that still takes
+# every code path.  Kept in the environment so that a benchmark's child processes see it too.
+NARROW_ENV = "LEAN_BENCH_SD15_NARROW"
+
+
+def smoke_on_narrow(smoke):
+    """Call with the benchmark's --smoke flag: from then on (children included) sd15_narrow() says whether to use the
+    narrow SD1.5 fixture."""
+    if smoke:
+        os.environ[NARROW_ENV] = "1"
+
+
+def sd15_narrow():
+    return os.environ.get(NARROW_ENV) == "1"
+
+
 def host_or_exit():
     path, why = harness.find_host()
     if path is None:

@@ -16,7 +16,8 @@ Ends with: RESULT peak_rss_ratio=.. peak_rss_fp16_ratio=.. wall_ratio=.. wall_ra
 identical=0|1 cpu_ratio=.. pairs=N model=sd15|sdxl
 (medians over the pairs; wall_ratio_min/max: the spread of the per-pair Lean/stock wall ratios; cpu_ratio: the
 load's user+sys CPU seconds, Lean auto / stock; with every core busy the wall ratio follows it).
---smoke: one pair (checks that the benchmark still runs; the figures mean nothing).
+--smoke: one pair, on the SD1.5 fixture's narrow variant unless --model sdxl or --ckpt (lean_testlib.sd15.NARROW;
+checks that the benchmark still runs; the figures mean nothing).
 """
 import argparse
 import json
@@ -143,7 +144,9 @@ def main():
         return
     import torch
     from lean_testlib import sd15, sdxl_ckpt
-    ckpt = pathlib.Path(a.ckpt or (sdxl_ckpt.sdxl_checkpoint() if a.model == "sdxl" else sd15.sd15_checkpoint()))
+    # --smoke: the narrow SD1.5 fixture (bench/_common.py), unless a model or file is named
+    ckpt = pathlib.Path(a.ckpt or (sdxl_ckpt.sdxl_checkpoint() if a.model == "sdxl" else
+                                   sd15.sd15_checkpoint(narrow=a.smoke)))
     print(f"checkpoint {ckpt} ({ckpt.stat().st_size / 2**30:.2f} GiB), host {host}, {a.pairs} pairs, CPU")
     with open(ckpt, "rb") as f:  # warm page cache
         while f.read(64 << 20):
@@ -184,7 +187,8 @@ def main():
     print(f"RESULT peak_rss_ratio={l_peak / s_peak:.3f} peak_rss_fp16_ratio={fp16['peak'] / s_peak:.3f} "
           f"wall_ratio={l_wall / s_wall:.3f} wall_ratio_min={min(pair_ratios):.3f} "
           f"wall_ratio_max={max(pair_ratios):.3f} identical={int(identical)} cpu_ratio={l_cpu / s_cpu:.3f} "
-          f"pairs={a.pairs} model={'custom' if a.ckpt else a.model}" + (" smoke=1" if a.smoke else ""), flush=True)
+          f"pairs={a.pairs} model={'custom' if a.ckpt else a.model + ('_narrow' if a.smoke and a.model == 'sd15' else '')}"
+          + (" smoke=1" if a.smoke else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ even when a part raised (error= names it).  Exit 0: every target met; 1: a targe
 or a part could not run.
 
 --smoke (CPU, for CI: the code paths still run): the host starts with --cpu, 64x64, 1 step, no warm-up, one
-round, the LLM with n_gpu_layers=0; the same graphs, comparisons and RESULT keys, targets not checked
+round, the SD1.5 fixture's narrow variant and its LoRA (lean_testlib.sd15.NARROW), the LLM with n_gpu_layers=0; the
+same graphs, comparisons and RESULT keys, targets not checked
 (targets=not_checked); exit 0 when every part ran, 2 when one raised.
 """
 import argparse
@@ -286,8 +287,9 @@ def run(a, res, path):
     harness.make_base_dir(base)
     host_caps_node.install(base)
     probe_node.install(base)  # the no-op prompt of free(h)
-    harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(), CKPT)
-    harness.link_model(base, "loras", lora.sd15_lora(), LORA)
+    # --smoke: the narrow SD1.5 fixture and its LoRA (bench/_common.py)
+    harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(narrow=a.smoke), CKPT)
+    harness.link_model(base, "loras", lora.sd15_lora(narrow=a.smoke), LORA)
     h = harness.ComfyHost.start(path, base, cpu=a.smoke, verbose="INFO")
     try:
         log = h.log()

@@ -12,8 +12,9 @@ away from the other contender's patched weights, is not counted).  Ends with
   RESULT restrength_ratio=<lean/stock> schedule_vs_hooks=<lean/hooks> step_overhead=<lean/none - 1> mem_ratio=<lean/stock>
 
 Every figure is a median over the rounds.  With --only-time, (a) and (b) run and the line has no mem_ratio (what
-was not measured is not printed).  --smoke: one round, 1 step at 64x64, (a) + (b) + (c) each once (checks
-that the benchmark still runs; the figures mean nothing).
+was not measured is not printed).  --smoke: one round, 1 step at 64x64, (a) + (b) + (c) each once, on the SD1.5
+fixture's narrow variant and its LoRAs (lean_testlib.sd15.NARROW; checks that the benchmark still runs; the figures
+mean nothing).
 
 Usage: flock /tmp/lean-heavy.lock python bench/lora.py [--host VERSION|PATH] [--rounds 3] [--size 64] [--only-time]
 """
@@ -28,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _common import add_host_to_path  # noqa: E402  (also puts tests/ on sys.path)
+from _common import add_host_to_path, sd15_narrow  # noqa: E402  (also puts tests/ on sys.path)
 from lean_testlib.inproc import load_pack  # noqa: E402
 
 SCHED = "0:1,0.25:0.6,0.5:1.2,0.75:0.4,1:0.8"  # 5 keyframes
@@ -43,11 +44,12 @@ def setup_host():
     from lean_testlib import lora as kohya, sd15
     loras = pathlib.Path(tempfile.mkdtemp(prefix="lean-bench-loras-"))
     for seed in range(4):
-        harness_link(kohya.sd15_lora(seed=seed, rank=32), loras / f"bench_lora_{seed}.safetensors")
+        harness_link(kohya.sd15_lora(seed=seed, rank=32, narrow=sd15_narrow()),
+                     loras / f"bench_lora_{seed}.safetensors")
     folder_paths.add_model_folder_path("loras", str(loras), is_default=True)
     # the pack, as ComfyUI loads it (a package by file location; never the repo root on sys.path)
     load_pack("lean_nodes")
-    return sd15.sd15_checkpoint()
+    return sd15.sd15_checkpoint(narrow=sd15_narrow())  # --smoke: the narrow SD1.5 fixture (bench/_common.py)
 
 
 def harness_link(src, dst):
@@ -207,6 +209,7 @@ def main():
     steps = 10
     if a.smoke:
         a.rounds, a.size, steps = 1, 64, 1
+        _common.smoke_on_narrow(True)
     ckpt = setup_host()
     if a.mem:
         print(json.dumps({"added": bench_mem(ckpt, a.mem, 64)}))

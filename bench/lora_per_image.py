@@ -14,7 +14,8 @@
 
 Ends with `RESULT wall_ratio=... peak_rss_ratio=... max_abs_diff=... overhead=... pairs=...`.
 Targets (issue 23): wall_ratio <= 0.6, peak_rss_ratio <= 1.0, overhead <= 0.15.
---smoke: 64x64, 1 step, one pair, one overhead round (checks that the benchmark runs; the figures mean nothing).
+--smoke: 64x64, 1 step, one pair, one overhead round, the SD1.5 fixture's narrow variant (lean_testlib.sd15.NARROW: its
+keys and blocks at 320 channels) and its LoRAs (checks that the benchmark runs; the figures mean nothing).
 
 Usage: flock /tmp/lean-heavy.lock python bench/lora_per_image.py [--host VERSION|PATH] [--pairs 3] [--size 64]
        [--steps 4] [--overhead-rounds 4]
@@ -31,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _common import add_host_to_path  # noqa: E402  (also puts tests/ on sys.path)
+from _common import add_host_to_path, sd15_narrow  # noqa: E402  (also puts tests/ on sys.path)
 from lean_testlib.inproc import load_pack  # noqa: E402
 
 SETS = [  # (prompt with tags, stock chain [(file, strength_model, strength_clip)])
@@ -55,14 +56,16 @@ def setup_host():
     args.fp32_text_enc = True
     import folder_paths
     from lean_testlib import lbw_presets, lora as kohya, lora_extra, sd15
+    n = sd15_narrow()  # --smoke: the SD1.5 fixture's narrow variant (the children too)
     loras = pathlib.Path(tempfile.mkdtemp(prefix="lean-bench-pi-"))
-    files = {"bench_a": kohya.sd15_lora(seed=0), "bench_b": kohya.sd15_lora(seed=1), "bench_c": kohya.sd15_lora(seed=2),
-             "bench_a_midd": lora_extra.filtered_lora(lbw_presets.blocks_on("sd15", "MIDD"), seed=0)}
+    files = {"bench_a": kohya.sd15_lora(seed=0, narrow=n), "bench_b": kohya.sd15_lora(seed=1, narrow=n),
+             "bench_c": kohya.sd15_lora(seed=2, narrow=n),
+             "bench_a_midd": lora_extra.filtered_lora(lbw_presets.blocks_on("sd15", "MIDD"), seed=0, narrow=n)}
     for name, src in files.items():
         (loras / f"{name}.safetensors").symlink_to(pathlib.Path(src).resolve())
     folder_paths.add_model_folder_path("loras", str(loras), is_default=True)
     load_pack("lean_nodes")
-    return sd15.sd15_checkpoint()
+    return sd15.sd15_checkpoint(narrow=n)
 
 
 def status(key):
@@ -190,6 +193,7 @@ def main():
     a = ap.parse_args()
     if a.smoke:
         a.pairs, a.size, a.steps, a.overhead_rounds = 1, 64, 1, 1
+        _common.smoke_on_narrow(True)
     if a.worker == "overhead":
         print(json.dumps(overhead_worker(a.size, a.steps, a.overhead_rounds)))
         return

@@ -12,8 +12,8 @@ Runs inside one process with the host's modules (ComfyUI found through COMFYUI_P
 what is timed is the host's compute, not HTTP or queue overhead.  The contenders alternate, each
 figure is the median of --repeats runs after one warm-up.  Ends with
     RESULT encode_ratio=<lean/stock time> e2e_ratio=<lean/sequential time> images=<n>
---smoke: 4 of the prompts (one of each length and a weighted one), one repeat (checks that the benchmark still
-runs; the figures mean nothing).
+--smoke: 4 of the prompts (one of each length and a weighted one), one repeat, the SD1.5 fixture's narrow variant
+(lean_testlib.sd15.NARROW; checks that the benchmark still runs; the figures mean nothing).
 """
 import argparse
 import os
@@ -70,7 +70,7 @@ def main():
     from lean_nodes.nodes import prompt_batch as PB
 
     torch.set_grad_enabled(False)
-    model, clip, vae = inproc.load_checkpoint(sd15.sd15_checkpoint())
+    model, clip, vae = inproc.load_checkpoint(sd15.sd15_checkpoint(narrow=args.smoke))  # --smoke: bench/_common.py
     texts = prompts16()
     if args.smoke:
         texts = [texts[i] for i in (0, 3, 6, 7)]

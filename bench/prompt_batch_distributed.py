@@ -17,8 +17,9 @@ are sampled with other float rounding); `max_diff` and `mean_diff` are the large
            images=<n> participants=3 cores=<os.cpu_count()> max_diff=<0-255> mean_diff=<x>
 On a machine with fewer cores than participants x the cores one sampler uses, the three processes share the
 cores: the speedup is bounded by the cores (see docs/prompt_batch_distributed.md).
---smoke: 3 prompts (one per participant), 1 step, one pair and no warm-up pair (checks that the benchmark runs;
-the figures mean nothing: the first run of each contender loads the checkpoint).
+--smoke: 3 prompts (one per participant), 1 step, one pair and no warm-up pair, the SD1.5 fixture's narrow variant
+(lean_testlib.sd15.NARROW) (checks that the benchmark runs; the figures mean nothing: the first run of each contender
+loads the checkpoint).
 """
 import argparse
 import os
@@ -72,8 +73,9 @@ def main():
                        for i in entry["outputs"].get("save", {}).get("images", []))
         return [np.asarray(Image.open(f).convert("RGB")) for f in files]
 
-    with distributed.cluster(tempfile.mkdtemp(prefix="lean-bench-distrib-"), sd15.sd15_checkpoint(), workers=2,
-                             setup=setup, audit=False) as c:
+    # --smoke: the SD1.5 fixture's narrow variant (its keys and blocks at 320 channels): three processes, smallest sizes
+    with distributed.cluster(tempfile.mkdtemp(prefix="lean-bench-distrib-"), sd15.sd15_checkpoint(narrow=args.smoke),
+                             workers=2, setup=setup, audit=False) as c:
         k = 0
 
         def run(kind):
