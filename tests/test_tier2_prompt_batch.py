@@ -2,7 +2,9 @@
 
 The host for this module gets a test-only probe node (tests/lean_testlib/probe_node.py, not part of
 the pack) that writes the CONDITIONING / LATENT / STRING values it receives to output/probe/, so the
-batch can be compared tensor by tensor with stock CLIPTextEncode.
+batch can be compared tensor by tensor with stock CLIPTextEncode.  The checkpoint is the SD1.5 fixture's narrow
+variant (lean_testlib.sd15.NARROW: SD1.5's CLIP-L and VAE, its UNet's keys and blocks at 320 channels) and the LoRA
+its kohya LoRA: what is checked is the text encoder's batch and the rows of one sampler pass.
 """
 import itertools
 import sys
@@ -12,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lean_testlib import graphs, harness, inproc, lora, probe_node
+from lean_testlib import graphs, harness, inproc, lora, probe_node, sd15
 
 pytestmark = pytest.mark.tier2
 
@@ -20,10 +22,10 @@ CKPT = "lean_sd15.safetensors"
 L = 77
 
 
-def _setup(base, sd15_ckpt, yaml):
+def _setup(base, yaml):
     probe_node.install(base)
-    harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
-    harness.link_model(base, "loras", lora.sd15_lora(), "lean_lora.safetensors")
+    harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(narrow=True), CKPT)
+    harness.link_model(base, "loras", lora.sd15_lora(narrow=True), "lean_lora.safetensors")
     wc = base / "models" / "wildcards"
     (wc / "scenes").mkdir(parents=True, exist_ok=True)
     (wc / "colors.txt").write_text("# colours\nred\ngreen\nblue\n")
@@ -39,11 +41,11 @@ def _setup(base, sd15_ckpt, yaml):
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory, sd15_ckpt):
+def host(tmp_path_factory):
     """A host of its own: wildcards in two folders, the second declared in an extra_model_paths.yaml given at
     start."""
     yaml = tmp_path_factory.mktemp("pb_paths") / "extra_model_paths.yaml"  # written by _setup (base_path: base)
-    with harness.own_host(tmp_path_factory, "pb_base", setup=lambda b: _setup(b, sd15_ckpt, yaml),
+    with harness.own_host(tmp_path_factory, "pb_base", setup=lambda b: _setup(b, yaml),
                           extra_args=["--extra-model-paths-config", str(yaml)]) as h:
         yield h
 
