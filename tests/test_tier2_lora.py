@@ -1,17 +1,24 @@
 """Tier 2: LeanLoraLoader / LeanLoraTags inside a real ComfyUI (fp32 on CPU), against stock LoraLoader.
 
 References come from stock nodes (LoraLoader, KSamplerAdvanced segments) and from independently written
-LoRA files (lean_testlib.lora, lean_testlib.lora_extra), never from the code under test."""
+LoRA files (lean_testlib.lora, lean_testlib.lora_extra), never from the code under test.
+
+The checkpoint is the SD1.5 fixture's narrow variant (lean_testlib.sd15.NARROW: every key and block of SD1.5's UNet
+at 320 channels, SD1.5's CLIP-L and VAE; the host's stock loader detects it as SD1.5) with its rank-32 kohya LoRAs
+(SD1.5's module names, SD1.5's 17 blocks): the branch's result per layer, its strengths, schedules and block weights
+do not depend on a layer's width, and a step costs a fraction of the full-size UNet's.  The full-size SD1.5 UNet
+still meets the branch in tests/test_tier2_gguf_lora.py (its GGUF UNet against stock LoraLoader) and in the
+shipped workflows."""
 import re
 
 import numpy as np
 import pytest
 
-from lean_testlib import harness, lbw_presets, lora as kohya, lora_extra, sd15_variants
+from lean_testlib import harness, lbw_presets, lora as kohya, lora_extra, sd15, sd15_variants
 
 pytestmark = pytest.mark.tier2
 
-CKPT = "lean_sd15.safetensors"
+CKPT = "lean_sd15n.safetensors"  # the narrow SD1.5 (module docstring)
 LORA = "lean_lora.safetensors"
 TOL = 1e-3
 POS = "a red cube on a table"
@@ -26,20 +33,22 @@ BW_PRESETS = ("MIDD", "OUTS", "IND")
 
 
 @pytest.fixture(scope="module")
-def host(shared_hosts, sd15_ckpt):
+def host(shared_hosts):
     """The shared host with --fp32-text-enc: on --cpu ComfyUI stores text-encoder weights in fp16, so stock
     LoraLoader rounds W + dW to fp16 there (about 2e-3 in these latents) while the branch computes in fp32.
     Correctness is checked in fp32 end to end."""
     def setup(base):
-        harness.link_model(base, "checkpoints", sd15_ckpt, CKPT)
+        ckpt = sd15.sd15_checkpoint(narrow=True)
+        harness.link_model(base, "checkpoints", ckpt, CKPT)
         for variant in ("bf16", "fp8_rounded"):
-            harness.link_model(base, "checkpoints", sd15_variants.sd15_variant(variant, sd15_ckpt),
-                               f"lean_sd15_{variant}.safetensors")
-        harness.link_model(base, "loras", kohya.sd15_lora(rank=32), LORA)
+            harness.link_model(base, "checkpoints", sd15_variants.sd15_variant(variant, ckpt),
+                               f"lean_sd15n_{variant}.safetensors")
+        harness.link_model(base, "loras", kohya.sd15_lora(rank=32, narrow=True), LORA)
         harness.link_model(base, "loras", lora_extra.sdxl_style_lora(), "xl_style.safetensors")
-        harness.link_model(base, "loras", lora_extra.loha_lora(), "lean_loha.safetensors")
+        harness.link_model(base, "loras", lora_extra.loha_lora(narrow=True), "lean_loha.safetensors")
         for preset in BW_PRESETS:  # the published presets' blocks (lean_testlib.lbw_presets, from A1111's tables)
-            harness.link_model(base, "loras", lora_extra.filtered_lora(lbw_presets.blocks_on("sd15", preset)),
+            harness.link_model(base, "loras", lora_extra.filtered_lora(lbw_presets.blocks_on("sd15", preset),
+                                                                       narrow=True),
                                f"lean_lora_{preset.lower()}.safetensors")
 
     with shared_hosts.use(["--fp32-text-enc"], setup=setup) as h:
@@ -325,7 +334,7 @@ def _stock_on_rounded_graph(variant, lora_nodes):
     g = graph([(ct, dict(inp)) for ct, inp in lora_nodes])
     if variant is None:
         return g
-    g["ckpt"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f"lean_sd15_{variant}.safetensors"}}
+    g["ckpt"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f"lean_sd15n_{variant}.safetensors"}}
     g["ckpt_te"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}}
     if lora_nodes:
         g["lora0"]["inputs"]["clip"] = ["ckpt_te", 1]
