@@ -13,6 +13,11 @@ of the model's input is ``latent % N`` with ``latent`` its place in its chunk (o
 from __future__ import annotations
 
 
+# transformer_options key under which a wrapper that splits one model call into sub-calls (nodes/_text_split.py)
+# says the entry of each row of the sub-call, for the per-image LoRA branch inside it
+ROW_ENTRIES_KEY = "lean_row_entries"
+
+
 class RowMappingError(ValueError):
     """The model's input rows cannot be told apart by entry (the host did not say how it laid them out)."""
 

@@ -8,6 +8,7 @@ been imported), and nothing here changes the host.
 
 Not a node module (the leading underscore keeps ``__init__.py`` from registering it).
 """
+import functools
 import inspect
 import logging
 import threading
@@ -575,6 +576,12 @@ def text_mask_read_by_model(clip):
     cls = getattr(qi, "QwenImageTEModel", None)
     if not isinstance(cls, type) or not isinstance(getattr(clip, "cond_stage_model", None), cls):
         return False
+    return _qwen_image_attention_reads_mask()
+
+
+@functools.lru_cache(maxsize=1)
+def _qwen_image_attention_reads_mask():
+    """Whether this host's Qwen-Image attention applies ``encoder_hidden_states_mask`` (read once: its source)."""
     model = _import("comfy.ldm.qwen_image.model")
     attention = getattr(model, "Attention", None)
     try:
@@ -582,6 +589,28 @@ def text_mask_read_by_model(clip):
     except (TypeError, OSError, AttributeError):
         return False
     return "= encoder_hidden_states_mask" in source
+
+
+def text_length_kwargs(kwargs, length, width):
+    """The model's extra inputs of a call whose text is cut from `width` to its first `length` tokens (Prompt
+    Batch's length split, nodes/_text_split.py), as the host gives them for a prompt of `length` tokens encoded
+    alone: Lumina2 / Z-Image's ``num_tokens`` (``model_base.Lumina2.extra_conds``: the text length, one constant per
+    conditioning) and a text ``attention_mask`` [rows, width] (given there only when some token is masked: cut, and
+    dropped when the cut leaves every token real)."""
+    import torch
+    out = dict(kwargs)
+    if isinstance(out.get("num_tokens"), int) and out["num_tokens"] == width:
+        out["num_tokens"] = int(length)
+    mask = out.get("attention_mask")
+    if torch.is_tensor(mask) and mask.ndim == 2 and mask.shape[1] == width:
+        mask = mask[:, :length]
+        if bool(mask.all()):
+            del out["attention_mask"]
+        else:
+            out["attention_mask"] = mask
+    return out
+
+
 # ----------------------------------------------------------------------------- ComfyUI-Distributed (a peer pack)
 # ComfyUI-Distributed (robertvoy/ComfyUI-Distributed 1.4.x) runs one workflow on a master and its workers.  Its
 # /distributed/queue writes, into each participant's copy of the prompt, hidden inputs of its DistributedCollector

@@ -664,6 +664,9 @@ class PerEntryBranch:
 
     def __call__(self, executor, x, t, *args, **kwargs):
         topts = args[3] if len(args) > 3 else kwargs.get("transformer_options", {})
+        given = topts.get(lora_rows.ROW_ENTRIES_KEY)  # a sub-call of Prompt Batch's length split
+        if isinstance(given, list) and len(given) == x.shape[0]:
+            return self._run(executor, x, t, [int(e) % self.n for e in given], *args, **kwargs)
         chunks, window = _host.sampler_rows(topts)
         if chunks is None:
             raise RuntimeError("per-image LoRAs: this model call does not come from ComfyUI's sampler (it does not "
@@ -673,6 +676,9 @@ class PerEntryBranch:
             entry_of_row = lora_rows.row_entries(x.shape[0], chunks, self.n, window)
         except lora_rows.RowMappingError as e:
             raise RuntimeError(f"per-image LoRAs: {e}") from None
+        return self._run(executor, x, t, entry_of_row, *args, **kwargs)
+
+    def _run(self, executor, x, t, entry_of_row, *args, **kwargs):
         self.last = entry_of_row
         base_model = executor.class_obj
         sigma = t.max() if torch.is_tensor(t) and t.numel() > 1 else t

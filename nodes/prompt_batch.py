@@ -283,6 +283,8 @@ def encode_each(clip, texts):
         info = {}
         first = results[0][s][1]
         for key, v in first.items():
+            if key == "attention_mask" and len({c.shape[1] for c in conds}) > 1:
+                continue  # each prompt's own mask, of its own length: on this path the length split removes padding
             vals = [r[s][1].get(key) for r in results]
             if torch.is_tensor(v):
                 if all(torch.is_tensor(x) and x.shape == v.shape for x in vals):
@@ -292,7 +294,8 @@ def encode_each(clip, texts):
             else:
                 info[key] = v
         out.append([cond, info])
-    return out, {"passes": len(texts) + 1, "rows": None, "chunks": None}
+    lengths = [r[0][0].shape[1] for r in results]  # each prompt's own token count (padding is at the end)
+    return out, {"passes": len(texts) + 1, "rows": None, "chunks": None, "lengths": None if masked else lengths}
 
 
 def encode_prompts(clip, texts, keep=None):
@@ -308,6 +311,8 @@ def encode_prompts(clip, texts, keep=None):
         out, stats = encode_each(clip, texts)
         if keep is not None:
             out = [_batch_slice(c, info, *keep) for c, info in out]
+            if stats.get("lengths"):
+                stats["lengths"] = stats["lengths"][keep[0]:keep[1]]
         return out, stats
 
 
@@ -461,6 +466,7 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
         return encode_prompts(c, clean_texts, keep)
     masked = _host.text_mask_read_by_model(clip)
     parts, info, passes = [], None, 0
+    lengths = [0] * len(share)  # each entry's own token count, where the encoder says it (encode_each)
     for te, idx in groups.items():
         c = loras.clip_for(clip, te) if te else clip
         if keep is None:
@@ -478,6 +484,12 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
         info = info if info is not None else {k: v for k, v in extra.items() if k != "attention_mask"}
         parts.append([idx, cond, extra.get("pooled_output"), c, extra.get("attention_mask"), extra])
         passes += stats["passes"]
+        own = stats.get("lengths")
+        if lengths is not None and own is not None:
+            for j, i in enumerate(idx):
+                lengths[i] = own[j]
+        else:
+            lengths = None
     if masked:  # zero padding masked out, as encode_each pads one CLIP's prompts
         cond, mask, pooled = cond_batch.merge_masked(len(share), [(p[0], p[1], p[2], p[4]) for p in parts])
         if mask is not None:
@@ -503,7 +515,29 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
                 del info[key]
     if "pooled_output" in info:
         info["pooled_output"] = pooled
-    return [[cond, info]], {"passes": passes, "rows": None, "chunks": None}
+    return [[cond, info]], {"passes": passes, "rows": None, "chunks": None,
+                            "lengths": None if masked else lengths}
+
+
+def split_by_length(model, conditioning, stats):
+    """(model, report line): where the prompts were padded with content the model reads (stats["lengths"] differ:
+    encode_each's end padding, no mask the model honours), `model` with the length split (nodes/_text_split.py), so
+    that each image sees its prompt alone."""
+    lengths = stats.get("lengths")
+    width = conditioning[0][0].shape[1] if conditioning else 0
+    if not lengths or any(c.shape[1] != width or c.shape[0] != len(lengths) for c, _ in conditioning):
+        return model, None
+    if max(lengths) > width or min(lengths) == width:  # (a participant's share is padded to the whole batch's)
+        return model, None
+    distinct = len(set(lengths))
+    if model is None:
+        return model, (f"prompts of {distinct} token lengths ({min(lengths)}-{max(lengths)}) padded: this text "
+                       "encoder's model reads padding as content, so connect `model` and sample with the `model` "
+                       "output to give each image its prompt alone")
+    from . import _text_split
+    return (_text_split.add_split(model, [c for c, _ in conditioning], lengths),
+            f"prompts of {distinct} token lengths ({min(lengths)}-{max(lengths)}): the model runs each length on "
+            f"its own text ({distinct} calls per step), so each image sees its prompt alone")
 
 
 # ----------------------------------------------------------------------------- node
@@ -513,11 +547,13 @@ class LeanPromptBatch:
                    "wildcard files (models/wildcards). Outputs one CONDITIONING whose entry i conditions latent i - "
                    "wire `count` into Empty Latent Image's batch_size and one KSampler run makes every image. "
                    "Prompts of different lengths are padded with the encoded empty prompt, so each entry equals "
-                   "encoding its prompt alone; all prompts go through the text encoder together. On Flux (T5-XXL + "
-                   "CLIP-L) every entry also carries the `guidance` input, as CLIPTextEncodeFlux does. With "
-                   "ComfyUI-Distributed, wire a Distributed Seed (seed 0) into `participant`: each GPU or machine "
-                   "then encodes and samples only its share of the prompts, and the gathered images equal one "
-                   "machine's, in prompt order. "
+                   "encoding its prompt alone; all prompts go through the text encoder together. On models that "
+                   "read text padding as content (Z-Image; Flux.2 prompts over 512 tokens) connect `model` and "
+                   "sample with the `model` output: each image then runs with its own prompt's tokens only. "
+                   "On Flux (T5-XXL + CLIP-L) every entry also carries the `guidance` input, as CLIPTextEncodeFlux "
+                   "does. With ComfyUI-Distributed, wire a Distributed Seed (seed 0) into `participant`: each GPU "
+                   "or machine then encodes and samples only its share of the prompts, and the gathered images "
+                   "equal one machine's, in prompt order. "
                    "<lora:name:w> tags in a prompt (as in LoRA from Prompt Tags: unet/te strengths, sched=, lbw=, "
                    "also from wildcards) apply that LoRA to that prompt's image only, in the same sampler pass: "
                    "connect `model` and sample with the `model` output. The node lists each prompt's LoRAs.")
@@ -536,8 +572,8 @@ class LeanPromptBatch:
         "`participant` wired only this participant's entries, with their global batch_index: wire it into the "
         "KSampler. Empty when `latent` is not wired.",
         "The `model` input with each prompt's <lora:...> tags applied to its own image only (image i gets the LoRAs "
-        "of prompt i, the others none); the input model itself when no tag has a UNet side. Wire it into the "
-        "KSampler.",
+        "of prompt i, the others none), and where the model reads text padding, each image run with its own "
+        "prompt's length; the input model itself when neither applies. Wire it into the KSampler.",
     )
 
     @classmethod
@@ -585,7 +621,10 @@ class LeanPromptBatch:
                                                  "participant, each with its global batch_index."}),
                 "model": ("MODEL", {"tooltip": "The diffusion model for the prompts' <lora:...> tags (not "
                                                "modified; the `model` output carries each prompt's LoRAs for its "
-                                               "own image). Needed when a tag has a UNet strength."}),
+                                               "own image). Needed when a tag has a UNet strength, and on models "
+                                               "that read text padding (Z-Image; Flux.2 prompts over 512 tokens): "
+                                               "the `model` output then runs each image with its own prompt "
+                                               "length."}),
             },
             "hidden": {"prompt": "PROMPT"},
         }
@@ -632,14 +671,17 @@ class LeanPromptBatch:
         if any(tags for _, tags in parsed[start:end]):
             loras = EntryLoras(model, clip, texts[start:end], parsed[start:end], first=start)
             conditioning, stats = encode_with_entry_loras(clip, clean, loras, keep)
-            out_model = loras.model(model)
+            split, said = split_by_length(model, conditioning, stats)
+            out_model = loras.model(split)  # the per-image branch inside the length split
             lines = loras.report()
             self._files = tuple(lf for lf, _, _ in loras.files.values())
         else:
             conditioning, stats = encode_prompts(clip, clean, keep)
-            out_model = model
+            out_model, said = split_by_length(model, conditioning, stats)
             lines = [f"no LoRA tags in this participant's prompts {start + 1}-{end}" if tagged else
                      "no LoRA tags found"]
+        if said:
+            lines.append(said)
         if _host.flux_clip_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
             conditioning = [[c, {**info, "guidance": float(guidance)}] for c, info in conditioning]
         _log.info("[Lean Nodes] LeanPromptBatch: %d prompts%s, %s text-encoder pass(es), %s distinct chunks",

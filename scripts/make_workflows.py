@@ -385,10 +385,12 @@ def decode_and_save(L, n, ks, vae, prefix, vae_words="the Flux VAE"):
 
 
 def dit_lora_and_prompts(L, unet, te, lora_name, lora_note, prompt_note, prompts, width, multiline_h,
-                         negative_text=None, **pb_extra):
+                         negative_text=None, model_through=False, **pb_extra):
     """Columns 2 and 3 of the diffusion-model workflows (Flux, Z-Image, Qwen-Image): LoRA (dynamic) on the model and
     its text encoder, then Prompt Batch on the LoRA's CLIP with a zeroed negative (models run at cfg 1), or with
-    negative_text encoded by the same CLIP (models run at cfg > 1).  Returns (lora, prompt batch, negative)."""
+    negative_text encoded by the same CLIP (models run at cfg > 1).  model_through: the LoRA's model also goes
+    into Prompt Batch (whose `model` output then runs each line with its own tokens).  Returns (lora, prompt batch,
+    negative)."""
     g = L.g
     lora = L.column("2. LoRA", lora_note, "lora").add(
         "LeanLoraLoader", lora_name=lora_name, strength_model=0.8, strength_clip=0.0, schedule="", block_weights="")
@@ -396,7 +398,7 @@ def dit_lora_and_prompts(L, unet, te, lora_name, lora_note, prompt_note, prompts
     p = L.column("3. 4 prompts, one batch", prompt_note, "prompt", width=width)
     pb = p.add("LeanPromptBatch", multiline_h=multiline_h, text=prompts, mode="lines", count=4, seed=0, prefix="",
                suffix="", **pb_extra)
-    g.wire(pb, clip=lora.out("clip"))
+    g.wire(pb, clip=lora.out("clip"), **({"model": lora.out("model")} if model_through else {}))
     if negative_text is None:
         neg = p.add("ConditioningZeroOut", title="Negative (unused at cfg 1)")
         g.wire(neg, conditioning=pb.out("conditioning"))
@@ -590,16 +592,17 @@ def wf_image_to_prompt(info):
 
 
 ZIMAGE_PROMPTS = "\n".join([
-    "# Z-Image Turbo: one image per line, one sampler run. Only the colour changes, so every line has one token",
-    "# length and each image is exactly its line alone (Z-Image cannot mask the padding of shorter lines)",
-    "A red lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph",
+    "# Z-Image Turbo: one image per line, one sampler run. Lines of any length: the model comes through Prompt Batch,",
+    "# which runs each line with its own tokens (Z-Image reads text padding), so each image equals its line alone",
+    "A red lighthouse on a rocky cliff at dusk",
     "A white lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph",
-    "A blue lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph",
-    "A green lighthouse on a rocky cliff at dusk, waves breaking below, warm light in the lantern room, film photograph"])
+    "Macro photograph of a blue glass lighthouse figurine on a rainy windowsill, shallow depth of field, soft morning "
+    "light, the harbour blurred behind it, a cup of tea beside it",
+    "A lighthouse keeper's cabin in deep snow, green door, smoke from the chimney"])
 
 
 def dit_workflow(info, title, load_note, models, lora, prompt_note, prompts, sample_note, sampling, prefix,
-                 negative_text=None, vae_words="the Flux VAE"):
+                 negative_text=None, vae_words="the Flux VAE", model_through=False):
     """The Lean diffusion-model workflows of the 2026 families (Z-Image, Qwen-Image): Load Diffusion Model (mmap) +
     Load Text Encoder (mmap) + Load VAE, LoRA (dynamic), Prompt Batch, ModelSamplingAuraFlow -> KSampler, decode and
     save.  models: (unet, text encoder, its CLIPLoader type, vae); lora: (file, note); sampling: (shift, size, steps,
@@ -614,10 +617,10 @@ def dit_workflow(info, title, load_note, models, lora, prompt_note, prompts, sam
                weight_dtype="default")
     vae = c.add("VAELoader", vae_name=vae_name)
     lora, pb, neg = dit_lora_and_prompts(L, unet, te, *lora, prompt_note, prompts, width=420, multiline_h=220,
-                                         negative_text=negative_text)
+                                         negative_text=negative_text, model_through=model_through)
     s = L.column("4. Sample", sample_note, "sample")
     ms = s.add("ModelSamplingAuraFlow", shift=shift)
-    g.wire(ms, model=lora.out("model"))
+    g.wire(ms, model=pb.out("model") if model_through else lora.out("model"))
     latent = s.add("EmptySD3LatentImage", width=size, height=size, batch_size=1)
     g.connect(pb.out("count"), latent, "batch_size")
     ks = s.add("KSampler", seed=0, steps=steps, cfg=cfg, sampler_name=sampler, scheduler="simple", denoise=1.0)
@@ -637,13 +640,13 @@ def wf_zimage(info):
             f"names, here `{ZIMAGE_LORA}`) as a branch in the forward pass. Block weights by name: `L0-L29` (layers), "
             "`NR0-NR1`, `CR0-CR1` (the refiners), presets LAYERS and REFINERS.")), (
         "## 3. Four prompts, one batch\n**Prompt Batch (wildcards)** encodes every line with Qwen3-4B into one "
-        "batched conditioning; `count` sets the latent batch size. Z-Image's model cannot mask text padding: lines "
-        "of one token length (here only the colour changes) give each image exactly as its line alone; lines of "
-        "different lengths do not (the padding is read as content). Turbo runs at cfg 1: the negative is a "
+        "batched conditioning; `count` sets the latent batch size. Z-Image's model reads text padding as content, "
+        "so the model goes through Prompt Batch too: its `model` output runs each line with its own tokens, and "
+        "each image equals its line alone whatever the lines' lengths. Turbo runs at cfg 1: the negative is a "
         "zeroed placeholder."), ZIMAGE_PROMPTS, (
         "## 4. Sample\n**ModelSamplingAuraFlow** (shift 3) and **KSampler** at 8 steps, cfg 1.0, res_multistep, "
         "simple: how Z-Image Turbo is run. **EmptySD3LatentImage** makes its 16-channel latents, `batch_size` "
-        "linked to the prompt count."), (3.0, 1024, 8, 1.0, "res_multistep"), "lean_zimage")
+        "linked to the prompt count."), (3.0, 1024, 8, 1.0, "res_multistep"), "lean_zimage", model_through=True)
 
 
 QWEN_PROMPTS = "\n".join([

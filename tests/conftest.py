@@ -90,10 +90,6 @@ ALLOWED_SKIPS = [
     Allowed(r"Flux\.2 Klein: not in ComfyUI 0\.3\.64",
             "Flux.2 Klein (Flux2 DiT, flux2 text-encoder type): not in ComfyUI 0.3.64; checked on 0.33.0",
             _host_is("0.3.64"), "host 0.3.64"),
-    Allowed(r"Qwen-Image: ComfyUI 0\.3\.64's Qwen-Image attention ignores the text attention mask",
-            "Prompt Batch on Qwen-Image: ComfyUI 0.3.64's Qwen-Image model takes the text attention mask and never "
-            "applies it, so padding cannot be masked there; checked on 0.33.0",
-            _host_is("0.3.64"), "host 0.3.64"),
     Allowed(r"already inside the offline namespace",
             "the nested-namespace re-run is not needed when the whole run is inside .ci/run's loopback-only "
             "namespace (LEAN_IN_NETNS=1)",

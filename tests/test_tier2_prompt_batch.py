@@ -325,3 +325,18 @@ def test_per_entry_text_encoder_loras_keep_qwen_image_masked_padding():
     assert [c["name"] for c in res["cases"]] == ["whole batch", "participant 2-3", "participant 1-2"]
     for c in res["cases"]:
         assert c["shape"][1] == 12 and c["cond_equal"] and c["mask_equal"], c
+
+
+def test_length_split_runs_each_entry_with_its_own_prompt_length():
+    """Prompt Batch's length split (nodes/_text_split.py, for models that read text padding: Z-Image, Flux.2 over 512
+    tokens) on the layouts the host's sampler makes (lean_testlib.text_split: a stand-in model whose output reads
+    every text token; the reference written by hand row by row): rows of the batch's entry e see e's own tokens,
+    other rows of the same width (a negative) their own text; cond + uncond chunks, a latent batch of 2N, a
+    batch-axis context window; a call not from the sampler stays whole; Lumina2's num_tokens and a text mask are cut;
+    each sub-call names its rows' entries for the per-image LoRA branch."""
+    res = inproc.run_json("text_split")
+    assert [c["name"] for c in res["cases"]] == ["cond only", "cond + uncond of the same width", "latent batch of 2N",
+                                                 "context window", "not from the sampler",
+                                                 "num_tokens and attention_mask"]
+    for c in res["cases"]:
+        assert c["equal"] and c["entries_ok"] and c["calls"] == c["expect_calls"], c
