@@ -90,3 +90,12 @@ def ratio(a, b):
 def result(**figures):
     print("RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()),
           flush=True)
+
+
+def remove_file(path):
+    """`--remove-file` of the benchmarks whose full-size file is made on demand: delete it, say what was done."""
+    if path.exists():
+        path.unlink()
+        print(f"removed {path}")
+    else:
+        print(f"nothing to remove ({path} does not exist)")

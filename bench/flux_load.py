@@ -15,10 +15,18 @@ below --min-available-gb or its private memory (RSS without the clean file pages
 kernel can drop) passes --max-private-gb, and says in which phase (import / load / sample) and at
 what RSS it stopped.
 
-    flock /tmp/lean-heavy.lock python bench/flux_load.py --host 0.33.0 [--pairs 1] [--file PATH] [--smoke]
+    flock /tmp/lean-heavy.lock python bench/flux_load.py --host 0.33.0 [--model flux|zimage] [--pairs 1]
+        [--file PATH] [--smoke]
 
---smoke: the tiny Flux fixture (lean_testlib.flux_tiny, bf16, one double + one single block) instead of the
-full-size file, 64x64, one pair (checks that the benchmark still runs; the figures mean nothing).
+--model zimage: the full-size Z-Image-shaped bf16 file instead (lean_testlib.flux_full.zimage_full: Z-Image
+Turbo's 30 layers and 2 + 2 refiners at dim 3840, 453 tensors, 6.15 B parameters, 12.3 GB) and a seeded random
+Qwen3-4B-shaped conditioning [1, 64, 2560] (ComfyUI 0.33.0 and later: 0.3.64 has no Z-Image).  Both contenders run
+with --bf16-unet: on a GPU ComfyUI keeps a bf16 diffusion model in bf16, on the CPU it would build it in fp32 (24.6 GB,
+more than this 24 GB machine) unless told so.  The file is made
+on demand and removed with `python bench/flux_load.py --remove-file`.
+
+--smoke: the tiny fixture (lean_testlib.flux_tiny, bf16, one double + one single block; with --model zimage
+lean_testlib.families.zimage_tiny, one layer) instead of the full-size file, 64x64, one pair (checks that the benchmark still runs; the figures mean nothing).
 
 Ends with: RESULT peak_rss_ratio=<lean/stock> lean_peak_vs_file=<lean peak / file bytes> wall_ratio=<load wall
 lean/stock> total_wall_ratio=<load+step> sampled=0|1 identical=0|1 [stock_stopped=<phase> bound=upper]
@@ -64,13 +72,15 @@ def _phase(name):
     print(PHASE + name, flush=True)
 
 
-def worker(kind, path, out, size=256, steps=1, weight_dtype="default"):
+def worker(kind, path, out, size=256, steps=1, weight_dtype="default", model_kind="flux"):
     _phase("import")
     import _common
     _common.add_host_to_path()
     import comfy.options
     comfy.options.enable_args_parsing()
-    sys.argv = [sys.argv[0], "--cpu"]
+    # Z-Image: keep the bf16 weights as a GPU user's ComfyUI does (on the CPU it would build them in fp32, twice the
+    # file, unless told --bf16-unet); both contenders get the same flags
+    sys.argv = [sys.argv[0], "--cpu"] + (["--bf16-unet"] if model_kind == "zimage" else [])
     import psutil
     import torch
     import folder_paths
@@ -100,9 +110,12 @@ def worker(kind, path, out, size=256, steps=1, weight_dtype="default"):
 
     _phase("sample")
     g = torch.Generator().manual_seed(1)
-    cond = torch.randn((1, 256, 4096), generator=g)
-    pooled = torch.randn((1, 768), generator=g)
-    positive = [[cond, {"pooled_output": pooled, "guidance": 3.5}]]
+    if model_kind == "zimage":  # a Qwen3-4B-shaped conditioning of 64 tokens (Z-Image has no pooled output)
+        positive = [[torch.randn((1, 64, 2560), generator=g), {}]]
+    else:
+        cond = torch.randn((1, 256, 4096), generator=g)
+        pooled = torch.randn((1, 768), generator=g)
+        positive = [[cond, {"pooled_output": pooled, "guidance": 3.5}]]
     latent = {"samples": torch.zeros((1, 16, size // 8, size // 8))}
     t1 = time.perf_counter()
     samples = host_nodes.common_ksampler(model, 7, steps, 1.0, "euler", "simple", positive, positive, latent)[0]["samples"]
@@ -229,7 +242,10 @@ def parse_args(argv=None):
     total = psutil.virtual_memory().total / GiB
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=1, help="alternating stock/Lean pairs (default 1)")
-    ap.add_argument("--file", default=None, help="diffusion model file (default: the flux_full fixture)")
+    ap.add_argument("--model", choices=["flux", "zimage"], default="flux",
+                    help="flux: the full-size Flux-dev-shaped fp8 fixture (lean_testlib.flux_full); zimage: the "
+                         "full-size Z-Image-shaped bf16 one (flux_full.zimage_full, 12.3 GB)")
+    ap.add_argument("--file", default=None, help="diffusion model file (default: the --model fixture)")
     ap.add_argument("--size", type=int, default=256, help="image side of the sampling step (default 256)")
     ap.add_argument("--steps", type=int, default=1, help="sampling steps (default 1)")
     ap.add_argument("--weight-dtype", default="default", help="weight_dtype for both loaders (default: default)")
@@ -239,7 +255,10 @@ def parse_args(argv=None):
     ap.add_argument("--min-available-gb", type=float, default=1.5,
                     help="watchdog: kill a worker when available memory falls below this (GiB; default 1.5)")
     ap.add_argument("--smoke", action="store_true",
-                    help="tiny Flux fixture, 64x64, one pair: does the benchmark still run")
+                    help="the tiny fixture of --model, 64x64, one pair: does the benchmark still run")
+    ap.add_argument("--remove-file", action="store_true",
+                    help="delete the full-size Z-Image benchmark file (12.3 GB, made on demand by --model zimage) and "
+                         "exit")
     ap.add_argument("--worker", choices=["stock", "lean"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -283,7 +302,7 @@ def run_one(kind, path, a, tmp, i):
     out = os.path.join(tmp, f"{kind}_{i}.pt")
     w = warm(path)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--file", str(path), "--out", out,
-           "--size", str(a.size), "--steps", str(a.steps), "--weight-dtype", a.weight_dtype]
+           "--size", str(a.size), "--steps", str(a.steps), "--weight-dtype", a.weight_dtype, "--model", a.model]
     run = watch(cmd, a.max_private_gb * GiB, a.min_available_gb * GiB)
     s = summarize(run)
     s["latent"] = out if run["figures"] else None
@@ -296,9 +315,11 @@ def main():
     _common.host_from_argv()
     a = parse_args()
     if a.worker:
-        return worker(a.worker, a.file, a.out, a.size, a.steps, a.weight_dtype)
+        return worker(a.worker, a.file, a.out, a.size, a.steps, a.weight_dtype, a.model)
     sys.path.insert(0, str(TESTS))
-    from lean_testlib import harness
+    from lean_testlib import flux_full, harness
+    if a.remove_file:
+        return _common.remove_file(flux_full.zimage_full_path())
     host, why = harness.find_host()
     if host is None:
         print(f"no ComfyUI host found ({why}); set COMFYUI_PATH")
@@ -307,11 +328,10 @@ def main():
     if a.file:
         path = pathlib.Path(a.file)
     elif a.smoke:
-        from lean_testlib import flux_tiny
-        path = flux_tiny.flux_tiny()
+        from lean_testlib import families, flux_tiny
+        path = families.zimage_tiny() if a.model == "zimage" else flux_tiny.flux_tiny()
     else:
-        from lean_testlib import flux_full
-        path = flux_full.flux_full()
+        path = flux_full.zimage_full() if a.model == "zimage" else flux_full.flux_full()
     size = path.stat().st_size
     print(f"file {path} ({size / 1e9:.2f} GB), ComfyUI {harness.host_version(host)}, {a.pairs} pair(s), CPU, "
           f"{a.size}x{a.size}, {a.steps} step(s); watchdog: private memory > {a.max_private_gb} GiB or available < "

@@ -14,6 +14,16 @@ figure is the median of --repeats runs after one warm-up.  Ends with
     RESULT encode_ratio=<lean/stock time> e2e_ratio=<lean/sequential time> images=<n>
 --smoke: 4 of the prompts (one of each length and a weighted one), one repeat, the SD1.5 fixture's narrow variant
 (lean_testlib.sd15.NARROW; checks that the benchmark still runs; the figures mean nothing).
+
+--family zimage (ComfyUI 0.33.0 and later): the tiny Z-Image fixtures (lean_testlib.families: the DiT at Z-Image's
+width 3840 with one layer and its 2 + 2 refiners, the Qwen3-4B-shaped encoder with its 28 layers at one head of
+128, built by the host through the test-only hook lean_testlib.tiny_te_node), 8 prompts of 1 to ~110 words,
+64x64, 2 steps at cfg 1 (Z-Image Turbo's way), no VAE:
+(a) encode: LeanPromptBatch vs 8 stock CLIPTextEncode;
+(b) end to end: LeanPromptBatch (its `model` output: each token length runs with its own text, nodes/_text_split.py)
+    + one KSampler over the batch of 8 vs 8 x (CLIPTextEncode + KSampler of one).
+It also checks what it times: image i of the batch equals stock's image i within 1e-4 of its scale (max_rel_diff).
+Ends with RESULT encode_ratio=... e2e_ratio=... images=8 family=zimage max_rel_diff=... lengths=<distinct>
 """
 import argparse
 import os
@@ -53,15 +63,38 @@ def timed(fn):
     return time.perf_counter() - t, r
 
 
+def compare(pairs, repeats):
+    """For each (name, lean, stock): one warm-up of each, then `repeats` runs alternating which goes first.
+    Returns ({name: median lean / median stock}, {(name, is_lean): the output of its last run})."""
+    results, last = {}, {}
+    for name, lean, stock in pairs:
+        lean(), stock()  # warm-up: model loads, allocator
+        tl, ts = [], []
+        for r in range(repeats):
+            order = [(lean, tl), (stock, ts)] if r % 2 == 0 else [(stock, ts), (lean, tl)]
+            for fn, acc in order:
+                dt, out = timed(fn)
+                acc.append(dt)
+                last[(name, fn is lean)] = out
+        ml, ms = statistics.median(tl), statistics.median(ts)
+        results[name] = ml / ms
+        print(f"{name:7s} lean {ml * 1000:8.1f} ms   stock {ms * 1000:8.1f} ms   ratio lean/stock {ml / ms:.3f}"
+              f"   (runs lean {[round(x, 3) for x in tl]} stock {[round(x, 3) for x in ts]})")
+    return results, last
+
+
 def main():
     import _common  # bench/ is sys.path[0] when a benchmark runs as a script
     _common.host_from_argv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=int(os.environ.get("LEAN_BENCH_REPEATS", 5)))
     ap.add_argument("--smoke", action="store_true", help="4 prompts, one repeat: does the benchmark still run")
+    ap.add_argument("--family", choices=["sd15", "zimage"], default="sd15")
     args = ap.parse_args()
     if args.smoke:
         args.repeats = 1
+    if args.family == "zimage":
+        return zimage(args)
 
     inproc.load_host()
     import torch
@@ -105,23 +138,8 @@ def main():
             imgs.append(dec.decode(vae, out)[0])
         return torch.cat(imgs)
 
-    results = {}
-    for name, lean, stock in (("encode", lean_encode, stock_encode), ("e2e", lean_e2e, stock_e2e)):
-        lean(), stock()  # warm-up: model loads, allocator
-        tl, ts = [], []
-        for r in range(args.repeats):
-            order = [(lean, tl), (stock, ts)] if r % 2 == 0 else [(stock, ts), (lean, tl)]
-            for fn, acc in order:
-                dt, out = timed(fn)
-                acc.append(dt)
-                if fn is lean:
-                    last_lean = out
-        ml, ms = statistics.median(tl), statistics.median(ts)
-        results[name] = ml / ms
-        print(f"{name:7s} lean {ml * 1000:8.1f} ms   stock {ms * 1000:8.1f} ms   ratio lean/stock {ml / ms:.3f}"
-              f"   (runs lean {[round(x, 3) for x in tl]} stock {[round(x, 3) for x in ts]})")
-        if name == "e2e":
-            images = last_lean.shape[0]
+    results, last = compare((("encode", lean_encode, stock_encode), ("e2e", lean_e2e, stock_e2e)), args.repeats)
+    images = last[("e2e", True)].shape[0]
     # sanity: the batch equals the stock encodes (the bench would be meaningless otherwise)
     cond = lean_encode()[0][0][0]
     for i, c in enumerate(stock_encode()):
@@ -131,6 +149,72 @@ def main():
     print(f"torch threads: {torch.get_num_threads()}, device: {clip.patcher.load_device}")
     print(f"RESULT encode_ratio={results['encode']:.3f} e2e_ratio={results['e2e']:.3f} images={images}"
           + (" smoke=1" if args.smoke else ""))
+
+
+LONG = "a lighthouse on a rocky coast at dusk, waves breaking on the rocks, warm light in the windows"
+
+
+def prompts_zimage():
+    """8 prompts of very different token counts (1 to ~110 words)."""
+    return ["x", "a red cube", "a red cube on a wooden table", "a fox in the snow, " + LONG,
+            LONG, ", ".join([LONG] * 2), ", ".join([LONG] * 4), ", ".join([LONG] * 6)]
+
+
+def zimage(args):
+    inproc.load_host()
+    import torch
+    import comfy.sd
+    import nodes as host_nodes
+    from lean_testlib import families, tiny_te_node
+    tiny_te_node._install()  # the host builds the tiny Qwen3-4B fixture with its own classes
+    inproc.load_pack()
+    from lean_nodes.nodes import prompt_batch as PB
+
+    torch.set_grad_enabled(False)
+    if not hasattr(comfy.sd.CLIPType, "LUMINA2") or not hasattr(comfy.sd.CLIPType, "FLUX2"):
+        raise SystemExit("this ComfyUI has no Z-Image (Lumina2 / Qwen3-4B): use --host 0.33.0")
+    model = comfy.sd.load_diffusion_model(str(families.zimage_tiny()))
+    clip = comfy.sd.load_clip(ckpt_paths=[str(families.qwen3_4b_tiny())], clip_type=comfy.sd.CLIPType.LUMINA2)
+    texts = prompts_zimage()
+    if args.smoke:
+        texts = [texts[0], texts[4]]
+    n = len(texts)
+    steps = 1 if args.smoke else 2
+    lengths = [enc_len for enc_len in (clip.encode_from_tokens_scheduled(clip.tokenize(t))[0][0].shape[1]
+                                       for t in texts)]
+    print(f"prompts: {n}, tokens per prompt: {lengths}")
+    enc = host_nodes.CLIPTextEncode()
+    ks = host_nodes.KSampler()
+    node = PB.LeanPromptBatch()
+    text = "\n".join(texts)
+    latent_n = {"samples": torch.zeros((n, 16, 8, 8))}  # EmptySD3LatentImage(64, 64, n): Z-Image's 16 channels
+
+    def lean_encode():
+        return node.build(clip, text, "lines", n, 0, "", "", model=model)["result"]
+
+    def stock_encode():
+        return [enc.encode(clip, t)[0] for t in texts]
+
+    def lean_e2e():
+        res = lean_encode()
+        cond, out_model = res[0], res[4]
+        return ks.sample(out_model, 7, steps, 1.0, "euler", "simple", cond, cond, latent_n)[0]["samples"]
+
+    def stock_e2e():
+        outs = []
+        for i, t in enumerate(texts):
+            cond = enc.encode(clip, t)[0]
+            one = {"samples": latent_n["samples"][i:i + 1].clone(), "batch_index": [i]}
+            outs.append(ks.sample(model, 7, steps, 1.0, "euler", "simple", cond, cond, one)[0]["samples"])
+        return torch.cat(outs)
+
+    results, last = compare((("encode", lean_encode, stock_encode), ("e2e", lean_e2e, stock_e2e)), args.repeats)
+    got, ref = last[("e2e", True)], last[("e2e", False)]
+    rel = max(((got[i] - ref[i]).abs().max() / ref[i].abs().max().clamp(min=1.0)).item() for i in range(n))
+    assert rel <= 1e-4, f"image of the batch differs from stock's image alone by {rel} of its scale"
+    print(f"torch threads: {torch.get_num_threads()}, device: {clip.patcher.load_device}")
+    print(f"RESULT encode_ratio={results['encode']:.3f} e2e_ratio={results['e2e']:.3f} images={n} family=zimage "
+          f"max_rel_diff={rel:.2e} lengths={len(set(lengths))}" + (" smoke=1" if args.smoke else ""))
 
 
 if __name__ == "__main__":

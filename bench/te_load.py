@@ -136,13 +136,7 @@ def main():
     sys.path.insert(0, str(TESTS))
     from lean_testlib import families, harness
     if a.remove_file:
-        p = families.qwen3_4b_full_path()
-        if p.exists():
-            p.unlink()
-            print(f"removed {p}")
-        else:
-            print(f"nothing to remove ({p} does not exist)")
-        return
+        return _common.remove_file(families.qwen3_4b_full_path())
     from flux_load import result_line
     host, why = harness.find_host()
     if host is None:

@@ -132,6 +132,30 @@ def test_full_flux_fixture_generator_on_a_small_layout(tmp_path, monkeypatch):
     assert len(full) == 780 and sum(math.prod(s) for s in full.values()) == 11_901_408_320
 
 
+def test_full_zimage_fixture_writer_in_bf16_on_a_small_layout(tmp_path, monkeypatch):
+    """The bf16 path of the same writer (bench/flux_load.py --model zimage): Z-Image's key names, bf16 bytes that
+    safetensors reads back, RMSNorm scales (1-D weights) around 1, matrices N(0, 1/fan_in); the full layout is
+    Z-Image Turbo's (30 layers, 2 + 2 refiners at 3840: 453 tensors, 6.15 B parameters)."""
+    import torch
+    from safetensors import safe_open
+    from lean_testlib import families
+    monkeypatch.setattr(flux_full, "CHUNK", 1 << 16)
+    keys = families.zimage_keys(n_layers=1, dim=256, ffn=512, cap_feat_dim=64, refiners=1)
+    path = tmp_path / "z.safetensors"
+    total = flux_full.write(path, 0, keys=keys, dtype="BF16", name="zimage_full")
+    assert total == 2 * sum(math.prod(s) for s in keys.values())
+    head, start = _header(path)
+    head.pop("__metadata__")
+    assert {k: tuple(v["shape"]) for k, v in head.items()} == keys and {v["dtype"] for v in head.values()} == {"BF16"}
+    with safe_open(str(path), "pt") as f:
+        w = f.get_tensor("layers.0.attention.qkv.weight")
+        norm = f.get_tensor("layers.0.attention_norm1.weight").float()
+    assert w.dtype == torch.bfloat16 and torch.isfinite(w.float()).all() and 0.5 / 16 < w.float().std() < 2 / 16
+    assert (norm - 1).abs().max() < 0.6 and norm.std() > 0.01
+    full = families.zimage_keys(**flux_full.ZIMAGE_FULL)
+    assert len(full) == 453 and sum(math.prod(s) for s in full.values()) == 6_154_908_736
+
+
 def test_private_bytes_leaves_out_file_backed_pages(bench):
     from types import SimpleNamespace as NS
     assert bench.private_bytes(NS(rss=10, private=4)) == 4  # Windows: private bytes

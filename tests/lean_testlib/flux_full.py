@@ -37,23 +37,26 @@ def layout(**kw):
                      context_in_dim=p["context_in_dim"])
 
 
-def _header(keys, metadata):
+ITEMSIZE = {"F8_E4M3": 1, "BF16": 2}
+
+
+def _header(keys, metadata, dtype="F8_E4M3"):
     """safetensors header bytes (length prefix included) with the data laid out in ``keys`` order."""
     head, off = {"__metadata__": metadata}, 0
     for k, shape in keys.items():
-        n = math.prod(shape)
-        head[k] = {"dtype": "F8_E4M3", "shape": list(shape), "data_offsets": [off, off + n]}
+        n = math.prod(shape) * ITEMSIZE[dtype]
+        head[k] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + n]}
         off += n
     raw = json.dumps(head, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw, off
 
 
-def _pieces(key, shape, gen):
-    """The tensor's values, flat, as float8_e4m3fn pieces of at most CHUNK elements."""
+def _pieces(key, shape, gen, dtype="F8_E4M3"):
+    """The tensor's values, flat, as float8_e4m3fn (or bfloat16) pieces of at most CHUNK elements."""
     import torch
     n = math.prod(shape)
-    if key.endswith(".scale"):
+    if key.endswith(".scale") or (key.endswith(".weight") and len(shape) == 1):  # norm scales
         mean, std = 1.0, 0.1
     elif key.endswith(".bias"):
         mean, std = 0.0, 0.02
@@ -63,6 +66,10 @@ def _pieces(key, shape, gen):
     while done < n:
         m = min(CHUNK, n - done)
         x = torch.empty(m).normal_(mean, std, generator=gen).clamp_(-E4M3_MAX, E4M3_MAX)
+        if dtype == "BF16":
+            yield x.to(torch.bfloat16).view(torch.int16).numpy()
+            done += m
+            continue
         y = x.to(torch.float8_e4m3fn)
         del x
         b = y.view(torch.uint8)
@@ -72,19 +79,20 @@ def _pieces(key, shape, gen):
         done += m
 
 
-def write(path, seed=0, **kw):
-    """Write the fixture (layout(**kw)) to ``path`` in chunks; returns the number of data bytes."""
+def write(path, seed=0, keys=None, dtype="F8_E4M3", name="flux_full", **kw):
+    """Write the fixture (``keys``, default layout(**kw)) to ``path`` in chunks; returns the number of data
+    bytes."""
     import torch
-    keys = layout(**kw)
-    meta = {"lean_fixture": f"flux_full v{GENERATOR_VERSION} seed {seed}", "format": "pt"}
-    header, total = _header(keys, meta)
+    keys = layout(**kw) if keys is None else keys
+    meta = {"lean_fixture": f"{name} v{GENERATOR_VERSION} seed {seed}", "format": "pt"}
+    header, total = _header(keys, meta, dtype)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             f.write(header)
             for i, (k, shape) in enumerate(keys.items()):
                 gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
-                for piece in _pieces(k, shape, gen):
+                for piece in _pieces(k, shape, gen, dtype):
                     f.write(piece)
         if os.path.getsize(tmp) != len(header) + total:
             raise AssertionError(f"{tmp}: size {os.path.getsize(tmp)} != {len(header) + total}")
@@ -105,4 +113,24 @@ def flux_full(seed=0, cache=None, **kw):
     path = d / f"flux_full_fp8_e4m3fn_v{GENERATOR_VERSION}{tag}_seed{seed}.safetensors"
     if not path.exists():
         write(path, seed, **kw)
+    return path
+
+
+ZIMAGE_FULL = {"n_layers": 30, "refiners": 2, "dim": 3840, "ffn": 10240, "cap_feat_dim": 2560}
+
+
+def zimage_full_path(seed=0, cache=None):
+    from . import cache_dir
+    return (cache or cache_dir()) / "fixtures" / f"zimage_full_bf16_v{GENERATOR_VERSION}_seed{seed}.safetensors"
+
+
+def zimage_full(seed=0, cache=None):
+    """Path of the cached full-size Z-Image-shaped bf16 diffusion model (families.zimage_keys with Z-Image Turbo's
+    30 layers, 2 noise and 2 context refiners, dim 3840, FFN 10240: 6.15 B parameters, 12.3 GB), written like the
+    Flux one (chunked, seeded per tensor, norm scales 1 + N(0, 0.1^2))."""
+    from .families import zimage_keys
+    path = zimage_full_path(seed, cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        write(path, seed, keys=zimage_keys(**ZIMAGE_FULL), dtype="BF16", name="zimage_full")
     return path
