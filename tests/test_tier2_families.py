@@ -270,6 +270,58 @@ def test_prompt_batch_entry_equals_its_prompt_alone(host, family, prompts):
     _check_prompt_batch(host, family, prompts)
 
 
+def test_prompt_batch_lengths_and_per_image_loras_on_zimage(host):
+    """The length split and the per-image LoRA branch together (Z-Image, prompts of three lengths, a LoRA tag on two
+    of them): each image equals stock UNETLoader (-> LoraLoaderModelOnly at the tag's strength where its line has
+    the tag) + CLIPTextEncode(the line without its tag) sampled alone on its noise, within 1e-4 of its scale.  The
+    split's sub-calls tell the LoRA branch which entries their rows are (core/lora_rows.ROW_ENTRIES_KEY)."""
+    _knows(host, "zimage")
+    dm, te, typ, (empty, size) = FAMILY["zimage"]
+    lora = _lora_name("zimage", "aitoolkit")
+    tag = f"<lora:{lora.rsplit('.', 1)[0]}:{STRENGTH}>"
+    clean = ["x", "a red cube on a wooden table", LONG.rstrip(",")]
+    lines = [f"{clean[0]} {tag}", clean[1], f"{clean[2]} {tag}"]
+    g = _pb_graph("zimage", lines)
+    for i, text in enumerate(clean):  # stock references: the clean line, the LoRA where the line has the tag
+        g[f"e{i}"]["inputs"]["text"] = text
+        if tag in lines[i]:
+            g[f"lo{i}"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["m", 0], "lora_name": lora,
+                                                                         "strength_model": STRENGTH}}
+            g[f"s{i}"]["inputs"]["model"] = [f"lo{i}", 0]
+    host.run(g)
+    host.free()
+    out = probe_node.read(host.base, "pb_zimage")[0]["latent.0"]
+    refs = [probe_node.read(host.base, f"pb_zimage_ref{i}")[0]["latent.0"][0] for i in range(3)]
+    plain = _run_plain_refs(host, clean)  # the same lines without any LoRA: the LoRA must show
+    for i, ref in enumerate(refs):
+        scale = ref.abs().max().item()
+        err = (out[i] - ref).abs().max().item()
+        print(f"zimage + LoRA image {i}: max abs diff {err:.3g} on a scale of {scale:.3g}")
+        assert err <= 1e-4 * max(1.0, scale), (i, err, scale)
+        moved = (plain[i] - ref).abs().max().item()
+        if tag in lines[i]:
+            assert moved > 100 * max(err, 1e-6), (i, err, moved)  # the LoRA's effect is far above the tolerance
+        else:
+            assert moved == 0.0, (i, moved)
+
+
+def _run_plain_refs(host, texts):
+    dm, te, typ, (empty, size) = FAMILY["zimage"]
+    g = {"m": {"class_type": "UNETLoader", "inputs": {"unet_name": dm, "weight_dtype": "default"}},
+         "c": _te_node("CLIPLoader", te, typ),
+         "l": {"class_type": empty, "inputs": {"width": size, "height": size, "batch_size": len(texts)}}}
+    sampler = {"seed": 7, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
+    for i, text in enumerate(texts):
+        g[f"e{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": text}}
+        g[f"f{i}"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["l", 0], "batch_index": i, "length": 1}}
+        g[f"s{i}"] = {"class_type": "KSampler", "inputs": {**sampler, "model": ["m", 0], "positive": [f"e{i}", 0],
+                                                           "negative": [f"e{i}", 0], "latent_image": [f"f{i}", 0]}}
+        g[f"p{i}"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"plain_zimage_{i}", "latent": [f"s{i}", 0]}}
+    host.run(g)
+    host.free()
+    return [probe_node.read(host.base, f"plain_zimage_{i}")[0]["latent.0"][0] for i in range(len(texts))]
+
+
 def _check_prompt_batch(host, family, prompts):
     host.run(_pb_graph(family, prompts))
     host.free()
