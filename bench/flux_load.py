@@ -22,11 +22,12 @@ what RSS it stopped.
 Turbo's 30 layers and 2 + 2 refiners at dim 3840, 453 tensors, 6.15 B parameters, 12.3 GB) and a seeded random
 Qwen3-4B-shaped conditioning [1, 64, 2560] (ComfyUI 0.33.0 and later: 0.3.64 has no Z-Image).  Both contenders run
 with --bf16-unet: on a GPU ComfyUI keeps a bf16 diffusion model in bf16, on the CPU it would build it in fp32 (24.6 GB,
-more than this 24 GB machine) unless told so.  The file is made
-on demand and removed with `python bench/flux_load.py --remove-file`.
+more than this 24 GB machine) unless told so.  The file is made on demand and removed with
+`python bench/flux_load.py --remove-file`.
 
 --smoke: the tiny fixture (lean_testlib.flux_tiny, bf16, one double + one single block; with --model zimage
-lean_testlib.families.zimage_tiny, one layer) instead of the full-size file, 64x64, one pair (checks that the benchmark still runs; the figures mean nothing).
+lean_testlib.families.zimage_tiny, one layer) instead of the full-size file, 64x64, one pair (checks that the
+benchmark still runs; the figures mean nothing).
 
 Ends with: RESULT peak_rss_ratio=<lean/stock> lean_peak_vs_file=<lean peak / file bytes> wall_ratio=<load wall
 lean/stock> total_wall_ratio=<load+step> sampled=0|1 identical=0|1 [stock_stopped=<phase> bound=upper]

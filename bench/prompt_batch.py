@@ -171,7 +171,7 @@ def zimage(args):
     from lean_nodes.nodes import prompt_batch as PB
 
     torch.set_grad_enabled(False)
-    if not hasattr(comfy.sd.CLIPType, "LUMINA2") or not hasattr(comfy.sd.CLIPType, "FLUX2"):
+    if not hasattr(comfy.sd.CLIPType, "FLUX2"):  # 0.3.64 has a LUMINA2 type, but Gemma-2 only: no Qwen3-4B
         raise SystemExit("this ComfyUI has no Z-Image (Lumina2 / Qwen3-4B): use --host 0.33.0")
     model = comfy.sd.load_diffusion_model(str(families.zimage_tiny()))
     clip = comfy.sd.load_clip(ckpt_paths=[str(families.qwen3_4b_tiny())], clip_type=comfy.sd.CLIPType.LUMINA2)
@@ -180,9 +180,6 @@ def zimage(args):
         texts = [texts[0], texts[4]]
     n = len(texts)
     steps = 1 if args.smoke else 2
-    lengths = [enc_len for enc_len in (clip.encode_from_tokens_scheduled(clip.tokenize(t))[0][0].shape[1]
-                                       for t in texts)]
-    print(f"prompts: {n}, tokens per prompt: {lengths}")
     enc = host_nodes.CLIPTextEncode()
     ks = host_nodes.KSampler()
     node = PB.LeanPromptBatch()
@@ -194,6 +191,9 @@ def zimage(args):
 
     def stock_encode():
         return [enc.encode(clip, t)[0] for t in texts]
+
+    lengths = [c[0][0].shape[1] for c in stock_encode()]
+    print(f"prompts: {n}, tokens per prompt: {lengths}")
 
     def lean_e2e():
         res = lean_encode()

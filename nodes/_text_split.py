@@ -48,7 +48,6 @@ class TextLengthSplit:
         self.n = len(self.lengths)
         self.width = self.conds[0].shape[1]
         self._on = {}  # (device, dtype) -> the conds there
-        self.last = None  # [(length, rows)] of the latest split call (logs, tests)
         self._said = False
 
     def _refs(self, like):
@@ -62,7 +61,7 @@ class TextLengthSplit:
         out = []
         for r, e in enumerate(entries):
             own = self.lengths[e]
-            if own < self.width and any(torch.equal(ctx[r], ref[e]) for ref in refs if ref.shape[0] == self.n):
+            if own < self.width and any(torch.equal(ctx[r], ref[e]) for ref in refs):
                 out.append(own)
             else:
                 out.append(self.width)
@@ -96,9 +95,8 @@ class TextLengthSplit:
             groups.setdefault(length, []).append(r)
         if len(groups) == 1 and self.width in groups:
             return whole()
-        self.last = sorted(groups.items())
         out = None
-        for length, group in self.last:
+        for length, group in sorted(groups.items()):
             idx = torch.tensor(group, dtype=torch.long, device=x.device)
             sub = dict(topts)
             sub[lora_rows.ROW_ENTRIES_KEY] = [entries[r] for r in group]

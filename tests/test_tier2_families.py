@@ -229,6 +229,22 @@ PB_PROMPTS = ["x", "a red cube on a wooden table", LONG]  # 1, 6 and ~110 words:
 OVER_512 = ["x", " ".join([LONG] * 5), " ".join([LONG] * 7)]
 
 
+SAMPLER = {"seed": 7, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
+
+
+def _stock_alone(g, texts, name, tag=""):
+    """Add to `g` stock CLIPTextEncode(text i) sampled alone on image i's noise (LatentFromBatch of the graph's
+    latent "l"), with the graph's model "m" and CLIP "c": node ids e/f/s/p + tag + i, probe f"{name}{i}"."""
+    for i, text in enumerate(texts):
+        e, f, k = f"e{tag}{i}", f"f{tag}{i}", f"s{tag}{i}"
+        g[e] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": text}}
+        g[f] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["l", 0], "batch_index": i, "length": 1}}
+        g[k] = {"class_type": "KSampler", "inputs": {**SAMPLER, "model": ["m", 0], "positive": [e, 0],
+                                                     "negative": [e, 0], "latent_image": [f, 0]}}
+        g[f"p{tag}{i}"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"{name}{i}", "latent": [k, 0],
+                                                                      "conditioning": [e, 0]}}
+
+
 def _pb_graph(family, prompts=PB_PROMPTS):
     dm, te, typ, (empty, size) = FAMILY[family]
     g = {"m": {"class_type": "UNETLoader", "inputs": {"unet_name": dm, "weight_dtype": "default"}},
@@ -237,18 +253,11 @@ def _pb_graph(family, prompts=PB_PROMPTS):
     g["b"] = {"class_type": "LeanPromptBatch", "inputs": {"clip": ["c", 0], "text": "\n".join(prompts),
                                                          "mode": "lines", "count": 16, "seed": 0, "prefix": "",
                                                          "suffix": "", "model": ["m", 0]}}
-    sampler = {"seed": 7, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
-    g["s"] = {"class_type": "KSampler", "inputs": {**sampler, "model": ["b", 4], "positive": ["b", 0],
+    g["s"] = {"class_type": "KSampler", "inputs": {**SAMPLER, "model": ["b", 4], "positive": ["b", 0],
                                                    "negative": ["b", 0], "latent_image": ["l", 0]}}
     g["p"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"pb_{family}", "latent": ["s", 0],
                                                          "conditioning": ["b", 0]}}
-    for i, text in enumerate(prompts):  # stock: the prompt alone, on image i's noise (LatentFromBatch)
-        g[f"e{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": text}}
-        g[f"f{i}"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["l", 0], "batch_index": i, "length": 1}}
-        g[f"s{i}"] = {"class_type": "KSampler", "inputs": {**sampler, "model": ["m", 0], "positive": [f"e{i}", 0],
-                                                           "negative": [f"e{i}", 0], "latent_image": [f"f{i}", 0]}}
-        g[f"p{i}"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"pb_{family}_ref{i}", "latent": [f"s{i}", 0],
-                                                                 "conditioning": [f"e{i}", 0]}}
+    _stock_alone(g, prompts, f"pb_{family}_ref")  # stock: the prompt alone, on image i's noise
     return g
 
 
@@ -276,7 +285,6 @@ def test_prompt_batch_lengths_and_per_image_loras_on_zimage(host):
     the tag) + CLIPTextEncode(the line without its tag) sampled alone on its noise, within 1e-4 of its scale.  The
     split's sub-calls tell the LoRA branch which entries their rows are (core/lora_rows.ROW_ENTRIES_KEY)."""
     _knows(host, "zimage")
-    dm, te, typ, (empty, size) = FAMILY["zimage"]
     lora = _lora_name("zimage", "aitoolkit")
     tag = f"<lora:{lora.rsplit('.', 1)[0]}:{STRENGTH}>"
     clean = ["x", "a red cube on a wooden table", LONG.rstrip(",")]
@@ -288,11 +296,12 @@ def test_prompt_batch_lengths_and_per_image_loras_on_zimage(host):
             g[f"lo{i}"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["m", 0], "lora_name": lora,
                                                                          "strength_model": STRENGTH}}
             g[f"s{i}"]["inputs"]["model"] = [f"lo{i}", 0]
+    _stock_alone(g, clean, "plain_zimage_", tag="plain")  # the same lines without any LoRA: the LoRA must show
     host.run(g)
     host.free()
     out = probe_node.read(host.base, "pb_zimage")[0]["latent.0"]
     refs = [probe_node.read(host.base, f"pb_zimage_ref{i}")[0]["latent.0"][0] for i in range(3)]
-    plain = _run_plain_refs(host, clean)  # the same lines without any LoRA: the LoRA must show
+    plain = [probe_node.read(host.base, f"plain_zimage_{i}")[0]["latent.0"][0] for i in range(3)]
     for i, ref in enumerate(refs):
         scale = ref.abs().max().item()
         err = (out[i] - ref).abs().max().item()
@@ -303,23 +312,6 @@ def test_prompt_batch_lengths_and_per_image_loras_on_zimage(host):
             assert moved > 100 * max(err, 1e-6), (i, err, moved)  # the LoRA's effect is far above the tolerance
         else:
             assert moved == 0.0, (i, moved)
-
-
-def _run_plain_refs(host, texts):
-    dm, te, typ, (empty, size) = FAMILY["zimage"]
-    g = {"m": {"class_type": "UNETLoader", "inputs": {"unet_name": dm, "weight_dtype": "default"}},
-         "c": _te_node("CLIPLoader", te, typ),
-         "l": {"class_type": empty, "inputs": {"width": size, "height": size, "batch_size": len(texts)}}}
-    sampler = {"seed": 7, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
-    for i, text in enumerate(texts):
-        g[f"e{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["c", 0], "text": text}}
-        g[f"f{i}"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["l", 0], "batch_index": i, "length": 1}}
-        g[f"s{i}"] = {"class_type": "KSampler", "inputs": {**sampler, "model": ["m", 0], "positive": [f"e{i}", 0],
-                                                           "negative": [f"e{i}", 0], "latent_image": [f"f{i}", 0]}}
-        g[f"p{i}"] = {"class_type": "TestProbe_lean", "inputs": {"name": f"plain_zimage_{i}", "latent": [f"s{i}", 0]}}
-    host.run(g)
-    host.free()
-    return [probe_node.read(host.base, f"plain_zimage_{i}")[0]["latent.0"][0] for i in range(len(texts))]
 
 
 def _check_prompt_batch(host, family, prompts):
