@@ -104,8 +104,9 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "sdxl_full: runs the full-size SDXL fixture (~14 GB as fp32 on the CPU); "
-                                       "CI runs these on ComfyUI 0.33.0 only (.ci/run)")
+    config.addinivalue_line("markers", "sdxl_ckpt: runs an SDXL checkpoint fixture (the full-size one, ~14 GB as "
+                                       "fp32 on the CPU, for loader claims; its narrow variant for Prompt Batch and "
+                                       "LoRAs); CI runs these on ComfyUI 0.33.0 only (.ci/run)")
     config.addinivalue_line("markers", "one_host: costly and the same on every host (every benchmark's smoke run; the "
                                        "distributed prompt batch's master and two workers; the tiny-Flux per-image "
                                        "LoRA check); CI runs these on ComfyUI 0.33.0 only (.ci/run)")
@@ -181,10 +182,11 @@ def _deselected_by_ci(config):
     """What this run's -m leaves out on purpose (said beside the allow-list, so nothing is left out silently)."""
     expr = (config.getoption("markexpr", "") or "").replace(" ", "")
     out = []
-    if "notsdxl_full" in expr:
-        out.append("sdxl_full (the full-size SDXL tests): CI runs them on ComfyUI 0.33.0 only, for time; "
-                   "the other host still runs the tiny SDXL text encoder and converts and drops the SDXL workflow, but samples "
-                   "no full-size SDXL model")
+    if "notsdxl_ckpt" in expr:
+        out.append("sdxl_ckpt (the SDXL checkpoint tests: full-size for the loader, narrow for Prompt Batch and "
+                   "LoRAs): CI runs them on ComfyUI 0.33.0 only, for time; the other host still runs the tiny SDXL "
+                   "text encoder and per-image LoRAs on a tiny SDXL, and converts and drops the SDXL workflow, but "
+                   "loads no SDXL checkpoint")
     if "notone_host" in expr:
         out.append("one_host (every benchmark's smoke run; the distributed prompt batch with ComfyUI-Distributed, three "
                    "ComfyUI processes; the tiny-Flux per-image LoRA check): CI runs them on ComfyUI "

@@ -23,7 +23,7 @@ def test_ci_runs_the_readme_test_command():
     ci_lines = [l.strip() for l in ci.splitlines()]
     assert f'offline {cmd} "$@"' in ci_lines, f".ci/run does not run the README's test command {cmd!r}"
     assert re.search(r'^\s+run_tests -m "\$sel"', ci, re.M)
-    assert 'sel="tier2"' in ci and 'sel="tier2 and not sdxl_full and not one_host"' in ci  # on the default host only
+    assert 'sel="tier2"' in ci and 'sel="tier2 and not sdxl_ckpt and not one_host"' in ci  # on the default host only
     assert re.search(r'offline "\$PY" -m pytest -q tests -m "not tier2"', ci)  # tier 1 once
 
 

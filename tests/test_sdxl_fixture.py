@@ -59,3 +59,24 @@ def test_lora_module_lists():
     for ldm, _, (out_f, in_f) in sdxl_loras.unet_modules():  # each LoRA module is a Linear of the checkpoint
         assert table["model.diffusion_model." + ldm + ".weight"] == (out_f, in_f), ldm
     assert sdxl_loras.block_of("output_blocks.5.1.proj_in") == "OUT05"
+
+
+def test_narrow_variant_keeps_every_key_at_320_channels():
+    """The narrow checkpoint (rows/prompts/per-layer tests) has the released file's keys but the two 1x1 skip
+    convolutions a level change needs on the way down (no change of width there); its UNet is 320 wide on every
+    level, the text encoders and VAE are unchanged, and the narrow LoRAs fit its Linears."""
+    full, narrow = sdxl_ckpt.sdxl_key_table(), sdxl_ckpt.sdxl_key_table(narrow=True)
+    gone = [k for k in full if k not in narrow]
+    assert sorted(gone) == sorted(f"model.diffusion_model.input_blocks.{i}.0.skip_connection.{w}"
+                                  for i in (4, 7) for w in ("weight", "bias"))
+    assert [k for k in full if k in narrow] == list(narrow)
+    assert params(narrow, sdxl_ckpt.UNET) < params(full, sdxl_ckpt.UNET) / 7
+    for prefix in (sdxl_ckpt.CLIP_G, sdxl_ckpt.CLIP_L, sdxl_ckpt.VAE):
+        assert params(narrow, prefix) == params(full, prefix), prefix
+    assert narrow["model.diffusion_model.input_blocks.7.1.transformer_blocks.9.attn2.to_k.weight"] == (320, 2048)
+    assert narrow["model.diffusion_model.label_emb.0.0.weight"] == (1280, 2816)
+    assert narrow["model.diffusion_model.output_blocks.2.2.conv.weight"] == (320, 320, 3, 3)
+    mods = sdxl_loras.unet_modules(narrow=True)
+    assert [m[0] for m in mods] == [m[0] for m in sdxl_loras.unet_modules()]
+    for ldm, _, (out_f, in_f) in mods:
+        assert narrow["model.diffusion_model." + ldm + ".weight"] == (out_f, in_f), ldm

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lean_testlib import probe_node, sdxl_ckpt, sdxl_host
 
-pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_full]  # CI runs full-size SDXL on ComfyUI 0.33.0 only
+pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_ckpt]  # CI runs SDXL checkpoints on ComfyUI 0.33.0 only
 
 CKPT = sdxl_host.CKPT
 

@@ -1,5 +1,6 @@
 """Tier 2: SDXL LoRAs (lean_testlib.sdxl_loras: kohya, diffusers attention-processor and PEFT layouts) on the
-SDXL checkpoint fixture in a real ComfyUI (fp32 on the CPU, --fp32-text-enc as tests/test_tier2_lora.py explains).
+narrow SDXL checkpoint fixture (every key of SDXL, its UNet at 320 channels on every level: the claims here are
+per layer) in a real ComfyUI (fp32 on the CPU, --fp32-text-enc as tests/test_tier2_lora.py explains).
 
 - The fixtures are right: the host's own LoraLoader maps every key of the kohya and diffusers files.
 - LeanLoraLoader and LeanLoraTags equal stock LoraLoader within fp tolerance at constant strength.
@@ -10,7 +11,7 @@ SDXL checkpoint fixture in a real ComfyUI (fp32 on the CPU, --fp32-text-enc as t
   keys too, and equals stock on the same factors in the attention-processor layout.
 
 One SDXL model per host (the stock loader's, cached across prompts); the sampling files keep one transformer
-block per attention layer so that the stock loader's patched weight copies fit in RAM next to the fp32 model."""
+block per attention layer, which keeps the stock loader's patched weight copies small."""
 import re
 
 import numpy as np
@@ -18,9 +19,9 @@ import pytest
 
 from lean_testlib import lbw_presets, probe_node, sdxl_host, sdxl_loras
 
-pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_full]  # CI runs full-size SDXL on ComfyUI 0.33.0 only
+pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_ckpt]  # CI runs SDXL checkpoints on ComfyUI 0.33.0 only
 
-CKPT = sdxl_host.CKPT
+CKPT = sdxl_host.CKPT_NARROW
 POS = "a red cube on a table"
 TOL = 1e-3   # latents stay near 1 at cfg 1, denoise 0.2 (see tests/test_tier2_lora.py)
 EFFECT = 10 * TOL
@@ -29,11 +30,11 @@ PUBLISHED = {p: lbw_presets.blocks_on("sdxl", p) for p in ("INALL", "OUTALL")}
 
 
 def _files():
-    small = dict(depth=1)
+    small = dict(depth=1, narrow=True)
     return {
-        "xl_kohya_full": sdxl_loras.sdxl_kohya_lora(),
-        "xl_attn_full": sdxl_loras.sdxl_diffusers_lora(form="attn_procs"),
-        "xl_peft_full": sdxl_loras.sdxl_diffusers_lora(form="peft"),
+        "xl_kohya_full": sdxl_loras.sdxl_kohya_lora(narrow=True),
+        "xl_attn_full": sdxl_loras.sdxl_diffusers_lora(form="attn_procs", narrow=True),
+        "xl_peft_full": sdxl_loras.sdxl_diffusers_lora(form="peft", narrow=True),
         "xl_kohya": sdxl_loras.sdxl_kohya_lora(te_attn_only=True, **small),
         # block weights: larger factors, so that what a preset removes changes the latent well beyond TOL
         "xl_kohya_bw": sdxl_loras.sdxl_kohya_lora(te_attn_only=True, up_std=0.05, **small),
@@ -46,7 +47,7 @@ def _files():
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    with sdxl_host.own(tmp_path_factory, "lora", loras=_files(), extra_args=["--fp32-text-enc"]) as h:
+    with sdxl_host.own(tmp_path_factory, "lora", loras=_files(), extra_args=["--fp32-text-enc"], narrow=True) as h:
         yield h
 
 

@@ -1,4 +1,6 @@
-"""Tier 2: LeanPromptBatch on the full-size SDXL fixture (lean_testlib.sdxl_ckpt) in a real ComfyUI: three prompts of
+"""Tier 2: LeanPromptBatch on the narrow SDXL fixture (lean_testlib.sdxl_ckpt: every key of SDXL, the text
+encoders at full size, the UNet at 320 channels on every level; the claim is the encode and the rows) in a real
+ComfyUI: three prompts of
 one and two CLIP chunks -> one batched conditioning (CLIP-L + OpenCLIP-G, pooled output per entry) -> one KSampler
 pass -> three different images.  Entries 0 and 1 equal the stock path: the prompt encoded alone by CLIPTextEncode,
 padded to the batch's length with stock ConditioningConcat(""), sampled on the same noise (LatentFromBatch keeps the
@@ -11,7 +13,7 @@ from PIL import Image
 
 from lean_testlib import graphs, probe_node, sdxl_host
 
-pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_full]  # CI runs full-size SDXL on ComfyUI 0.33.0 only
+pytestmark = [pytest.mark.tier2, pytest.mark.sdxl_ckpt]  # CI runs SDXL checkpoints on ComfyUI 0.33.0 only
 
 LONG = ", ".join(["word"] * 45)  # 90 tokens: 2 chunks of 77
 PROMPTS = [LONG, "a red cube on a table", "a blue sphere at night"]
@@ -23,12 +25,12 @@ def probe(name, src, out=0, kind="latent"):
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    with sdxl_host.own(tmp_path_factory, "prompt_batch") as h:
+    with sdxl_host.own(tmp_path_factory, "prompt_batch", narrow=True) as h:
         yield h
 
 
 def test_three_prompts_one_pass_three_images_each_equal_to_stock(host):
-    g = graphs.prompt_batch_txt2img("\n".join(PROMPTS), ckpt=sdxl_host.CKPT, width=128, height=128, cfg=1.0,
+    g = graphs.prompt_batch_txt2img("\n".join(PROMPTS), ckpt=sdxl_host.CKPT_NARROW, width=128, height=128, cfg=1.0,
                                     prefix="sdxl_pb")
     g["pc"] = probe("sdxl_pb_cond", "pb", 0, "conditioning")
     g["lp"] = probe("sdxl_pb_out", "5")

@@ -23,8 +23,8 @@ EXPECTED = {"lean_checkpoint_mmap", "lean_lora_tags_schedule", "lean_canny_contr
             "lean_lora_per_image", "lean_flux_lora_per_image", "lean_zimage_turbo", "lean_qwen_image"}
 HOST_FILES = [p for p in FILES if p.stem not in shipped.PEER_WORKFLOWS]  # the others need a peer pack in the host
 RUN_FILES = [p for p in HOST_FILES if p.stem not in shipped.OWN_HOST]  # the others run in a host of their own
-# a workflow on the full-size SDXL fixture is marked sdxl_full (CI runs those on ComfyUI 0.33.0 only)
-RUN_PARAMS = [pytest.param(p, id=p.stem, marks=[pytest.mark.sdxl_full] if shipped.SDXL_CKPT in p.read_text() else [])
+# a workflow on the SDXL checkpoint fixture (narrow) is marked sdxl_ckpt (CI runs those on ComfyUI 0.33.0 only)
+RUN_PARAMS = [pytest.param(p, id=p.stem, marks=[pytest.mark.sdxl_ckpt] if shipped.SDXL_CKPT in p.read_text() else [])
               for p in RUN_FILES]
 
 

@@ -33,6 +33,10 @@ CLIP_G = "conditioner.embedders.1.model."
 VAE = "first_stage_model."
 
 CHANNEL_MULT = (1, 2, 4)
+# The narrow variant: every key of SDXL's UNet at 320 channels on every level (0.32 B UNet parameters instead of
+# 2.57 B; the text encoders and VAE unchanged).  ComfyUI's SDXL config fixes model_channels, transformer depths,
+# context and ADM width, not the channel multipliers, so both hosts' stock loader detect it as SDXL.
+NARROW = (1, 1, 1)
 DEPTH = (0, 2, 10)          # transformer blocks per attention layer, per level
 MODEL_CHANNELS = 320
 CONTEXT = 2048
@@ -52,7 +56,7 @@ def _transformer(p, c, depth, ctx=CONTEXT):
     return k
 
 
-def unet_keys(prefix=UNET):
+def unet_keys(prefix=UNET, channel_mult=CHANNEL_MULT):
     mc = MODEL_CHANNELS
     emb = mc * 4
     k = {"time_embed.0.weight": (emb, mc), "time_embed.0.bias": (emb,),
@@ -60,7 +64,7 @@ def unet_keys(prefix=UNET):
          "label_emb.0.0.weight": (emb, ADM), "label_emb.0.0.bias": (emb,),
          "label_emb.0.2.weight": (emb, emb), "label_emb.0.2.bias": (emb,),
          "input_blocks.0.0.weight": (mc, 4, 3, 3), "input_blocks.0.0.bias": (mc,)}
-    mult = tuple(mc * m for m in CHANNEL_MULT)
+    mult = tuple(mc * m for m in channel_mult)
     skips = [mc]
     ch = mc
     i = 1
@@ -117,10 +121,10 @@ def clip_g_keys(prefix=CLIP_G, width=1280, layers=32, vocab=49408, ctx=77, proj=
 POSITION_IDS = CLIP_L + "embeddings.position_ids"  # int64 (1, 77), as in the released file
 
 
-def sdxl_key_table():
+def sdxl_key_table(narrow=False):
     """{key: shape} for the whole checkpoint (floating-point tensors; position_ids is int64)."""
     t = {}
-    t.update(unet_keys())
+    t.update(unet_keys(channel_mult=NARROW if narrow else CHANNEL_MULT))
     t.update(clip_l_keys(CLIP_L))
     t[POSITION_IDS] = (1, 77)
     t.update(clip_g_keys())
@@ -190,18 +194,21 @@ def write_streamed(path, table, make, metadata=None):
     return path
 
 
-def sdxl_checkpoint(seed=0, cache=None):
-    """Path of the cached fp16 SDXL-base-layout checkpoint (~6.9 GB), generated on first use (a few minutes)."""
+def sdxl_checkpoint(seed=0, cache=None, narrow=False):
+    """Path of the cached fp16 SDXL-base-layout checkpoint (~6.9 GB; narrow=True: the NARROW UNet, ~2.5 GB),
+    generated on first use (a few minutes).  Use the narrow one where the claim is rows, prompts or per-layer LoRA
+    maths, never for loader or memory claims."""
     import torch
     from . import cache_dir
     d = (cache or cache_dir()) / "fixtures"
     d.mkdir(parents=True, exist_ok=True)
-    path = d / f"lean_sdxl_v{GENERATOR_VERSION}_seed{seed}.safetensors"
+    kind = "sdxln" if narrow else "sdxl"
+    path = d / f"lean_{kind}_v{GENERATOR_VERSION}_seed{seed}.safetensors"
     if path.exists():
         return path
-    table = {k: (s, "I64" if k == POSITION_IDS else "F16") for k, s in sdxl_key_table().items()}
+    table = {k: (s, "I64" if k == POSITION_IDS else "F16") for k, s in sdxl_key_table(narrow).items()}
     write_streamed(path, table, lambda k, s: random_tensor(torch, k, s, seed, torch.float16),
-                   metadata={"format": "pt", "lean_fixture": f"sdxl v{GENERATOR_VERSION} seed {seed}"})
+                   metadata={"format": "pt", "lean_fixture": f"{kind} v{GENERATOR_VERSION} seed {seed}"})
     return path
 
 

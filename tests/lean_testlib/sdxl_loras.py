@@ -17,7 +17,8 @@ ComfyUI's key map, so a tier-2 test can check that the host's own LoraLoader map
 
 ``depth`` keeps only the first `depth` transformer blocks of each UNet attention layer (SDXL has 2 or 10):
 the files the sampling tests use stay small enough that the stock loader's patched weight copies fit in RAM;
-the layout is the same.
+the layout is the same.  ``narrow`` gives the same modules at the widths of the narrow checkpoint
+(``sdxl_ckpt.sdxl_checkpoint(narrow=True)``: every attention layer at 320 channels).
 """
 import json
 import os
@@ -37,6 +38,7 @@ for _j in range(6):
     ATTN[f"output_blocks.{_j}.1"] = (f"up_blocks.{_j // 3}.attentions.{_j % 3}", 1280 if _j < 3 else 640,
                                      10 if _j < 3 else 2)
 CONTEXT = 2048
+NARROW_WIDTH = 320  # sdxl_ckpt.NARROW: every level at model_channels
 TE = {"te1": (12, 768), "te2": (32, 1280)}  # layers, width (mlp 4x)
 
 # A1111 / Inspire LBW block id of each LDM attention layer
@@ -53,10 +55,11 @@ def _attn_linears(c, ctx=CONTEXT):
     return m
 
 
-def unet_modules(depth=None):
+def unet_modules(depth=None, narrow=False):
     """[(LDM module path, diffusers module path, (out, in))] for every Linear of every SDXL transformer."""
     mods = []
     for ldm, (diff, c, d) in ATTN.items():
+        c = NARROW_WIDTH if narrow else c
         mods.append((f"{ldm}.proj_in", f"{diff}.proj_in", (c, c)))
         mods.append((f"{ldm}.proj_out", f"{diff}.proj_out", (c, c)))
         for b in range(min(d, depth or d)):
@@ -112,11 +115,11 @@ def _tags(trigger):
     return json.dumps({f"10_{trigger}": {trigger: 12, "red cube": 5}, "5_style": {trigger: 4, "table": 3}})
 
 
-def kohya_modules(depth=None, blocks=None, te_attn_only=False):
+def kohya_modules(depth=None, blocks=None, te_attn_only=False, narrow=False):
     """{kohya module name: (ldm path or None, (out, in))}; `blocks`: keep only these LBW block ids ('BASE' =
     the text encoders); te_attn_only: only the text encoders' self-attention projections."""
     out = {}
-    for ldm, _, shape in unet_modules(depth):
+    for ldm, _, shape in unet_modules(depth, narrow):
         if blocks is None or block_of(ldm) in blocks:
             out["lora_unet_" + ldm.replace(".", "_")] = (ldm, shape)
     if blocks is None or "BASE" in blocks:
@@ -127,16 +130,16 @@ def kohya_modules(depth=None, blocks=None, te_attn_only=False):
 
 
 def sdxl_kohya_lora(seed=0, rank=8, alpha=4.0, depth=None, blocks=None, te_attn_only=False, up_std=0.02,
-                    trigger="leanxl"):
-    """Path of a cached kohya SDXL LoRA (fp16)."""
+                    trigger="leanxl", narrow=False):
+    """Path of a cached kohya SDXL LoRA (fp16); narrow: for the narrow checkpoint."""
     import torch
     btag = ("all" if blocks is None else "-".join(sorted(blocks))) + ("_teattn" if te_attn_only else "")
-    path = _path(f"lean_sdxl_lora_kohya_v{GENERATOR_VERSION}_s{seed}_r{rank}_a{alpha:g}_d{depth or 'all'}_"
+    path = _path(f"lean_sdxl{'n' if narrow else ''}_lora_kohya_v{GENERATOR_VERSION}_s{seed}_r{rank}_a{alpha:g}_d{depth or 'all'}_"
                  f"{zlib.crc32(btag.encode()):08x}_u{up_std:g}")
     if path.exists():
         return path
     sd = {}
-    for name, (_, (out_f, in_f)) in kohya_modules(depth, blocks, te_attn_only).items():
+    for name, (_, (out_f, in_f)) in kohya_modules(depth, blocks, te_attn_only, narrow).items():
         down, up = _pair(name, out_f, in_f, rank, seed, torch, up_std)
         sd[f"{name}.lora_down.weight"] = down
         sd[f"{name}.lora_up.weight"] = up
@@ -147,12 +150,12 @@ def sdxl_kohya_lora(seed=0, rank=8, alpha=4.0, depth=None, blocks=None, te_attn_
     return _save(path, sd, meta)
 
 
-def diffusers_modules(depth=None, attn_only=True):
+def diffusers_modules(depth=None, attn_only=True, narrow=False):
     """[(diffusers module path with its component prefix, (out, in))]: the UNet's attention projections
     (to_q/to_k/to_v/to_out.0) and the text encoders' self-attention projections (the modules diffusers' SDXL
     DreamBooth-LoRA script trains)."""
     mods = []
-    for _, diff, shape in unet_modules(depth):
+    for _, diff, shape in unet_modules(depth, narrow):
         if ".attn" in diff:
             mods.append(("unet." + diff, shape))
     for te, prefix in (("te1", "text_encoder."), ("te2", "text_encoder_2.")):
@@ -161,18 +164,18 @@ def diffusers_modules(depth=None, attn_only=True):
     return mods
 
 
-def sdxl_diffusers_lora(seed=0, rank=8, depth=None, form="peft", up_std=0.02, trigger="leanxl"):
+def sdxl_diffusers_lora(seed=0, rank=8, depth=None, form="peft", up_std=0.02, trigger="leanxl", narrow=False):
     """Path of a cached diffusers SDXL LoRA (fp16).  form: 'peft' (lora_A/lora_B) or 'attn_procs'
     (UNet ``...attn1.processor.to_q_lora.down.weight``, text encoders ``...q_proj.lora_linear_layer.down.weight``,
     diffusers 0.19-0.20).  Same random factors for the same module in both forms."""
     import torch
     if form not in ("peft", "attn_procs"):
         raise ValueError(form)
-    path = _path(f"lean_sdxl_lora_diffusers_{form}_v{GENERATOR_VERSION}_s{seed}_r{rank}_d{depth or 'all'}_u{up_std:g}")
+    path = _path(f"lean_sdxl{'n' if narrow else ''}_lora_diffusers_{form}_v{GENERATOR_VERSION}_s{seed}_r{rank}_d{depth or 'all'}_u{up_std:g}")
     if path.exists():
         return path
     sd = {}
-    for mod, (out_f, in_f) in diffusers_modules(depth):
+    for mod, (out_f, in_f) in diffusers_modules(depth, narrow=narrow):
         down, up = _pair(mod, out_f, in_f, rank, seed, torch, up_std)
         if form == "peft":
             sd[f"{mod}.lora_A.weight"], sd[f"{mod}.lora_B.weight"] = down, up
