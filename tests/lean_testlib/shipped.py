@@ -48,10 +48,12 @@ def load(path):
 def put_fixtures(base):
     """Link the random-weight fixtures into the host's folders under the names the workflows use."""
     from . import controlnet, harness, images, lora, sd15, tiny_gguf
-    harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(), CKPT)
-    harness.link_model(base, "controlnet", controlnet.sd15_controlnet(), CONTROLNET)
-    harness.link_model(base, "loras", lora.sd15_lora(), LORA)
-    harness.link_model(base, "loras", lora.sd15_lora(seed=1), LORA2)
+    # the narrow SD1.5 (every key and block at 320 channels) with a ControlNet and LoRAs of its widths: a workflow's
+    # claim is that it runs, wired right; the loaders' claims are tested on the full-size file elsewhere
+    harness.link_model(base, "checkpoints", sd15.sd15_checkpoint(narrow=True), CKPT)
+    harness.link_model(base, "controlnet", controlnet.sd15_controlnet(narrow=True), CONTROLNET)
+    harness.link_model(base, "loras", lora.sd15_lora(narrow=True), LORA)
+    harness.link_model(base, "loras", lora.sd15_lora(seed=1, narrow=True), LORA2)
     harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), LLM)
     from . import tiny_vision
     harness.link_model(base, "llm", tiny_vision.text_model(), VL_LLM)
