@@ -46,8 +46,9 @@ MISSING_064 = families.MISSING_064
 PROMPT = "a red cube on a wooden table, soft light"
 
 
-LORAS = [("qwen_image", "peft"), ("qwen_image", "diffsynth"), ("zimage", "aitoolkit"), ("flux2", "aitoolkit"),
-         ("flux2", "musubi"), ("flux2", "lokr")]
+LORAS = [("qwen_image", "peft"), ("qwen_image", "diffsynth"), ("qwen_image", "onetrainer"), ("zimage", "aitoolkit"),
+         ("zimage", "onetrainer"), ("zimage", "onetrainer_comfy"), ("flux2", "aitoolkit"), ("flux2", "musubi"),
+         ("flux2", "lokr")]
 
 
 ZIMAGE_ONLY = {"LAYERS": ("layers.",), "REFINERS": ("noise_refiner.", "context_refiner.")}

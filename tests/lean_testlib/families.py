@@ -369,8 +369,10 @@ def qwen3_4b_full(seed=0, cache=None):
 
 
 # ------------------------------------------------------------------ LoRAs in the namings trainers write
-def _lora_modules(family):
-    """(LoRA module name in the family's diffusers naming, (out, in)) for the linear layers a trainer targets."""
+def _lora_modules(family, native=False):
+    """(LoRA module name in the family's diffusers naming, (out, in)) for the linear layers a trainer targets;
+    native: ComfyUI's own module names instead (Z-Image's fused attention.qkv and attention.out; the others' are
+    the diffusers names already)."""
     out = []
     if family == "qwen_image":
         for k, shape in qwen_image_keys().items():
@@ -383,7 +385,9 @@ def _lora_modules(family):
                     and len(shape) == 2):
                 continue
             base = k[:-len(".weight")]
-            if base.endswith(".attention.qkv"):  # diffusers' Z-Image splits qkv into to_q/to_k/to_v
+            if native:
+                out.append((base, shape))
+            elif base.endswith(".attention.qkv"):  # diffusers' Z-Image splits qkv into to_q/to_k/to_v
                 stem = base[:-len("qkv")]
                 out += [(stem + n, (dim, dim)) for n in ("to_q", "to_k", "to_v")]
             elif base.endswith(".attention.out"):
@@ -406,15 +410,25 @@ LORA_NAMINGS = {
     "aitoolkit": ("diffusion_model.{}", ".lora_A.weight", ".lora_B.weight", False),
     # kohya / musubi-tuner: lora_unet_<module with _>, lora_down/lora_up/alpha
     "musubi": ("lora_unet_{}", ".lora_down.weight", ".lora_up.weight", True),
+    # OneTrainer's LEGACY output for Qwen-Image and Z-Image (its LoRAModuleWrapper's canonical state dict, saved
+    # unconverted): transformer.<diffusers module>, lora_down/lora_up/alpha
+    "onetrainer": ("transformer.{}", ".lora_down.weight", ".lora_up.weight", True),
+    # OneTrainer's COMFY output: diffusion_model.<ComfyUI's own module> (Z-Image: the fused attention.qkv),
+    # lora_A/lora_B, alpha kept
+    "onetrainer_comfy": ("diffusion_model.{}", ".lora_A.weight", ".lora_B.weight", True),
     # LyCORIS LoKr (what people train Flux.2 with besides LoRA), kohya names: lora_unet_<module with _>.lokr_w1 (4x4)
     # and .lokr_w2 (out/4 x in/4), full factors and no alpha (the host's scale is then 1): dW = kron(w1, w2)
     "lokr": ("lora_unet_{}", ".lokr_w1", ".lokr_w2", False),
 }
+# alpha where a naming's trainer writes something else than the rank: OneTrainer's default lora_alpha is 1.0, so
+# its files scale B·A by 1/rank (the up factor is made rank times larger: the same dW, and an alpha ignored or
+# misread changes the result by that factor)
+ALPHA = {"onetrainer": 1.0, "onetrainer_comfy": 1.0}
 
 
 def family_lora(family, naming="peft", seed=0, rank=4, cache=None, only=None):
     """A LoRA for the tiny ``family`` model in ``naming`` (LORA_NAMINGS), fp16, rank 4, every linear layer of the
-    blocks; alpha = rank where the naming stores one (scale 1).  ``only``: a tuple of module-name prefixes (e.g.
+    blocks; alpha = rank where the naming stores one (scale 1), or ALPHA's value.  ``only``: a tuple of module-name prefixes (e.g.
     ("layers.",)) keeps just those modules, with the same values as in the full file (the reference of a block
     weight that keeps only those blocks)."""
     import torch
@@ -422,14 +436,15 @@ def family_lora(family, naming="peft", seed=0, rank=4, cache=None, only=None):
     from . import cache_dir
     d = (cache or cache_dir()) / "fixtures"
     d.mkdir(parents=True, exist_ok=True)
-    tag = "" if not only else "_only_" + "_".join(o.strip(".") for o in only)
+    tag = ("" if not only else "_only_" + "_".join(o.strip(".") for o in only)) + \
+        (f"_a{ALPHA[naming]:g}" if naming in ALPHA else "")
     path = d / f"{family}_tiny_lora_{naming}_v{GENERATOR_VERSION}_r{rank}{tag}_seed{seed}.safetensors"
     if path.exists():
         return path
     fmt, down, up, alpha = LORA_NAMINGS[naming]
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for module, (out_f, in_f) in _lora_modules(family):
+    for module, (out_f, in_f) in _lora_modules(family, native=naming == "onetrainer_comfy"):
         name = fmt.format(module.replace(".", "_") if naming in ("musubi", "lokr") else module)
         if naming == "lokr":  # down/up stand for w1/w2 here
             a = torch.randn((4, 4), generator=g).to(torch.float16)
@@ -439,9 +454,11 @@ def family_lora(family, naming="peft", seed=0, rank=4, cache=None, only=None):
             b = (torch.randn((out_f, rank), generator=g) * 0.05).to(torch.float16)
         if only and not module.startswith(tuple(only)):
             continue
+        if naming in ALPHA:
+            b = (b.float() * rank / ALPHA[naming]).to(torch.float16)
         sd[name + down], sd[name + up] = a, b
         if alpha:
-            sd[name + ".alpha"] = torch.tensor(float(rank), dtype=torch.float16)
+            sd[name + ".alpha"] = torch.tensor(float(ALPHA.get(naming, rank)), dtype=torch.float16)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file(sd, str(tmp), metadata={"lean_fixture": f"{family} lora {naming} v{GENERATOR_VERSION} seed {seed}"})
     os.replace(tmp, path)
