@@ -428,9 +428,9 @@ ALPHA = {"onetrainer": 1.0, "onetrainer_comfy": 1.0}
 
 def family_lora(family, naming="peft", seed=0, rank=4, cache=None, only=None):
     """A LoRA for the tiny ``family`` model in ``naming`` (LORA_NAMINGS), fp16, rank 4, every linear layer of the
-    blocks; alpha = rank where the naming stores one (scale 1), or ALPHA's value.  ``only``: a tuple of module-name prefixes (e.g.
-    ("layers.",)) keeps just those modules, with the same values as in the full file (the reference of a block
-    weight that keeps only those blocks)."""
+    blocks; alpha = rank where the naming stores one (scale 1), or ALPHA's value.  ``only``: a tuple of module-name
+    prefixes (e.g. ("layers.",)) keeps just those modules, with the same values as in the full file (the reference
+    of a block weight that keeps only those blocks)."""
     import torch
     from safetensors.torch import save_file
     from . import cache_dir

@@ -33,9 +33,10 @@ CLIP_G = "conditioner.embedders.1.model."
 VAE = "first_stage_model."
 
 CHANNEL_MULT = (1, 2, 4)
-# The narrow variant: every key of SDXL's UNet at 320 channels on every level (0.32 B UNet parameters instead of
-# 2.57 B; the text encoders and VAE unchanged).  ComfyUI's SDXL config fixes model_channels, transformer depths,
-# context and ADM width, not the channel multipliers, so both hosts' stock loader detect it as SDXL.
+# The narrow variant: SDXL's UNet at 320 channels on every level, every key but the two 1x1 skip convolutions that
+# a width change on the way down needs (0.28 B UNet parameters instead of 2.57 B; the text encoders and VAE
+# unchanged).  ComfyUI's SDXL config fixes model_channels, transformer depths, context and ADM width, not the
+# channel multipliers, so both hosts' stock loader detect it as SDXL.
 NARROW = (1, 1, 1)
 DEPTH = (0, 2, 10)          # transformer blocks per attention layer, per level
 MODEL_CHANNELS = 320
@@ -195,7 +196,7 @@ def write_streamed(path, table, make, metadata=None):
 
 
 def sdxl_checkpoint(seed=0, cache=None, narrow=False):
-    """Path of the cached fp16 SDXL-base-layout checkpoint (~6.9 GB; narrow=True: the NARROW UNet, ~2.5 GB),
+    """Path of the cached fp16 SDXL-base-layout checkpoint (~6.9 GB; narrow=True: the NARROW UNet, ~2.4 GB),
     generated on first use (a few minutes).  Use the narrow one where the claim is rows, prompts or per-layer LoRA
     maths, never for loader or memory claims."""
     import torch

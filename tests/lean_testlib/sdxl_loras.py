@@ -134,7 +134,8 @@ def sdxl_kohya_lora(seed=0, rank=8, alpha=4.0, depth=None, blocks=None, te_attn_
     """Path of a cached kohya SDXL LoRA (fp16); narrow: for the narrow checkpoint."""
     import torch
     btag = ("all" if blocks is None else "-".join(sorted(blocks))) + ("_teattn" if te_attn_only else "")
-    path = _path(f"lean_sdxl{'n' if narrow else ''}_lora_kohya_v{GENERATOR_VERSION}_s{seed}_r{rank}_a{alpha:g}_d{depth or 'all'}_"
+    kind = "sdxln" if narrow else "sdxl"
+    path = _path(f"lean_{kind}_lora_kohya_v{GENERATOR_VERSION}_s{seed}_r{rank}_a{alpha:g}_d{depth or 'all'}_"
                  f"{zlib.crc32(btag.encode()):08x}_u{up_std:g}")
     if path.exists():
         return path
@@ -171,7 +172,9 @@ def sdxl_diffusers_lora(seed=0, rank=8, depth=None, form="peft", up_std=0.02, tr
     import torch
     if form not in ("peft", "attn_procs"):
         raise ValueError(form)
-    path = _path(f"lean_sdxl{'n' if narrow else ''}_lora_diffusers_{form}_v{GENERATOR_VERSION}_s{seed}_r{rank}_d{depth or 'all'}_u{up_std:g}")
+    kind = "sdxln" if narrow else "sdxl"
+    path = _path(f"lean_{kind}_lora_diffusers_{form}_v{GENERATOR_VERSION}_s{seed}_r{rank}_d{depth or 'all'}"
+                 f"_u{up_std:g}")
     if path.exists():
         return path
     sd = {}
