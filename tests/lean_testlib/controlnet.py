@@ -19,7 +19,7 @@ def controlnet_key_table(prefix="control_model.", narrow=False):
         t[f"{prefix}input_hint_block.{2 * i}.weight"] = (cout, cin, 3, 3)
         t[f"{prefix}input_hint_block.{2 * i}.bias"] = (cout,)
     for i, c in enumerate(_ZERO_CONV_CH):
-        c = 320 if narrow else c
+        c = NARROW[0] if narrow else c  # every level of the narrow UNet is this wide
         t[f"{prefix}zero_convs.{i}.0.weight"] = (c, c, 1, 1)
         t[f"{prefix}zero_convs.{i}.0.bias"] = (c,)
     m = mult[-1]

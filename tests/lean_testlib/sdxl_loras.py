@@ -24,7 +24,7 @@ import json
 import os
 import zlib
 
-from . import cache_dir
+from . import cache_dir, sdxl_ckpt
 
 GENERATOR_VERSION = 1
 
@@ -38,7 +38,7 @@ for _j in range(6):
     ATTN[f"output_blocks.{_j}.1"] = (f"up_blocks.{_j // 3}.attentions.{_j % 3}", 1280 if _j < 3 else 640,
                                      10 if _j < 3 else 2)
 CONTEXT = 2048
-NARROW_WIDTH = 320  # sdxl_ckpt.NARROW: every level at model_channels
+NARROW_WIDTH = sdxl_ckpt.MODEL_CHANNELS * max(sdxl_ckpt.NARROW)  # the narrow checkpoint: every level this wide
 TE = {"te1": (12, 768), "te2": (32, 1280)}  # layers, width (mlp 4x)
 
 # A1111 / Inspire LBW block id of each LDM attention layer
