@@ -256,8 +256,11 @@ class ComfyHost:
     # ------------------------------------------------------------ lifecycle
     @classmethod
     def start(cls, comfy_path, base_dir, port=None, extra_args=(), env=None, timeout=240, python=None,
-              verbose="DEBUG", link_pack=True, audit_sockets=False, cpu=True, refuse_sockets=False):
-        """audit_sockets (default off): put tests/lean_testlib/socket_audit/sitecustomize.py first on the host's
+              verbose="DEBUG", link_pack=True, audit_sockets=False, cpu=True, refuse_sockets=False, api_nodes=False):
+        """api_nodes (default off): ComfyUI's own paid-API nodes (comfy_api_nodes) are left out with the host's
+        --disable-api-nodes: the pack neither uses nor touches them, and importing them is ~1.7 s of every ComfyUI
+        0.33.0 start on the 2-core machine (~1.0 s on 0.3.64).  api_nodes=True starts the host with them.
+        audit_sockets (default off): put tests/lean_testlib/socket_audit/sitecustomize.py first on the host's
         PYTHONPATH so every socket connect/getaddrinfo is logged to ``host.socket_audit_log`` (True: a file in
         the base dir; a path: that file), each with whether a frame of this repo was on the stack.
         refuse_sockets (needs audit_sockets): the hook also refuses (raises) every connect/getaddrinfo to a
@@ -284,7 +287,8 @@ class ComfyHost:
             e[windows_semantics.ENV] = "1"
             e[windows_semantics.MAPS_ENV] = windows_semantics.maps_dir()  # files mapped there are locked here too
         cmd = [python, "main.py", *(["--cpu"] if cpu else []), "--listen", "127.0.0.1", "--port", str(port),
-               "--base-directory", str(base), "--disable-auto-launch", "--verbose", verbose, *extra_args]
+               "--base-directory", str(base), "--disable-auto-launch", "--verbose", verbose,
+               *([] if api_nodes else ["--disable-api-nodes"]), *extra_args]
         log = open(log_path, "ab")
         proc = subprocess.Popen(cmd, cwd=str(comfy_path), stdout=log, stderr=subprocess.STDOUT, env=e,
                                 start_new_session=True)
