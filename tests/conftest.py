@@ -250,6 +250,14 @@ def sd15_ckpt():
 
 
 @pytest.fixture(scope="session")
+def sd15n_ckpt():
+    """Path of the SD1.5 fixture's narrow variant (every SD1.5 key and block, the UNet at 320 channels; the text
+    encoder and VAE at full size): where the claim is a storage format or a dtype, not SD1.5's widths."""
+    from lean_testlib import sd15
+    return sd15.sd15_checkpoint(narrow=True)
+
+
+@pytest.fixture(scope="session")
 def comfy_sd15(comfy, sd15_ckpt):
     """The host, with the SD1.5 fixture in models/checkpoints as lean_sd15.safetensors."""
     harness.link_model(comfy.base, "checkpoints", sd15_ckpt, "lean_sd15.safetensors")

@@ -65,6 +65,21 @@ def stock_image(comfy_sd15):
     return img
 
 
+NARROW = "lean_sd15n.safetensors"  # the SD1.5 fixture's narrow variant, for the storage-format and dtype checks
+
+
+@pytest.fixture(scope="module")
+def narrow_stock(comfy_sd15, sd15n_ckpt):
+    """Stock CheckpointLoaderSimple's image of the narrow SD1.5 fixture (linked as NARROW): the reference of the
+    dtype and .ckpt checks, whose claim is how a storage format or weight dtype is read, which the UNet's width does
+    not change (the full-size file's load is checked by every load mode above and the fp16 check)."""
+    harness.link_model(comfy_sd15.base, "checkpoints", sd15n_ckpt, NARROW)
+    comfy_sd15.free()
+    img = image(comfy_sd15, comfy_sd15.run(graphs.txt2img(ckpt=NARROW, prefix="ckpt_stock_n")))
+    comfy_sd15.free()
+    return img
+
+
 def test_node_contract(comfy):
     info = comfy.object_info(NODE)
     assert list(info["input"]["required"]) == INPUTS
@@ -136,27 +151,27 @@ def test_fp16_weights_sample_like_stock(comfy_sd15, stock_image):
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp8_e4m3fn"])
-def test_small_weight_dtypes_sample_like_stock_on_the_same_values(comfy_sd15, sd15_ckpt, stock_image, dtype):
+def test_small_weight_dtypes_sample_like_stock_on_the_same_values(comfy_sd15, sd15n_ckpt, narrow_stock, dtype):
     """bf16 / fp8 weights from the fp16 file, computed in fp32 through ComfyUI's manual cast: the pixels equal
     stock CheckpointLoaderSimple's on a file holding exactly those weight values (lean_testlib.sd15_variants: the
     bf16 file; the fp8-rounded file, stored in fp16) for the MODEL and VAE, with the text encoder from the original
-    file (weight_dtype leaves it as the host picks it)."""
+    file (weight_dtype leaves it as the host picks it).  On the narrow SD1.5 fixture (NARROW)."""
     from lean_testlib import sd15_variants
     variant = {"bf16": "bf16", "fp8_e4m3fn": "fp8_rounded"}[dtype]
-    ref_name = f"lean_sd15_{variant}.safetensors"
-    harness.link_model(comfy_sd15.base, "checkpoints", sd15_variants.sd15_variant(variant, sd15_ckpt), ref_name)
+    ref_name = f"lean_sd15n_{variant}.safetensors"
+    harness.link_model(comfy_sd15.base, "checkpoints", sd15_variants.sd15_variant(variant, sd15n_ckpt), ref_name)
     ref_graph = graphs.txt2img(ckpt=ref_name, prefix=f"ckpt_stock_{dtype}")
-    ref_graph["te"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "lean_sd15.safetensors"}}
+    ref_graph["te"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": NARROW}}
     ref_graph["2"]["inputs"]["clip"] = ref_graph["3"]["inputs"]["clip"] = ["te", 1]
     comfy_sd15.free()
     ref = image(comfy_sd15, comfy_sd15.run(ref_graph))
     comfy_sd15.free()
-    entry = comfy_sd15.run(lean_txt2img(f"ckpt_lean_{dtype}", weight_dtype=dtype))
+    entry = comfy_sd15.run(lean_txt2img(f"ckpt_lean_{dtype}", ckpt=NARROW, weight_dtype=dtype))
     img = image(comfy_sd15, entry)
     assert img.shape == ref.shape == (64, 64, 3) and ref.std() > 0
     assert np.array_equal(img, ref), f"weight_dtype={dtype}: pixels differ from stock on the same weight values"
     if dtype == "fp8_e4m3fn":  # the rounding shows in the pixels: a loader that kept fp16 values would fail here
-        assert not np.array_equal(ref, stock_image)
+        assert not np.array_equal(ref, narrow_stock)
     rep = report_of(entry)
     want = {"bf16": "bfloat16", "fp8_e4m3fn": "float8_e4m3fn"}[dtype]
     assert f"weights {want}" in rep, rep
@@ -164,22 +179,22 @@ def test_small_weight_dtypes_sample_like_stock_on_the_same_values(comfy_sd15, sd
 
 
 @pytest.fixture(scope="module")
-def sd15_as_ckpt(sd15_ckpt):
-    """The SD1.5 fixture re-saved as a torch .ckpt (zip format, {"state_dict": ...}), cached."""
+def sd15_as_ckpt(sd15n_ckpt):
+    """The narrow SD1.5 fixture re-saved as a torch .ckpt (zip format, {"state_dict": ...}), cached."""
     from safetensors.torch import load_file
     from lean_testlib import cache_dir
-    out = cache_dir() / "fixtures" / (pathlib.Path(sd15_ckpt).stem + ".ckpt")
+    out = cache_dir() / "fixtures" / (pathlib.Path(sd15n_ckpt).stem + ".ckpt")
     if not out.exists():
         tmp = out.with_suffix(".ckpt.part")
-        torch.save({"state_dict": load_file(str(sd15_ckpt))}, tmp)
+        torch.save({"state_dict": load_file(str(sd15n_ckpt))}, tmp)
         tmp.rename(out)
     return out
 
 
-def test_torch_ckpt_samples_identical_to_stock(comfy_sd15, stock_image, sd15_as_ckpt):
-    harness.link_model(comfy_sd15.base, "checkpoints", sd15_as_ckpt, "lean_sd15.ckpt")
-    entry = comfy_sd15.run(lean_txt2img("ckpt_lean_torch", ckpt="lean_sd15.ckpt"))
-    assert np.array_equal(image(comfy_sd15, entry), stock_image)
+def test_torch_ckpt_samples_identical_to_stock(comfy_sd15, narrow_stock, sd15_as_ckpt):
+    harness.link_model(comfy_sd15.base, "checkpoints", sd15_as_ckpt, "lean_sd15n.ckpt")
+    entry = comfy_sd15.run(lean_txt2img("ckpt_lean_torch", ckpt="lean_sd15n.ckpt"))
+    assert np.array_equal(image(comfy_sd15, entry), narrow_stock)
     assert "(torch," in report_of(entry)
     comfy_sd15.free()
 
