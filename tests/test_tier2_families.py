@@ -46,8 +46,9 @@ MISSING_064 = families.MISSING_064
 PROMPT = "a red cube on a wooden table, soft light"
 
 
-LORAS = [("qwen_image", "peft"), ("qwen_image", "diffsynth"), ("qwen_image", "onetrainer"), ("zimage", "aitoolkit"),
-         ("zimage", "onetrainer"), ("zimage", "onetrainer_comfy"), ("flux2", "aitoolkit"), ("flux2", "musubi"),
+LORAS = [("qwen_image", "peft"), ("qwen_image", "diffsynth"), ("qwen_image", "onetrainer"),
+         ("qwen_image", "onetrainer_kohya"), ("zimage", "aitoolkit"), ("zimage", "onetrainer"),
+         ("zimage", "onetrainer_comfy"), ("zimage", "onetrainer_kohya"), ("flux2", "aitoolkit"), ("flux2", "musubi"),
          ("flux2", "lokr")]
 
 

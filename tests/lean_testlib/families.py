@@ -416,6 +416,9 @@ LORA_NAMINGS = {
     # OneTrainer's COMFY output: diffusion_model.<ComfyUI's own module> (Z-Image: the fused attention.qkv),
     # lora_A/lora_B, alpha kept
     "onetrainer_comfy": ("diffusion_model.{}", ".lora_A.weight", ".lora_B.weight", True),
+    # OneTrainer's KOHYA output (kohya-ss / musubi-tuner layout, LoRASaverMixin._convert_kohya): lora_unet_<the model's
+    # own module with _> (Z-Image: the fused attention_qkv; Qwen-Image: its diffusers names), lora_down/lora_up/alpha
+    "onetrainer_kohya": ("lora_unet_{}", ".lora_down.weight", ".lora_up.weight", True),
     # LyCORIS LoKr (what people train Flux.2 with besides LoRA), kohya names: lora_unet_<module with _>.lokr_w1 (4x4)
     # and .lokr_w2 (out/4 x in/4), full factors and no alpha (the host's scale is then 1): dW = kron(w1, w2)
     "lokr": ("lora_unet_{}", ".lokr_w1", ".lokr_w2", False),
@@ -423,7 +426,9 @@ LORA_NAMINGS = {
 # alpha where a naming's trainer writes something else than the rank: OneTrainer's default lora_alpha is 1.0, so
 # its files scale B·A by 1/rank (the up factor is made rank times larger: the same dW, and an alpha ignored or
 # misread changes the result by that factor)
-ALPHA = {"onetrainer": 1.0, "onetrainer_comfy": 1.0}
+ALPHA = {"onetrainer": 1.0, "onetrainer_comfy": 1.0, "onetrainer_kohya": 1.0}
+FLAT = ("musubi", "lokr", "onetrainer_kohya")  # namings that flatten the module path ('.' -> '_')
+NATIVE = ("onetrainer_comfy", "onetrainer_kohya")  # namings of the model's own (ComfyUI's) module names
 
 
 def family_lora(family, naming="peft", seed=0, rank=4, cache=None, only=None):
@@ -444,8 +449,8 @@ def family_lora(family, naming="peft", seed=0, rank=4, cache=None, only=None):
     fmt, down, up, alpha = LORA_NAMINGS[naming]
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for module, (out_f, in_f) in _lora_modules(family, native=naming == "onetrainer_comfy"):
-        name = fmt.format(module.replace(".", "_") if naming in ("musubi", "lokr") else module)
+    for module, (out_f, in_f) in _lora_modules(family, native=naming in NATIVE):
+        name = fmt.format(module.replace(".", "_") if naming in FLAT else module)
         if naming == "lokr":  # down/up stand for w1/w2 here
             a = torch.randn((4, 4), generator=g).to(torch.float16)
             b = (torch.randn((out_f // 4, in_f // 4), generator=g) * 0.05 / in_f ** 0.5).to(torch.float16)
