@@ -3,7 +3,8 @@ fp32, bf16, old-style scaled fp8 and, on hosts with mixed-precision layers, the 
 (lean_testlib.sd15_variants): the same pixels on every host.  The files are made from the fixture's narrow variant
 (SD1.5's every key and block, the UNet at 320 channels, the text encoder and VAE at full size): what is checked is
 how each storage format is read, which the UNet's width does not change (the full-size file's load is checked in
-tests/test_tier2_checkpoint.py); ~1.5 GB per variant instead of 2-4 GB, and each load and sampling that much less."""
+tests/test_tier2_checkpoint.py); 0.6-1.2 GB per variant instead of 1.8-4 GB, and each load and sampling that much
+less."""
 import json
 
 import numpy as np
