@@ -72,7 +72,7 @@ NARROW = "lean_sd15n.safetensors"  # the SD1.5 fixture's narrow variant, for the
 def narrow_stock(comfy_sd15, sd15n_ckpt):
     """Stock CheckpointLoaderSimple's image of the narrow SD1.5 fixture (linked as NARROW): the reference of the
     dtype and .ckpt checks, whose claim is how a storage format or weight dtype is read, which the UNet's width does
-    not change (the full-size file's load is checked by every load mode above and the fp16 check)."""
+    not change (the full-size file goes through every load mode and the fp16 check in this module)."""
     harness.link_model(comfy_sd15.base, "checkpoints", sd15n_ckpt, NARROW)
     comfy_sd15.free()
     img = image(comfy_sd15, comfy_sd15.run(graphs.txt2img(ckpt=NARROW, prefix="ckpt_stock_n")))
