@@ -222,9 +222,9 @@ def provision(version, quiet=False):
     _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", req_file])
     standin = install_standin(py)
     # The host's own tree gets its bytecode now, as pip writes it for every installed package and as a user's first
-    # start writes it: where PYTHONDONTWRITEBYTECODE is set (CI containers set it) every host process would compile
-    # its ~640 modules again (~2.4 s of each ComfyUI 0.33.0 start on a 2-core machine).  A file that does not compile
-    # is compiled (and fails) at import as before.
+    # start writes it: where PYTHONDONTWRITEBYTECODE is set (the development machine's environment sets it) every
+    # host process would compile its ~640 modules again (~2.4 s of each ComfyUI 0.33.0 start on a 2-core machine).
+    # A file that does not compile is compiled (and fails) at import as before.
     r = subprocess.run([str(py), "-m", "compileall", "-q", "-j", "0", str(root / "ComfyUI")],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode:
