@@ -57,12 +57,17 @@ def header_ranges(path):
     return {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1]) for k, v in header.items()}
 
 
+def image_alone(host, prompt):
+    """The image of `prompt` run with nothing loaded before it, and nothing left loaded after it."""
+    host.free()
+    img = image(host, host.run(prompt))
+    host.free()
+    return img
+
+
 @pytest.fixture(scope="module")
 def stock_image(comfy_sd15):
-    comfy_sd15.free()
-    img = image(comfy_sd15, comfy_sd15.run(graphs.txt2img(prefix="ckpt_stock")))
-    comfy_sd15.free()
-    return img
+    return image_alone(comfy_sd15, graphs.txt2img(prefix="ckpt_stock"))
 
 
 NARROW = "lean_sd15n.safetensors"  # the SD1.5 fixture's narrow variant, for the storage-format and dtype checks
@@ -74,10 +79,7 @@ def narrow_stock(comfy_sd15, sd15n_ckpt):
     dtype and .ckpt checks, whose claim is how a storage format or weight dtype is read, which the UNet's width does
     not change (the full-size file goes through every load mode and the fp16 check in this module)."""
     harness.link_model(comfy_sd15.base, "checkpoints", sd15n_ckpt, NARROW)
-    comfy_sd15.free()
-    img = image(comfy_sd15, comfy_sd15.run(graphs.txt2img(ckpt=NARROW, prefix="ckpt_stock_n")))
-    comfy_sd15.free()
-    return img
+    return image_alone(comfy_sd15, graphs.txt2img(ckpt=NARROW, prefix="ckpt_stock_n"))
 
 
 def test_node_contract(comfy):
@@ -163,9 +165,7 @@ def test_small_weight_dtypes_sample_like_stock_on_the_same_values(comfy_sd15, sd
     ref_graph = graphs.txt2img(ckpt=ref_name, prefix=f"ckpt_stock_{dtype}")
     ref_graph["te"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": NARROW}}
     ref_graph["2"]["inputs"]["clip"] = ref_graph["3"]["inputs"]["clip"] = ["te", 1]
-    comfy_sd15.free()
-    ref = image(comfy_sd15, comfy_sd15.run(ref_graph))
-    comfy_sd15.free()
+    ref = image_alone(comfy_sd15, ref_graph)
     entry = comfy_sd15.run(lean_txt2img(f"ckpt_lean_{dtype}", ckpt=NARROW, weight_dtype=dtype))
     img = image(comfy_sd15, entry)
     assert img.shape == ref.shape == (64, 64, 3) and ref.std() > 0

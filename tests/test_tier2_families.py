@@ -434,8 +434,9 @@ def _steps_graph(family, name, lora=None, segments=None, steps=4):
 
 
 # sampling steps of the schedule check: 4 (they start at 0, 1/4, 1/2 and 3/4 of the sampling); Z-Image 2 (0 and 1/2:
-# a step of its 3840-wide DiT costs ~2.2 s on the CPU, and 0.4 still falls between two steps)
+# a step of its 3840-wide DiT costs ~2.2 s on the CPU, and SWITCH still falls between two steps)
 SCHED_STEPS = {"zimage": 2}
+SWITCH = 0.4  # where the checked schedule (and the tag's start=) turns the LoRA on
 
 
 @pytest.mark.parametrize("family,naming", TAGGED, ids=[f for f, _ in TAGGED])
@@ -451,7 +452,7 @@ def test_tags_and_schedules_equal_stock(host, family, naming):
     lora = _lora_name(family, naming)
     stem = lora[:-len(".safetensors")]
     steps = SCHED_STEPS.get(family, 4)
-    first = steps // 2  # the steps that start before 0.4 of the sampling: 0 and 1/4 (of 4), 0 (of 2)
+    first = sum(1 for i in range(steps) if i / steps < SWITCH)  # the steps that start before the switch: plain
     full = ("LoraLoaderModelOnly", {"lora_name": lora, "strength_model": 1.0})
 
     def g_(lora_node, segments=None):
@@ -462,9 +463,9 @@ def test_tags_and_schedules_equal_stock(host, family, naming):
         "sched_stock": g_(full, segments=[(["m", 0], 0, first), (["x", 0], first, 10000)]),
         "sched_full": g_(full),
         "sched_lean": g_(("LeanLoraLoader", {
-            "lora_name": lora, "strength_model": 1.0, "strength_clip": 0.0, "schedule": "0:0,0.4:0,0.4:1,1:1",
+            "lora_name": lora, "strength_model": 1.0, "strength_clip": 0.0, "schedule": f"0:0,{SWITCH}:0,{SWITCH}:1,1:1",
             "block_weights": ""})),
-        "sched_tag": g_(("LeanLoraTags", {"text": f"<lora:{stem}:1:start=0.4>"})),
+        "sched_tag": g_(("LeanLoraTags", {"text": f"<lora:{stem}:1:start={SWITCH}>"})),
     }
     out = {}
     for kind, g in graphs.items():
