@@ -572,38 +572,67 @@ def text_mask_read_by_model(clip):
     that padded text tokens can be masked out exactly: Qwen-Image's encoder (``QwenImageTEModel``) on hosts whose
     Qwen-Image attention applies ``encoder_hidden_states_mask`` (0.33: it builds the joint mask from it; 0.3.64 takes
     the argument and never uses it).  Z-Image's model drops the mask (``cap_mask = None``) and Flux.2's takes none."""
-    qi = _import("comfy.text_encoders.qwen_image")
-    cls = getattr(qi, "QwenImageTEModel", None)
-    if not isinstance(cls, type) or not isinstance(getattr(clip, "cond_stage_model", None), cls):
+    if not _encoder_is(clip, "comfy.text_encoders.qwen_image", "QwenImageTEModel"):
         return False
     return _qwen_image_attention_reads_mask()
+
+
+def _encoder_is(clip, module, name):
+    cls = getattr(_import(module), name, None)
+    return isinstance(cls, type) and isinstance(getattr(clip, "cond_stage_model", None), cls)
+
+
+def _source(module, *attrs):
+    """The source of the host's module.attr[.attr...], or "" where it cannot be read."""
+    obj = _import(module)
+    try:
+        for a in attrs:
+            obj = getattr(obj, a)
+        return inspect.getsource(obj)
+    except (TypeError, OSError, AttributeError):
+        return ""
 
 
 @functools.lru_cache(maxsize=1)
 def _qwen_image_attention_reads_mask():
     """Whether this host's Qwen-Image attention applies ``encoder_hidden_states_mask`` (read once: its source)."""
-    model = _import("comfy.ldm.qwen_image.model")
-    attention = getattr(model, "Attention", None)
-    try:
-        source = inspect.getsource(attention.forward)
-    except (TypeError, OSError, AttributeError):
-        return False
-    return "= encoder_hidden_states_mask" in source
+    return "= encoder_hidden_states_mask" in _source("comfy.ldm.qwen_image.model", "Attention", "forward")
 
 
-def text_length_kwargs(kwargs, length, width):
-    """The model's extra inputs of a call whose text is cut from `width` to its first `length` tokens (Prompt
-    Batch's length split, nodes/_text_split.py), as the host gives them for a prompt of `length` tokens encoded
-    alone: Lumina2 / Z-Image's ``num_tokens`` (``model_base.Lumina2.extra_conds``: the text length, one constant per
-    conditioning) and a text ``attention_mask`` [rows, width] (given there only when some token is masked: cut, and
-    dropped when the cut leaves every token real)."""
+def text_left_pad_floor(clip):
+    """The token count to which the diffusion model this text encoder is for pads every shorter prompt with zeros
+    *at the start*, where it does: Flux.2 (``model_base.Flux2.extra_conds`` pads ``cross_attn`` on the left to 512
+    tokens; its encoders are ``comfy.text_encoders.flux.Flux2TEModel``: Klein's Qwen3, whose tokenizer already pads
+    to 512, and dev's Mistral Small 3.x, whose tokenizer does not pad).  None for other encoders, and where the
+    host's Flux2 does not pad (read once from its source)."""
+    if not _encoder_is(clip, "comfy.text_encoders.flux", "Flux2TEModel"):
+        return None
+    return _flux2_text_floor()
+
+
+@functools.lru_cache(maxsize=1)
+def _flux2_text_floor():
+    import re
+    source = _source("comfy.model_base", "Flux2", "extra_conds")
+    floor = re.search(r"target_text_len\s*=\s*(\d+)", source)
+    left = re.search(r"pad\(\s*cross_attn\s*,\s*\(\s*0\s*,\s*0\s*,\s*target_text_len\s*-", source)
+    return int(floor.group(1)) if floor and left else None
+
+
+def text_length_kwargs(kwargs, length, width, left=False):
+    """The model's extra inputs of a call whose text is cut from `width` to its first `length` tokens (its last
+    ones where the prompts were padded at the start, `left`) (Prompt Batch's length split, nodes/_text_split.py),
+    as the host gives them for a prompt of `length` tokens encoded alone: Lumina2 / Z-Image's ``num_tokens``
+    (``model_base.Lumina2.extra_conds``: the text length, one constant per conditioning) and a text
+    ``attention_mask`` [rows, width] (given there only when some token is masked: cut, and dropped when the cut
+    leaves every token real)."""
     import torch
     out = dict(kwargs)
     if isinstance(out.get("num_tokens"), int) and out["num_tokens"] == width:
         out["num_tokens"] = int(length)
     mask = out.get("attention_mask")
     if torch.is_tensor(mask) and mask.ndim == 2 and mask.shape[1] == width:
-        mask = mask[:, :length]
+        mask = mask[:, width - length:] if left else mask[:, :length]
         if bool(mask.all()):
             del out["attention_mask"]
         else:

@@ -8,6 +8,9 @@ host whose attention ignores the mask, likewise.  There this APPLY_MODEL wrapper
 length: the rows of entry i run with the conditioning cut to entry i's own tokens, rows of equal length together,
 so image i sees exactly what stock CLIPTextEncode(prompt i) gives; the calls are concatenated back in row order.
 Still one sampler pass and one text-encoder pass; the model runs once per distinct length per step.
+Flux.2 pads every prompt shorter than 512 tokens with zeros at the start itself (``_host.text_left_pad_floor``):
+there Prompt Batch pads the same way, so prompts up to 512 tokens stay one model call (Flux.2-dev's Mistral
+encoder does not pad; Klein's pads to 512), and past 512 a row keeps its last max(own, 512) tokens.
 
 A row is trimmed only when its text is exactly Prompt Batch's padded entry (compared in the call, on the device),
 so a negative prompt, a combined or edited conditioning and any other model call pass through untouched.
@@ -42,9 +45,10 @@ def _rows(v, idx, rows):
 class TextLengthSplit:
     """APPLY_MODEL wrapper: rows whose text is Prompt Batch's padded entry e run with the text cut to lengths[e]."""
 
-    def __init__(self, conds, lengths):
+    def __init__(self, conds, lengths, left=False):
         self.conds = [c.detach() for c in conds]  # one per step of a CLIP hook schedule: [N, T, C] each
         self.lengths = [int(x) for x in lengths]
+        self.left = left  # the prompts were padded at the start: a row's own tokens are its last ones
         self.n = len(self.lengths)
         self.width = self.conds[0].shape[1]
         self._on = {}  # (device, dtype) -> the conds there
@@ -101,19 +105,22 @@ class TextLengthSplit:
             sub = dict(topts)
             sub[lora_rows.ROW_ENTRIES_KEY] = [entries[r] for r in group]
             extra = {k: _rows(v, idx, rows) for k, v in kwargs.items()}
-            extra = _host.text_length_kwargs(extra, length, self.width)
-            y = executor(x[idx], _rows(t, idx, rows), _rows(c_concat, idx, rows),
-                         c_crossattn[idx.to(c_crossattn.device), :length], _rows(control, idx, rows), sub, **extra)
+            extra = _host.text_length_kwargs(extra, length, self.width, self.left)
+            text = c_crossattn[idx.to(c_crossattn.device)]
+            text = text[:, self.width - length:] if self.left else text[:, :length]
+            y = executor(x[idx], _rows(t, idx, rows), _rows(c_concat, idx, rows), text, _rows(control, idx, rows),
+                         sub, **extra)
             if out is None:
                 out = y.new_empty((rows,) + tuple(y.shape[1:]))
             out[idx.to(out.device)] = y
         return out
 
 
-def add_split(model, conds, lengths):
+def add_split(model, conds, lengths, left=False):
     """A clone of `model` whose calls run each Prompt Batch entry with its own prompt length (the input model
-    unchanged).  Added before the per-image LoRA branch, so that it runs outside it."""
+    unchanged; `left`: the prompts were padded at the start).  Added before the per-image LoRA branch, so that it
+    runs outside it."""
     new_model = model.clone()
     new_model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY,
-                                   TextLengthSplit(conds, lengths))
+                                   TextLengthSplit(conds, lengths, left))
     return new_model

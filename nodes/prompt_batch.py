@@ -262,12 +262,14 @@ def encode_each(clip, texts):
     """Fallback for encoders the batched path does not know: ComfyUI's own encode per prompt,
     padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule.
     Where the model reads the text attention mask (Qwen-Image), shorter prompts are padded with masked tokens
-    instead (cond_batch.stack_masked), so entry i is its prompt alone."""
+    instead (cond_batch.stack_masked), so entry i is its prompt alone; where the model pads shorter prompts with
+    zeros at the start itself (Flux.2, to 512 tokens), with zeros at the start (cond_batch.stack_left_zeros)."""
     import torch
 
     results = [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in texts]
     masked = _host.text_mask_read_by_model(clip)
-    empty = None if masked else clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    floor = None if masked else _host.text_left_pad_floor(clip)
+    empty = None if masked or floor else clip.encode_from_tokens_scheduled(clip.tokenize(""))
     steps = {len(r) for r in results}
     if len(steps) != 1:
         raise ValueError("LeanPromptBatch: the CLIP hook schedule differs between prompts")
@@ -279,7 +281,10 @@ def encode_each(clip, texts):
             info = {} if mask is None else {"attention_mask": mask}
             out.append([cond, {**{k: v for k, v in results[0][s][1].items() if k != "attention_mask"}, **info}])
             continue
-        cond = cond_batch.stack_padded(conds, empty[min(s, len(empty) - 1)][0])
+        if floor:  # zeros before the prompt, as the model pads a prompt shorter than `floor` itself
+            cond = cond_batch.stack_left_zeros(conds)
+        else:
+            cond = cond_batch.stack_padded(conds, empty[min(s, len(empty) - 1)][0])
         info = {}
         first = results[0][s][1]
         for key, v in first.items():
@@ -294,8 +299,11 @@ def encode_each(clip, texts):
             else:
                 info[key] = v
         out.append([cond, info])
-    lengths = [r[0][0].shape[1] for r in results]  # each prompt's own token count (padding is at the end)
-    return out, {"passes": len(texts) + 1, "rows": None, "chunks": None, "lengths": None if masked else lengths}
+    # each prompt's own token count (padding is at the end); where the model pads to `floor` on the left itself,
+    # the tokens it reads for the prompt alone: at least `floor`, the last ones of the row
+    lengths = [max(r[0][0].shape[1], floor or 0) for r in results]
+    return out, {"passes": len(texts) + (0 if floor else 1), "rows": None, "chunks": None,
+                 "lengths": None if masked else lengths, "pad_left": floor}
 
 
 def encode_prompts(clip, texts, keep=None):
@@ -465,6 +473,7 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
         c = loras.clip_for(clip, te) if te else clip
         return encode_prompts(c, clean_texts, keep)
     masked = _host.text_mask_read_by_model(clip)
+    floor = None if masked else _host.text_left_pad_floor(clip)
     parts, info, passes = [], None, 0
     lengths = [0] * len(share)  # each entry's own token count, where the encoder says it (encode_each)
     for te, idx in groups.items():
@@ -497,7 +506,9 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
     else:
         length = max(p[1].shape[1] for p in parts)
         for p in parts:  # a shorter group is padded with the empty prompt encoded by its own CLIP
-            if p[1].shape[1] < length:
+            if floor:
+                p[3] = None  # with zeros at the start, as encode_each pads for this model
+            elif p[1].shape[1] < length:
                 p[3] = encode_prompts(p[3], [""])[0][0][0]
                 passes += 1
             else:
@@ -516,7 +527,7 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
     if "pooled_output" in info:
         info["pooled_output"] = pooled
     return [[cond, info]], {"passes": passes, "rows": None, "chunks": None,
-                            "lengths": None if masked else lengths}
+                            "lengths": None if masked else lengths, "pad_left": floor}
 
 
 def split_by_length(model, conditioning, stats):
@@ -527,6 +538,10 @@ def split_by_length(model, conditioning, stats):
     width = conditioning[0][0].shape[1] if conditioning else 0
     if not lengths or any(c.shape[1] != width or c.shape[0] != len(lengths) for c, _ in conditioning):
         return model, None
+    floor = stats.get("pad_left")
+    if floor and min(lengths) >= width:  # every prompt within the model's own left padding: one call is exact
+        return model, (f"prompts padded at the start with zeros to {width} tokens, as the model pads every prompt "
+                       f"to {floor}: each image sees its prompt alone")
     if max(lengths) > width or min(lengths) == width:  # (a participant's share is padded to the whole batch's)
         return model, None
     distinct = len(set(lengths))
@@ -535,7 +550,7 @@ def split_by_length(model, conditioning, stats):
                        "encoder's model reads padding as content, so connect `model` and sample with the `model` "
                        "output to give each image its prompt alone")
     from . import _text_split
-    return (_text_split.add_split(model, [c for c, _ in conditioning], lengths),
+    return (_text_split.add_split(model, [c for c, _ in conditioning], lengths, left=bool(floor)),
             f"prompts of {distinct} token lengths ({min(lengths)}-{max(lengths)}): the model runs each length on "
             f"its own text ({distinct} calls per step), so each image sees its prompt alone")
 

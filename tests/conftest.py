@@ -87,8 +87,9 @@ ALLOWED_SKIPS = [
     Allowed(r"Z-Image: not in ComfyUI 0\.3\.64",
             "Z-Image (Lumina2 DiT at 3840, Qwen3-4B text encoder): not in ComfyUI 0.3.64; checked on 0.33.0",
             _host_is("0.3.64"), "host 0.3.64"),
-    Allowed(r"Flux\.2 Klein: not in ComfyUI 0\.3\.64",
-            "Flux.2 Klein (Flux2 DiT, flux2 text-encoder type): not in ComfyUI 0.3.64; checked on 0.33.0",
+    Allowed(r"Flux\.2( Klein|-dev): not in ComfyUI 0\.3\.64",
+            "Flux.2 Klein and Flux.2-dev (Flux2 DiT, flux2 text-encoder type, Mistral Small 3.x): not in ComfyUI "
+            "0.3.64; checked on 0.33.0",
             _host_is("0.3.64"), "host 0.3.64"),
     Allowed(r"already inside the offline namespace",
             "the nested-namespace re-run is not needed when the whole run is inside .ci/run's loopback-only "

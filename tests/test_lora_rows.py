@@ -48,6 +48,27 @@ def test_merge_groups_puts_entries_back_in_order_each_padded_with_its_own_empty_
         cond_batch.merge_groups(4, [([0, 2], a_cond, a_pool, a_pad), ([1], b_cond, b_pool, b_pad)])
 
 
+def test_left_zero_padding_is_what_flux2_prepends_to_a_short_prompt():
+    """Flux.2's model_base.Flux2.extra_conds: torch.nn.functional.pad(cross_attn, (0, 0, 512 - T, 0)), written out
+    independently here; Prompt Batch's left padding composed with it gives the prompt alone's tokens."""
+    a = torch.arange(1 * 3 * 2, dtype=torch.float32).reshape(1, 3, 2) + 1
+    b = torch.arange(1 * 5 * 2, dtype=torch.float32).reshape(1, 5, 2) + 100
+
+    def model_pads(c, floor=8):
+        return torch.nn.functional.pad(c, (0, 0, floor - c.shape[1], 0)) if c.shape[1] < floor else c
+    stacked = cond_batch.stack_left_zeros([a, b])
+    assert stacked.shape == (2, 5, 2)
+    assert torch.equal(stacked[0, :2], torch.zeros(2, 2)) and torch.equal(stacked[0, 2:], a[0])
+    assert torch.equal(stacked[1], b[0])
+    assert torch.equal(model_pads(stacked[0:1]), model_pads(a))  # under the model's floor: one call is exact
+    # over the floor, a row's last max(own, floor) tokens are what the model gives its prompt alone
+    assert torch.equal(model_pads(stacked[0:1][:, 5 - 4:], floor=4), model_pads(a, floor=4))
+    cond, _ = cond_batch.merge_groups(2, [([1], b, None, None), ([0], a, None, None)])
+    assert torch.equal(cond, stacked)
+    with pytest.raises(ValueError, match="cannot pad"):
+        cond_batch.pad_left_zeros(b, 4)
+
+
 def test_merge_masked_gives_each_entry_its_own_tokens_zero_padded_and_masked_as_one_encoder_would():
     # Qwen-Image reads the text mask: groups of prompts encoded with different text-encoder LoRAs are merged with
     # zero padding masked out (what stack_masked gives one encoder's prompts), each group's own padding kept

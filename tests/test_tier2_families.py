@@ -1,10 +1,11 @@
-"""Tier 2: the 2026 model families (Z-Image, Flux.2 Klein, Qwen-Image; lean_testlib.families: tiny files with the
-published key names) through the Lean loaders inside a real ComfyUI, against the stock nodes:
+"""Tier 2: the 2026 model families (Z-Image, Flux.2 Klein and dev, Qwen-Image; lean_testlib.families: tiny files
+with the published key names) through the Lean loaders inside a real ComfyUI, against the stock nodes:
 
 * Load Diffusion Model (mmap) gives stock UNETLoader's latent bit for bit (default and fp8_e4m3fn weights), one
   sampling step on the family's own latent and a conditioning from its own text encoder;
 * Load Text Encoder (mmap) gives stock CLIPLoader's conditioning bit for bit (tensor, pooled output, attention mask)
-  for SD1.5's CLIP-L, Qwen3-4B (as Z-Image's and Flux.2 Klein's encoder) and Qwen2.5-VL-7B (Qwen-Image's), and
+  for SD1.5's CLIP-L, Qwen3-4B (as Z-Image's and Flux.2 Klein's encoder), Mistral Small 3.x (Flux.2-dev's, its
+  tekken tokenizer in the file) and Qwen2.5-VL-7B (Qwen-Image's), and
   Load Dual Text Encoders (mmap) stock DualCLIPLoader's for Flux.1's T5-XXL + CLIP-L.
 
 ComfyUI 0.3.64 knows Qwen-Image but neither Z-Image nor Flux.2: those cases skip there with that reason (on the
@@ -27,6 +28,8 @@ FILES = {  # name in the host -> (folder, generator)
     "lean_zimage_tiny.safetensors": ("diffusion_models", families.zimage_tiny),
     "lean_flux2_klein_tiny.safetensors": ("diffusion_models", families.flux2_tiny),
     "lean_qwen_image_tiny.safetensors": ("diffusion_models", families.qwen_image_tiny),
+    "lean_flux2_dev_tiny.safetensors": ("diffusion_models", families.flux2_dev_tiny),
+    "lean_mistral3_24b_tiny.safetensors": ("text_encoders", families.mistral3_24b_tiny),
     "lean_qwen3_4b_tiny.safetensors": ("text_encoders", families.qwen3_4b_tiny),
     "lean_qwen25_7b_tiny.safetensors": ("text_encoders", families.qwen25_7b_tiny),
     "lean_sd15_clip_l.safetensors": ("text_encoders", families.sd15_clip_l),
@@ -41,6 +44,9 @@ FAMILY = {
               ("EmptyFlux2LatentImage", 128)),
     "qwen_image": ("lean_qwen_image_tiny.safetensors", "lean_qwen25_7b_tiny.safetensors", "qwen_image",
                    ("EmptySD3LatentImage", 64)),
+    # Flux.2-dev: the Flux2 DiT at dev's text width, Mistral Small 3.x (left padding, tekken tokenizer in the file)
+    "flux2_dev": ("lean_flux2_dev_tiny.safetensors", "lean_mistral3_24b_tiny.safetensors", "flux2",
+                  ("EmptyFlux2LatentImage", 128)),
 }
 MISSING_064 = families.MISSING_064
 PROMPT = "a red cube on a wooden table, soft light"
@@ -127,7 +133,8 @@ def test_te_inputs_follow_cliploader(host):
 TE_CASES = [("sd15_clip_l", "lean_sd15_clip_l.safetensors", "stable_diffusion"),
             ("zimage", "lean_qwen3_4b_tiny.safetensors", "lumina2"),
             ("flux2", "lean_qwen3_4b_tiny.safetensors", "flux2"),
-            ("qwen_image", "lean_qwen25_7b_tiny.safetensors", "qwen_image")]
+            ("qwen_image", "lean_qwen25_7b_tiny.safetensors", "qwen_image"),
+            ("flux2_dev", "lean_mistral3_24b_tiny.safetensors", "flux2")]
 
 
 @pytest.mark.parametrize("case,clip_name,typ", TE_CASES, ids=[c[0] for c in TE_CASES])
@@ -144,9 +151,10 @@ def test_te_same_conditioning_as_cliploader(host, case, clip_name, typ):
     assert ref_meta["keys"] == got_meta["keys"]
     if case == "qwen_image":
         assert ref["cond.0.0"].shape[-1] == 3584
-    elif case in ("zimage", "flux2"):
-        assert ref["cond.0.0"].shape[-1] == (3 * 2560 if case == "flux2" else 2560), ref["cond.0.0"].shape
-        assert "[lean test] tiny Qwen fixture" in log, log[-2000:]
+    elif case in ("zimage", "flux2", "flux2_dev"):
+        width = {"zimage": 2560, "flux2": 3 * 2560, "flux2_dev": 3 * 5120}[case]
+        assert ref["cond.0.0"].shape[-1] == width, ref["cond.0.0"].shape
+        assert "[lean test] tiny LLM fixture" in log, log[-2000:]
     text = entry["outputs"]["c"]["text"][0]
     assert clip_name in text and "clip: " in text and f"type {typ}" in text, text
     assert "peak RSS" in text and "model:" not in text, text
@@ -191,7 +199,8 @@ def _sample_graph(family, loader, weight_dtype, name):
     }
 
 
-MODEL_NAMES = {"zimage": "Lumina2 (ZImage)", "flux2": "Flux2 (Flux2)", "qwen_image": "QwenImage (QwenImage)"}
+MODEL_NAMES = {"zimage": "Lumina2 (ZImage)", "flux2": "Flux2 (Flux2)", "qwen_image": "QwenImage (QwenImage)",
+               "flux2_dev": "Flux2 (Flux2)"}
 
 
 @pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn"])
@@ -210,8 +219,9 @@ def test_dm_same_latent_as_unetloader(host, family, weight_dtype):
     assert torch.equal(got, ref), f"max abs diff {(got - ref).abs().max().item()}"
     assert "keys missing" not in log and "has no place" not in log and "left over keys" not in log, log[-3000:]
     text = entry["outputs"]["m"]["text"][0]
-    keys = {"zimage": families.zimage_keys, "flux2": families.flux2_keys, "qwen_image": families.qwen_image_keys}
-    n = len(keys[family]())
+    keys = {"zimage": families.zimage_keys, "flux2": families.flux2_keys, "qwen_image": families.qwen_image_keys,
+            "flux2_dev": lambda: families.flux2_keys(context_in_dim=3 * 5120)}
+    n = len(keys[family]()) + (2 if family == "flux2_dev" else 0)  # dev's guidance_in
     assert f"({n} of {n} tensors)" in text, text
     assert MODEL_NAMES[family] in text, text
     if weight_dtype == "fp8_e4m3fn":
@@ -263,10 +273,16 @@ def _pb_graph(family, prompts=PB_PROMPTS):
     return g
 
 
-PB_CASES = [("qwen_image", PB_PROMPTS), ("zimage", PB_PROMPTS), ("flux2", PB_PROMPTS), ("flux2", OVER_512)]
+# Flux.2-dev (Mistral: no tokenizer padding): all under 512 tokens (~150-200 with the system prompt), so the model's
+# own left padding to 512 covers them in one call.  Past 512 tokens dev takes the path Klein's OVER_512 case tests
+# (padded at the start, the split keeps each row's last max(own, 512) tokens).
+UNDER_512 = ["x", "a red cube on a wooden table", "a lighthouse on a rocky coast at dusk, waves breaking"]
+PB_CASES = [("qwen_image", PB_PROMPTS), ("zimage", PB_PROMPTS), ("flux2", PB_PROMPTS), ("flux2", OVER_512),
+            ("flux2_dev", UNDER_512)]
 
 
-@pytest.mark.parametrize("family,prompts", PB_CASES, ids=["qwen_image", "zimage", "flux2", "flux2-over-512"])
+@pytest.mark.parametrize("family,prompts", PB_CASES,
+                         ids=["qwen_image", "zimage", "flux2", "flux2-over-512", "flux2_dev"])
 def test_prompt_batch_entry_equals_its_prompt_alone(host, family, prompts):
     """One KSampler pass over LeanPromptBatch's batch of prompts of very different lengths (its `model` output):
     image i equals stock CLIPTextEncode(prompt i) sampled alone on image i's noise, within 1e-4 of the latent's
@@ -275,7 +291,9 @@ def test_prompt_batch_entry_equals_its_prompt_alone(host, family, prompts):
     call).  Flux.2 Klein up to 512 tokens: the host's tokenizer pads every prompt to 512, one shape already.
     Z-Image (its NextDiT drops the text mask and puts the image tokens after the text), Klein over 512 tokens and
     Qwen-Image on 0.3.64 (its attention ignores the mask): the padding would be read as content, so the `model`
-    output runs each token length with its own text (nodes/_text_split.py)."""
+    output runs each token length with its own text (nodes/_text_split.py).  Flux.2-dev (Mistral Small 3.x, whose
+    tokenizer pads nothing): the model pads every prompt under 512 tokens with zeros at the start, and Prompt Batch
+    pads the same way: prompts under 512 stay one model call, a longer one in the batch splits the call."""
     if family != "qwen_image":
         _knows(host, family)
     _check_prompt_batch(host, family, prompts)
@@ -317,8 +335,9 @@ def test_prompt_batch_lengths_and_per_image_loras_on_zimage(host):
 
 
 def _check_prompt_batch(host, family, prompts):
-    host.run(_pb_graph(family, prompts))
+    entry = host.run(_pb_graph(family, prompts))
     host.free()
+    said = "\n".join(entry["outputs"]["b"]["text"])
     got, meta = probe_node.read(host.base, f"pb_{family}")
     out = got["latent.0"]
     assert out.shape[0] == len(prompts)
@@ -331,6 +350,11 @@ def _check_prompt_batch(host, family, prompts):
         assert got["cond.0.0"].shape[1] == max(lengths)  # padded to the longest
         if family == "flux2":
             assert min(lengths[1:]) > 512, lengths
+        if family == "flux2_dev":  # under 512 tokens, padded at the start as the model does: one call
+            assert max(lengths) < 512, lengths
+            assert "padded at the start with zeros" in said and "runs each length" not in said, said
+        if family == "flux2" and prompts is OVER_512:  # padded at the start: each row keeps its last tokens
+            assert "the model runs each length on its own text (3 calls per step)" in said, said
     if family == "qwen_image" and "mask.0.0" in got:  # 0.33's Qwen-Image reads the mask: own tokens, rest masked
         mask = got["mask.0.0"]
         assert mask.shape == (len(prompts), max(lengths))

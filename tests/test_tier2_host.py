@@ -65,6 +65,11 @@ def test_host_capabilities_match_the_release(probe_host):
         assert caps["quant_style"] == "quant_config" and caps["convert_old_quants"] is True
     else:
         assert caps["quant_style"] == "scaled_fp8" and caps["convert_old_quants"] is False
+    if version >= (0, 33, 0):  # model_base.Flux2.extra_conds pads cross_attn on the left to 512 tokens;
+        assert caps["flux2_text_floor"] == 512  # QwenImage's Attention builds its joint mask from the text mask
+        assert caps["qwen_image_reads_mask"] is True
+    elif version <= (0, 3, 64):  # no Flux2 model yet; Qwen-Image's attention takes the mask and never uses it
+        assert caps["flux2_text_floor"] is None and caps["qwen_image_reads_mask"] is False
 
 
 def test_lazy_layers_lean_loader_gives_stock_pixels(probe_host):

@@ -21,15 +21,23 @@ How small each can be is set by the host (ComfyUI 0.33.0, comfy/model_detection.
     one layer, four heads, FFN 64; the vision tower is left out (text-to-image never runs it; the host logs it as
     missing).  ~0.55 B, 1.1 GB.
 
+  * Flux.2-dev: the Klein DiT above with dev's text width (3 x 5120) and its guidance embedding.
+  * Mistral Small 3.x (Flux.2-dev's encoder): detected by its width (5120) without q/k norms, 40 layers (Flux.2
+    reads 10, 20, 30); one head of 128, FFN 64 and a 512-token vocabulary (tiny_te_node.py tells the host); the
+    tekken tokenizer JSON in the file as ``tekken_model`` (uint8), with a stand-in vocabulary (tekken_json()).
+    ~0.15 B parameters, 0.29 GB.
   * The Qwen-Image VAE (Wan 2.1): full size (ComfyUI 0.3.64 fixes its width), ~127 M parameters, 254 MB.
 
-    zimage_tiny(), flux2_tiny(), qwen_image_tiny(), qwen3_4b_tiny(), qwen25_7b_tiny(), qwen_image_vae() -> path
+    zimage_tiny(), flux2_tiny(), flux2_dev_tiny(), qwen_image_tiny(), qwen3_4b_tiny(), qwen25_7b_tiny(),
+    mistral3_24b_tiny(), qwen_image_vae() -> path
 """
 import os
 
 GENERATOR_VERSION = 1
 TINY_QWEN3 = {"num_hidden_layers": 28, "num_attention_heads": 1, "num_key_value_heads": 1, "intermediate_size": 64}
 TINY_QWEN25 = {"num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 64}
+TINY_MISTRAL3 = {"num_attention_heads": 1, "num_key_value_heads": 1, "intermediate_size": 64, "vocab_size": 512}
+MISTRAL3_LAYERS = 40  # Mistral Small 3.x (what Comfy-Org ships for Flux.2-dev): Flux.2 reads layers 10, 20 and 30
 HEAD = 128
 
 
@@ -153,6 +161,44 @@ def qwen25_7b_keys(**cfg):
                          c["intermediate_size"], 152064, qk_norm=False, qkv_bias=True)
 
 
+def mistral3_24b_keys(**cfg):
+    """Mistral Small 3.x (Flux.2-dev's text encoder) as HF ``model.*`` keys: width 5120 (the host's detection), 40
+    layers, no q/k norms, no biases, the final norm; heads, FFN and vocabulary from TINY_MISTRAL3."""
+    c = {**TINY_MISTRAL3, **cfg}
+    return qwen_llm_keys(5120, MISTRAL3_LAYERS, c["num_attention_heads"], c["num_key_value_heads"],
+                         c["intermediate_size"], c["vocab_size"], qk_norm=False, qkv_bias=False)
+
+
+# Mistral's tekken tokenizer as Comfy-Org's Flux.2 text-encoder files carry it: the tekken JSON as a uint8 tensor
+# ``tekken_model`` (comfy/sd.py hands it to comfy/text_encoders/flux.py's Mistral3Tokenizer, which parses it with the
+# host's own comfy/text_encoders/bpe_tokenizer.from_tekken_json).  The real vocabulary (131072 tokens) cannot be had
+# offline; this one has Mistral's first 20 special tokens at their ranks (<s> = 1, <pad> = 11, [INST] = 3,
+# [SYSTEM_PROMPT] = 17, ...), the 256 bytes and a few merges, so the host's BPE merges run too.
+MISTRAL_SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]",
+                    "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]"]
+MISTRAL_MERGES = ["th", "he", "the", " t", " the", "in", "on", "er", "an", " a", "ig", "ht", "ight", "li", "light",
+                  "ro", "ck", "rock", " on", "ing"]
+
+
+def tekken_json():
+    import base64
+    import json
+    vocab = [bytes([b]) for b in range(256)] + [m.encode() for m in MISTRAL_MERGES]
+    n_special = len(MISTRAL_SPECIALS)
+    assert n_special + len(vocab) <= TINY_MISTRAL3["vocab_size"]
+    return json.dumps({
+        "config": {"pattern": r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+                              r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+                              r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+                   "num_vocab_tokens": len(vocab), "default_vocab_size": n_special + len(vocab),
+                   "default_num_special_tokens": n_special, "version": "v7"},
+        "vocab": [{"rank": r, "token_bytes": base64.b64encode(t).decode(), "token_str": t.decode("latin-1")}
+                  for r, t in enumerate(vocab)],
+        "special_tokens": [{"rank": r, "token_str": t, "is_control": True} for r, t in enumerate(MISTRAL_SPECIALS)],
+    }).encode()
+
+
 def _values(key, shape, g):
     import torch
     last = key.rsplit(".", 1)[-1]
@@ -172,7 +218,7 @@ def _values(key, shape, g):
     return torch.randn(shape, generator=g) * (1.0 / shape[-1]) ** 0.5
 
 
-def _write(name, keys, seed, cache=None, dtype="bfloat16", metadata=None):
+def _write(name, keys, seed, cache=None, dtype="bfloat16", metadata=None, extra=None):
     import torch
     from safetensors.torch import save_file
     from . import cache_dir
@@ -188,6 +234,7 @@ def _write(name, keys, seed, cache=None, dtype="bfloat16", metadata=None):
         t = _values(k, shape, g)
         sd[k] = t.to(dt)
         del t
+    sd.update(extra or {})
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file(sd, str(tmp), metadata={"lean_fixture": f"{name} v{GENERATOR_VERSION} seed {seed}", **(metadata or {})})
     os.replace(tmp, path)
@@ -272,6 +319,21 @@ def flux2_tiny(seed=0, cache=None):
     return _write("flux2_klein_tiny_h256", flux2_keys(), seed, cache)
 
 
+def flux2_dev_tiny(seed=0, cache=None):
+    """Flux.2-dev's DiT as the tiny Klein above with dev's text width (3 x 5120: Mistral layers 10, 20, 30) and its
+    guidance embedding (``guidance_in``, which the host's detection reads)."""
+    keys = flux2_keys(context_in_dim=3 * 5120)
+    keys.update({"guidance_in.in_layer.weight": (256, 256), "guidance_in.out_layer.weight": (256, 256)})
+    return _write("flux2_dev_tiny_h256", keys, seed, cache)
+
+
+def mistral3_24b_tiny(seed=0, cache=None):
+    """The tiny Mistral Small 3.x with its tekken tokenizer in the file (``tekken_model``, as Comfy-Org ships it)."""
+    import torch
+    blob = torch.frombuffer(bytearray(tekken_json()), dtype=torch.uint8)
+    return _write("mistral3_24b_tiny_l40", mistral3_24b_keys(), seed, cache, extra={"tekken_model": blob})
+
+
 def qwen_image_tiny(seed=0, cache=None):
     return _write("qwen_image_tiny_l1", qwen_image_keys(), seed, cache)
 
@@ -286,7 +348,8 @@ def qwen25_7b_tiny(seed=0, cache=None):
 
 # the skip reason where ComfyUI 0.3.64 lacks a family (one text: tests/conftest.py's allow-list matches its start)
 MISSING_064 = {"zimage": "Z-Image: not in ComfyUI 0.3.64 (no ZImage model, no Qwen3-4B text encoder)",
-               "flux2": "Flux.2 Klein: not in ComfyUI 0.3.64 (no Flux2 model, no flux2 text-encoder type)"}
+               "flux2": "Flux.2 Klein: not in ComfyUI 0.3.64 (no Flux2 model, no flux2 text-encoder type)",
+               "flux2_dev": "Flux.2-dev: not in ComfyUI 0.3.64 (no Flux2 model, no Mistral Small 3.x encoder)"}
 
 
 def sd15_clip_l(seed=0, cache=None):

@@ -36,7 +36,10 @@ class TestHostCaps_lean:
         h = _pack_host_module()
         # the detections the loaders use (nodes/checkpoint.py, nodes/diffusion_model.py), called as they call them
         caps = {"dynamic_vram": h.dynamic_vram(), "patcher_class": h.patcher_class().__name__,
-                "quant_style": h.quant_style(), "convert_old_quants": h.convert_old_quants() is not None}
+                "quant_style": h.quant_style(), "convert_old_quants": h.convert_old_quants() is not None,
+                # Prompt Batch's padding (nodes/prompt_batch.py): Flux.2's own left padding, Qwen-Image's mask
+                "flux2_text_floor": h._flux2_text_floor(),
+                "qwen_image_reads_mask": h._qwen_image_attention_reads_mask()}
         lazy = next((m for n, m in list(sys.modules.items()) if n.endswith("lean_test_lazy_layers")), None)
         caps["lazy"] = dict(lazy.COUNT) if lazy is not None else None
         out = os.path.join(folder_paths.get_output_directory(), "probe")

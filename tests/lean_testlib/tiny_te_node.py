@@ -3,10 +3,11 @@ fixtures of flux_files.py.  The host builds T5-XXL (24 blocks) and CLIP-L (12 la
 hook, linked into a test host's custom_nodes/ before it starts, passes FluxClipModel the fixtures' configs
 (``t5xxl_model_config`` / ``clip_l_model_config``, options the host's SDClipModel reads) -- only when the T5
 state dict has exactly the tiny fixture's shape (one block, width 4096), so a real T5 file is never affected.
-The same for the tiny Qwen3-4B / Qwen2.5-VL-7B fixtures of families.py (the host builds 36 / 28 full-size layers):
-``qwen3_4b_model_config`` / ``qwen25_7b_model_config`` (read by the host's SDClipModel for the encoder of that
-name) get the fixtures' layer/head/FFN counts, only when the file has exactly the tiny fixture's shapes (one or four
-heads of 128; the real files have 32 / 28), so a real encoder is never affected.
+The same for the tiny Qwen3-4B / Qwen2.5-VL-7B / Mistral Small 3.x fixtures of families.py (the host builds 36 / 28
+/ 40 full-size layers): ``qwen3_4b_model_config`` / ``qwen25_7b_model_config`` / ``mistral3_24b_model_config`` (read
+by the host's SDClipModel for the encoder of that name) get the fixtures' layer/head/FFN counts (Mistral: heads,
+FFN and its 512-token vocabulary), only when the file has exactly the tiny fixture's shapes (one or four heads of
+128; the real files have 32 / 28 / 32), so a real encoder is never affected.
 Everything else (detection, tokenizers, loading, the model patcher, encoding) stays the host's own code.
 """
 import logging
@@ -18,6 +19,8 @@ TINY_QWEN3 = {"num_hidden_layers": 28, "num_attention_heads": 1, "num_key_value_
               "intermediate_size": 64}  # = families.TINY_QWEN3
 TINY_QWEN25 = {"num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 4,
                "intermediate_size": 64}  # = families.TINY_QWEN25
+TINY_MISTRAL3 = {"num_attention_heads": 1, "num_key_value_heads": 1, "intermediate_size": 64,
+                 "vocab_size": 512}  # = families.TINY_MISTRAL3
 TINY_CLIP_L = {"hidden_size": 768, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
                "projection_dim": 768}
 
@@ -30,7 +33,7 @@ def _is_tiny_t5(sd):
 
 
 def _tiny_qwen(sd):
-    """(option name, config) for a tiny Qwen fixture's state dict, else None."""
+    """(option name, config) for a tiny Qwen or Mistral fixture's state dict, else None."""
     q = sd.get("model.layers.0.self_attn.q_proj.weight")
     if q is None or "model.layers.0.post_attention_layernorm.weight" not in sd:
         return None
@@ -39,6 +42,9 @@ def _tiny_qwen(sd):
         return "qwen3_4b_model_config", TINY_QWEN3
     if shape == (TINY_QWEN25["num_attention_heads"] * 128, 3584) and "model.layers.0.self_attn.q_proj.bias" in sd:
         return "qwen25_7b_model_config", TINY_QWEN25
+    if shape == (TINY_MISTRAL3["num_attention_heads"] * 128, 5120) and "tekken_model" in sd \
+            and tuple(sd["model.embed_tokens.weight"].shape) == (TINY_MISTRAL3["vocab_size"], 5120):
+        return "mistral3_24b_model_config", TINY_MISTRAL3
     return None
 
 
@@ -64,7 +70,7 @@ def _install():
                 options = dict(kwargs.get("model_options") or {})
                 options.setdefault(tiny[0], dict(tiny[1]))
                 kwargs["model_options"] = options
-                logging.info("[lean test] tiny Qwen fixture: %s %s", *tiny)
+                logging.info("[lean test] tiny LLM fixture: %s %s", *tiny)
         return orig(state_dicts, *args, **kwargs)
 
     load_text_encoder_state_dicts._lean_tiny_te = True
