@@ -103,7 +103,8 @@ def flux_kohya_lora(seed=0, rank=4, alpha=4.0, cache=None, **layout):
     d = (cache or cache_dir()) / "fixtures"
     d.mkdir(parents=True, exist_ok=True)
     tag = "_".join(f"{k}{v}" for k, v in sorted(layout.items()))
-    path = d / f"flux_tiny_lora_kohya_v{GENERATOR_VERSION}_r{rank}_{tag}_seed{seed}.safetensors"
+    atag = "" if alpha == 4.0 else f"_a{alpha:g}"  # (the default's name predates the alpha argument)
+    path = d / f"flux_tiny_lora_kohya_v{GENERATOR_VERSION}_r{rank}{atag}_{tag}_seed{seed}.safetensors"
     if path.exists():
         return path
     g = torch.Generator().manual_seed(seed)
