@@ -60,6 +60,12 @@ def sd15_narrow():
     return os.environ.get(NARROW_ENV) == "1"
 
 
+def smoke():
+    """True in a --smoke run and its children (set by smoke_on_narrow): the benchmarks skip their warm-up runs there;
+    a warm-up runs the code the timed runs run, and only the timings (which a smoke run does not check) need it."""
+    return sd15_narrow()
+
+
 def host_or_exit():
     path, why = harness.find_host()
     if path is None:

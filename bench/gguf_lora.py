@@ -81,8 +81,9 @@ def main():
 
     try:
         contenders = [("none", 0)] + [(c, n) for n in counts for c in ("stock", "lean")]
-        for c, n in contenders:  # warm each alike: loads, LoRA mapping, first patching
-            timed(c, n)
+        for c, n in contenders:  # warm each alike: loads, LoRA mapping, first patching (a smoke run checks no time)
+            if not a.smoke:
+                timed(c, n)
         times = {k: [] for k in contenders}
         for r in range(pairs):
             k = r % len(contenders)

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _common import add_host_to_path, sd15_narrow  # noqa: E402  (also puts tests/ on sys.path)
+from _common import add_host_to_path, sd15_narrow, smoke  # noqa: E402  (also puts tests/ on sys.path)
 from lean_testlib.inproc import load_pack  # noqa: E402
 
 SCHED = "0:1,0.25:0.6,0.5:1.2,0.75:0.4,1:0.8"  # 5 keyframes
@@ -127,7 +127,8 @@ def bench_time(ckpt, rounds, size, steps=10):
         return time.perf_counter() - t
 
     def block(fn, n):
-        fn()  # pays for switching away from the other contender; not counted
+        if not smoke():  # (a smoke run checks that the code runs, not its timings)
+            fn()  # pays for switching away from the other contender; not counted
         return [fn() for _ in range(n)]
 
     ready(model, clip)
@@ -157,7 +158,8 @@ def bench_time(ckpt, rounds, size, steps=10):
     tb = {k: [] for k in runs}
     for r in range(rounds):
         for k in (("none", "lean", "hooks") if r % 2 == 0 else ("hooks", "lean", "none")):
-            runs[k]()  # warm/switch run, not counted
+            if not smoke():
+                runs[k]()  # warm/switch run, not counted
             t = time.perf_counter()
             runs[k]()
             tb[k].append(time.perf_counter() - t)

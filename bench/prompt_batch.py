@@ -63,12 +63,14 @@ def timed(fn):
     return time.perf_counter() - t, r
 
 
-def compare(pairs, repeats):
-    """For each (name, lean, stock): one warm-up of each, then `repeats` runs alternating which goes first.
-    Returns ({name: median lean / median stock}, {(name, is_lean): the output of its last run})."""
+def compare(pairs, repeats, warm=True):
+    """For each (name, lean, stock): one warm-up of each (not in a smoke run: warm=False), then `repeats` runs
+    alternating which goes first.  Returns ({name: median lean / median stock}, {(name, is_lean): the output of its
+    last run})."""
     results, last = {}, {}
     for name, lean, stock in pairs:
-        lean(), stock()  # warm-up: model loads, allocator
+        if warm:
+            lean(), stock()  # warm-up: model loads, allocator
         tl, ts = [], []
         for r in range(repeats):
             order = [(lean, tl), (stock, ts)] if r % 2 == 0 else [(stock, ts), (lean, tl)]
@@ -138,7 +140,8 @@ def main():
             imgs.append(dec.decode(vae, out)[0])
         return torch.cat(imgs)
 
-    results, last = compare((("encode", lean_encode, stock_encode), ("e2e", lean_e2e, stock_e2e)), args.repeats)
+    results, last = compare((("encode", lean_encode, stock_encode), ("e2e", lean_e2e, stock_e2e)), args.repeats,
+                            warm=not args.smoke)
     images = last[("e2e", True)].shape[0]
     # sanity: the batch equals the stock encodes (the bench would be meaningless otherwise)
     cond = lean_encode()[0][0][0]
@@ -208,7 +211,8 @@ def zimage(args):
             outs.append(ks.sample(model, 7, steps, 1.0, "euler", "simple", cond, cond, one)[0]["samples"])
         return torch.cat(outs)
 
-    results, last = compare((("encode", lean_encode, stock_encode), ("e2e", lean_e2e, stock_e2e)), args.repeats)
+    results, last = compare((("encode", lean_encode, stock_encode), ("e2e", lean_e2e, stock_e2e)), args.repeats,
+                            warm=not args.smoke)
     got, ref = last[("e2e", True)], last[("e2e", False)]
     rel = max(((got[i] - ref[i]).abs().max() / ref[i].abs().max().clamp(min=1.0)).item() for i in range(n))
     assert rel <= 1e-4, f"image of the batch differs from stock's image alone by {rel} of its scale"
