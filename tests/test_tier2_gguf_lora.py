@@ -2,10 +2,11 @@
 ../shared/peers into this test host's custom_nodes/ after checking its sha256), against the host's stock
 LoraLoaderModelOnly on the same GGUF model.
 
-Models: the tiny Flux (lean_testlib.flux_tiny) and the SD1.5 UNet (lean_testlib.sd15), written as GGUF Q8_0 and
-Q4_0 by ``gguf``'s own quantizers in the layout ComfyUI-GGUF's loader reads (lean_testlib.gguf_unet), loaded by its
-``UnetLoaderGGUF``.  SD1.5's proj_in/proj_out are 1x1 convolutions whose GGMLTensor weights are packed 2-D rows:
-the case where a weight's dim() is not its logical dimension count.
+Models: the tiny Flux (lean_testlib.flux_tiny) and the SD1.5 UNet (lean_testlib.sd15's narrow variant: every SD1.5
+key and block at 320 channels, detected as SD1.5; its kohya LoRA), written as GGUF Q8_0 and Q4_0 by ``gguf``'s own
+quantizers in the layout ComfyUI-GGUF's loader reads (lean_testlib.gguf_unet), loaded by its ``UnetLoaderGGUF``.
+SD1.5's proj_in/proj_out are 1x1 convolutions whose GGMLTensor weights are packed 2-D rows: the case where a
+weight's dim() is not its logical dimension count.
 
 Tolerance: both paths run in fp32 on CPU on the same dequantised weight W (ComfyUI-GGUF dequantises per forward).
 Stock adds the patch to W (ComfyUI-GGUF's get_weight -> comfy.lora.calculate_weight: W + s*(B@A), rounded to
@@ -31,9 +32,9 @@ ARCH = {  # conditioning width, latent node and size, sampler settings, LoRA fil
                  lora="lean_flux_kohya.safetensors", modules=13),
     # the random SD1.5 UNet predicts large noise: one step at denoise 0.2, cfg 1 keeps latents near 1
     "sd15": dict(context_dim=768, latent="EmptyLatentImage", size=64, scheduler="normal", denoise=0.2,
-                 lora="lean_sd15_unet.safetensors", modules=192),
+                 lora="lean_sd15n_unet.safetensors", modules=192),
 }
-MAKE = {"flux": gguf_unet.flux_gguf, "sd15": gguf_unet.sd15_unet_gguf}
+MAKE = {"flux": gguf_unet.flux_gguf, "sd15": lambda q: gguf_unet.sd15_unet_gguf(q, narrow=True)}
 
 
 def unet_name(arch, q):
@@ -55,7 +56,7 @@ def host(tmp_path_factory):
     for arch, q in CASES:
         harness.link_model(base, "diffusion_models", MAKE[arch](q), unet_name(arch, q))
     harness.link_model(base, "loras", flux_tiny.flux_kohya_lora(), ARCH["flux"]["lora"])
-    harness.link_model(base, "loras", kohya.sd15_lora(rank=32, te=False), ARCH["sd15"]["lora"])
+    harness.link_model(base, "loras", kohya.sd15_lora(rank=32, te=False, narrow=True), ARCH["sd15"]["lora"])
     h = harness.ComfyHost.start(path, base)
     try:
         h.object_info("UnetLoaderGGUF")
@@ -170,4 +171,5 @@ def test_no_dequantised_copy_kept(host, arch, q):
     assert sum(v["bytes"] for v in others.values()) <= float_bytes, (others, float_bytes)
     assert st["patched"] == 0, st
     dequantised = st["logical_fp32_bytes"]
-    assert rss1 - rss0 < 0.1 * dequantised, (rss0, rss1, dequantised)
+    # a dequantised copy would add all of it (narrow SD1.5 Q8_0: 446 MB); two samplings add ~23 MB on both hosts
+    assert rss1 - rss0 < 0.25 * dequantised, (rss0, rss1, dequantised)

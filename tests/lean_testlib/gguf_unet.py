@@ -74,16 +74,18 @@ def flux_gguf(qtype="Q8_0", seed=0):
     return _cached(f"flux_tiny_v{flux_tiny.GENERATOR_VERSION}_seed{seed}_gguf{GENERATOR_VERSION}_{qtype}.gguf", make)
 
 
-def sd15_unet_gguf(qtype="Q8_0", seed=0):
+def sd15_unet_gguf(qtype="Q8_0", seed=0, narrow=False):
     """Path of the cached SD1.5 UNet quantized to `qtype`: the UNet tensors of lean_testlib.sd15's checkpoint
     (made one by one with the fixture's own seeded generator, fp16 as in the checkpoint, so they are the
-    checkpoint's tensors without reading 2 GB)."""
+    checkpoint's tensors without reading 2 GB); narrow: of its narrow variant (sd15.NARROW: every SD1.5 key and
+    block, 320 channels on every level, detected as SD1.5)."""
     from . import sd15
 
     def make(tmp):
         import torch
         prefix = "model.diffusion_model."
-        table = sd15.unet_keys(prefix)
+        table = sd15.unet_keys(prefix, mult=sd15.NARROW if narrow else sd15.MULT)
         write_gguf(tmp, ((k[len(prefix):], sd15.random_tensor(torch, k, s, seed, torch.float16))
                          for k, s in table.items()), "sd1", qtype)
-    return _cached(f"sd15_unet_v{sd15.GENERATOR_VERSION}_seed{seed}_gguf{GENERATOR_VERSION}_{qtype}.gguf", make)
+    kind = "sd15n" if narrow else "sd15"
+    return _cached(f"{kind}_unet_v{sd15.GENERATOR_VERSION}_seed{seed}_gguf{GENERATOR_VERSION}_{qtype}.gguf", make)
