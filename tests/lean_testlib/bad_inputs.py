@@ -89,14 +89,15 @@ def write_flux_lora(path):
     return write_safetensors(path, t)
 
 
-def make_bad_files(base, marker):
+def make_bad_files(base, marker, narrow=False):
     """Bad files in base/models/* and base/input.  Returns {label: path}.  `marker` is the file the evil
-    pickles would write: it must never appear."""
+    pickles would write: it must never appear.  narrow: the good LoRA is the narrow SD1.5's (sd15.NARROW), for a
+    host given the narrow checkpoint under SD15."""
     base = pathlib.Path(base)
     m = base / "models"
     for d in ("checkpoints", "loras", "llm", "wildcards", "diffusion_models", "text_encoders"):
         (m / d).mkdir(parents=True, exist_ok=True)
-    lora_src = lora.sd15_lora()
+    lora_src = lora.sd15_lora(narrow=narrow)
     tiny = tiny_gguf.tiny_model("chatml")
     files = {}
 
