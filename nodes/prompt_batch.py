@@ -540,8 +540,8 @@ def split_by_length(model, conditioning, stats):
         return model, None
     floor = stats.get("pad_left")
     if floor and min(lengths) >= width:  # every prompt within the model's own left padding: one call is exact
-        return model, (f"prompts padded at the start with zeros to {width} tokens, as the model pads every prompt "
-                       f"to {floor}: each image sees its prompt alone")
+        return model, (f"prompts shorter than {width} tokens padded at the start with zeros, as the model pads "
+                       f"every prompt to {floor}: each image sees its prompt alone")
     if max(lengths) > width or min(lengths) == width:  # (a participant's share is padded to the whole batch's)
         return model, None
     distinct = len(set(lengths))

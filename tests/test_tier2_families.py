@@ -352,7 +352,7 @@ def _check_prompt_batch(host, family, prompts):
             assert min(lengths[1:]) > 512, lengths
         if family == "flux2_dev":  # under 512 tokens, padded at the start as the model does: one call
             assert max(lengths) < 512, lengths
-            assert "padded at the start with zeros" in said and "runs each length" not in said, said
+            assert "tokens padded at the start with zeros" in said and "runs each length" not in said, said
         if family == "flux2" and prompts is OVER_512:  # padded at the start: each row keeps its last tokens
             assert "the model runs each length on its own text (3 calls per step)" in said, said
     if family == "qwen_image" and "mask.0.0" in got:  # 0.33's Qwen-Image reads the mask: own tokens, rest masked
