@@ -78,39 +78,27 @@ def assemble(chunk_cond, chunk_pooled, chunk_counts, pad_chunk, k_max=None):
 
 
 def pad_tokens(cond, length, pad):
-    """cond [1, T, C] padded to [1, length, C] with repeats of pad [1, Tp, C] (cut to fit)."""
+    """cond [n, T, C] padded to [n, length, C] with repeats of pad [1, Tp, C] (cut to fit) after it; pad None: with
+    zero tokens before it, how a model that pads shorter prompts on the left with zeros (Flux.2, to 512 tokens) sees
+    a prompt shorter than `length`."""
     t = cond.shape[1]
     if t == length:
         return cond
     if t > length:
         raise ValueError(f"cannot pad {t} tokens down to {length}")
     need = length - t
+    if pad is None:
+        return torch.cat([cond.new_zeros((cond.shape[0], need, cond.shape[2])), cond], dim=1)
     reps = -(-need // pad.shape[1])
     filler = pad.repeat(1, reps, 1)[:, :need].to(cond.device, cond.dtype)
     return torch.cat([cond, filler], dim=1)
 
 
 def stack_padded(conds, pad, length=None):
-    """[1, T_i, C] tensors padded with `pad` to the longest (or to `length`) and stacked into [N, T, C]."""
+    """[1, T_i, C] tensors padded with `pad` (None: zeros before them, pad_tokens) to the longest (or to `length`)
+    and stacked into [N, T, C]."""
     length = max(c.shape[1] for c in conds) if length is None else length
     return torch.cat([pad_tokens(c, length, pad) for c in conds], dim=0)
-
-
-def pad_left_zeros(cond, length):
-    """cond [n, T, C] with zero tokens put before it to [n, length, C]: how a model that pads shorter prompts on the
-    left with zeros (Flux.2, to 512 tokens) sees a prompt shorter than `length`."""
-    t = cond.shape[1]
-    if t > length:
-        raise ValueError(f"cannot pad {t} tokens down to {length}")
-    if t == length:
-        return cond
-    return torch.cat([cond.new_zeros((cond.shape[0], length - t, cond.shape[2])), cond], dim=1)
-
-
-def stack_left_zeros(conds, length=None):
-    """[1, T_i, C] tensors zero-padded at the start to the longest (or to `length`) and stacked into [N, T, C]."""
-    length = max(c.shape[1] for c in conds) if length is None else length
-    return torch.cat([pad_left_zeros(c, length) for c in conds], dim=0)
 
 
 def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0.25):
@@ -147,15 +135,12 @@ def merge_groups(n, groups):
 
     groups: [(entry indices, cond [n_g, T_g, C], pooled [n_g, C'] or None, pad [1, Tp, C] or None)], each group's
     rows padded to the longest T with its own encoded empty prompt (what encoding that entry alone and padding it
-    would give), or with zeros at the start where pad is None (pad_left_zeros).  Returns (cond [n, T, C], pooled
+    would give), or with zeros at the start where pad is None (pad_tokens).  Returns (cond [n, T, C], pooled
     [n, C'] or None)."""
     if not groups:
         raise ValueError("no groups to merge")
     length = max(c.shape[1] for _, c, _, _ in groups)
-
-    def padded(c, pad):
-        return pad_left_zeros(c, length) if pad is None else pad_tokens(c, length, pad)
-    cond = rows_in_order(n, [(idx, torch.cat([padded(c[j:j + 1], pad) for j in range(len(idx))], dim=0))
+    cond = rows_in_order(n, [(idx, torch.cat([pad_tokens(c[j:j + 1], length, pad) for j in range(len(idx))], dim=0))
                              for idx, c, _, pad in groups])
     has_pooled = all(p is not None for _, _, p, _ in groups)
     pooled = rows_in_order(n, [(idx, p) for idx, _, p, _ in groups]).to(cond.device) if has_pooled else None

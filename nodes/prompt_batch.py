@@ -263,7 +263,7 @@ def encode_each(clip, texts):
     padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule.
     Where the model reads the text attention mask (Qwen-Image), shorter prompts are padded with masked tokens
     instead (cond_batch.stack_masked), so entry i is its prompt alone; where the model pads shorter prompts with
-    zeros at the start itself (Flux.2, to 512 tokens), with zeros at the start (cond_batch.stack_left_zeros)."""
+    zeros at the start itself (Flux.2, to 512 tokens), with zeros at the start (cond_batch.pad_tokens, pad None)."""
     import torch
 
     results = [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in texts]
@@ -281,10 +281,8 @@ def encode_each(clip, texts):
             info = {} if mask is None else {"attention_mask": mask}
             out.append([cond, {**{k: v for k, v in results[0][s][1].items() if k != "attention_mask"}, **info}])
             continue
-        if floor:  # zeros before the prompt, as the model pads a prompt shorter than `floor` itself
-            cond = cond_batch.stack_left_zeros(conds)
-        else:
-            cond = cond_batch.stack_padded(conds, empty[min(s, len(empty) - 1)][0])
+        # zeros before the prompt (pad None) where the model pads a prompt shorter than `floor` that way itself
+        cond = cond_batch.stack_padded(conds, None if floor else empty[min(s, len(empty) - 1)][0])
         info = {}
         first = results[0][s][1]
         for key, v in first.items():

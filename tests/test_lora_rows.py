@@ -56,7 +56,7 @@ def test_left_zero_padding_is_what_flux2_prepends_to_a_short_prompt():
 
     def model_pads(c, floor=8):
         return torch.nn.functional.pad(c, (0, 0, floor - c.shape[1], 0)) if c.shape[1] < floor else c
-    stacked = cond_batch.stack_left_zeros([a, b])
+    stacked = cond_batch.stack_padded([a, b], None)
     assert stacked.shape == (2, 5, 2)
     assert torch.equal(stacked[0, :2], torch.zeros(2, 2)) and torch.equal(stacked[0, 2:], a[0])
     assert torch.equal(stacked[1], b[0])
@@ -66,7 +66,7 @@ def test_left_zero_padding_is_what_flux2_prepends_to_a_short_prompt():
     cond, _ = cond_batch.merge_groups(2, [([1], b, None, None), ([0], a, None, None)])
     assert torch.equal(cond, stacked)
     with pytest.raises(ValueError, match="cannot pad"):
-        cond_batch.pad_left_zeros(b, 4)
+        cond_batch.pad_tokens(b, 4, None)
 
 
 def test_merge_masked_gives_each_entry_its_own_tokens_zero_padded_and_masked_as_one_encoder_would():

@@ -15,7 +15,7 @@ CKPT = "lean_sd15.safetensors"
 
 def _version():
     path = harness.require_host()
-    return path, tuple(int(x) for x in harness.host_version(path).split(".")[:3])
+    return path, harness.host_release(path)
 
 
 def image(host, entry):

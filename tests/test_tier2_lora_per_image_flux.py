@@ -45,8 +45,7 @@ STOCK = {0: ([], 0), 1: ([("pf_a", 0.8)], 0), 2: ([("pf_b", 0.6), ("pf_a", -0.4)
 
 
 def _layout():
-    version = tuple(int(x) for x in harness.host_version(harness.require_host()).split(".")[:3])
-    return {"hidden_size": 256} if version >= NARROW_FROM else {}
+    return {"hidden_size": 256} if harness.host_release(harness.require_host()) >= NARROW_FROM else {}
 
 
 def _setup(base):

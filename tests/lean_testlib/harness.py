@@ -52,6 +52,11 @@ def host_version(comfy_path):
     return _hosts_module().version_of(comfy_path)
 
 
+def host_release(comfy_path):
+    """host_version as a tuple of ints, for comparisons: (0, 33, 0)."""
+    return tuple(int(x) for x in host_version(comfy_path).split(".")[:3])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
