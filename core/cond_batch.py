@@ -112,6 +112,31 @@ def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0
     return max(1, min(total_rows, cap, n))
 
 
+def length_passes(lengths, pad_cost, max_rows):
+    """Prompts of a decoder-only text encoder grouped into forward passes whose rows are padded at the end to the
+    pass's longest: [[prompt indices]], each pass longest first.  The prompts are taken longest first; one joins the
+    current pass while padding it costs at most `pad_cost` tokens (what one more pass costs, in tokens) and the pass
+    stays within max_rows(its longest length) rows (memory); else it starts the next pass.  Equal lengths always
+    share a pass (memory allowing).  O(n log n) in the number of prompts."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    passes, cap = [], 0
+    for i in order:
+        if passes and lengths[passes[-1][0]] - lengths[i] <= pad_cost and len(passes[-1]) < cap:
+            passes[-1].append(i)
+            continue
+        passes.append([i])
+        cap = max(1, int(max_rows(lengths[i])))
+    return passes
+
+
+def llm_rows_per_pass(free_bytes, length, width, total_rows, fraction=0.25):
+    """How many rows of `length` tokens one forward of an LLM text encoder of hidden `width` may take given
+    `free_bytes` of memory: rows_per_pass's ~24 activations of [length, width] fp32 per row, plus the attention
+    scores of up to 64 heads [64, length, length] fp32 (a long prompt's scores outgrow its hidden states)."""
+    per_row = max(1, length * width * 4 * 24 + 64 * length * length * 4)
+    return max(1, min(total_rows, int(free_bytes * fraction // per_row)))
+
+
 def stack_masked(conds, masks):
     """[1, T_i, C] tensors zero-padded at the end to the longest and stacked into [N, T, C], with the attention
     mask [N, T] (integer: 1 = a real token, 0 = padding) a model that reads it needs to ignore the padding; a

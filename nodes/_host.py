@@ -340,6 +340,54 @@ def flux_clip_model(clip):
     return model if isinstance(cls, type) and isinstance(model, cls) else None
 
 
+def causal_llm_encoder(clip):
+    """``(token key, pad token, hidden width)`` where the text encoder behind ``clip`` is one decoder-only LLM whose conditioning
+    is its hidden states token by token, exactly as the host encodes it, else None.  Then a prompt padded at the end
+    keeps its own tokens' states (each token sees only the tokens before it), so prompts of different lengths can
+    share one forward pass (Prompt Batch).  What is checked, all of it the host's own code, nothing replaced:
+
+    * ``clip.cond_stage_model`` is a ``comfy.sd1_clip.SD1ClipModel`` whose ``encode_token_weights`` is that class's
+      own (hands the rows to its one encoder: Z-Image's Qwen3-4B) or ``comfy.text_encoders.flux.Flux2TEModel``'s
+      (puts the chosen layers side by side per token: Flux.2's Qwen3 and Mistral Small 3.x).  Qwen-Image's
+      ``QwenImageTEModel`` cuts the template from the first row only, so it is not one of them;
+    * its encoder is a ``comfy.sd1_clip.SDClipModel`` with that class's own ``encode_token_weights`` (rows
+      concatenated along the tokens), ``encode``, ``forward`` and ``process_tokens``;
+    * the encoder's transformer is one of the host's Llama-family models (``comfy.text_encoders.llama``:
+      ``BaseLlama.forward`` into ``Llama2_.forward``, which adds a causal mask to every forward of more than one
+      token, in 0.3.64 and 0.33.0 alike).
+    The token key is the encoder's name (the tokenizer's key), the pad token its ``special_tokens["pad"]``."""
+    sd1 = _import("comfy.sd1_clip")
+    llama = _import("comfy.text_encoders.llama")
+    model = getattr(clip, "cond_stage_model", None)
+    if sd1 is None or llama is None or not isinstance(model, sd1.SD1ClipModel):
+        return None
+    outer = [sd1.SD1ClipModel.encode_token_weights]
+    flux2 = getattr(_import("comfy.text_encoders.flux"), "Flux2TEModel", None)
+    if isinstance(flux2, type):
+        outer.append(flux2.encode_token_weights)
+    if type(model).encode_token_weights not in outer:
+        return None
+    inner = getattr(model, getattr(model, "clip", ""), None)
+    if not isinstance(inner, sd1.SDClipModel) or any(
+            getattr(type(inner), m, None) is not getattr(sd1.SDClipModel, m, 0)
+            for m in ("encode_token_weights", "encode", "forward", "process_tokens")):
+        return None
+    transformer = getattr(inner, "transformer", None)
+    base, core = getattr(llama, "BaseLlama", None), getattr(llama, "Llama2_", None)
+    if not (isinstance(base, type) and isinstance(core, type) and isinstance(transformer, base)
+            and type(transformer).forward is base.forward and type(getattr(transformer, "model", None)) is core):
+        return None
+    pad = (getattr(inner, "special_tokens", None) or {}).get("pad")
+    name = getattr(model, "clip_name", None)
+    try:
+        width = int(transformer.get_input_embeddings().weight.shape[1])
+    except Exception:
+        return None
+    if not isinstance(pad, int) or not isinstance(name, str):
+        return None
+    return name, pad, width
+
+
 class pooled_per_row:
     """While active, records each chunk encoder's pooled output for every row it encodes: ``.got[id(encoder)]``
     (a tensor [rows, C], or None when the encoder has no pooled output).

@@ -258,18 +258,101 @@ def encode_batched_flux(clip, texts, keep=None):
                                                   "chunks": [len(rows[i][0]) for i in range(start, end)]}
 
 
+# How prompts share a pass of an LLM text encoder, per device type: (what one more pass costs, in padded tokens;
+# the most tokens in one pass, None: memory decides).  CPU, measured on the Qwen3-4B-shaped fixture
+# (bench/prompt_batch.py --family zimage, 2 cores): a pass costs ~85 ms besides ~2.1 ms a token, and a pass of
+# more than ~512 tokens costs more per token (8 prompts of 512 tokens: 11.3 s in one pass, 9.2 s one by one).
+# GPU (argued, not measured here): a pass reads all the weights and a padded token costs little.
+LLM_PASSES = {"cpu": (32, 512)}
+LLM_PASSES_GPU = (512, None)
+
+
+def encode_llm_rows(clip, texts):
+    """Each prompt's conditioning exactly as the host encodes the prompt alone (the list
+    ``clip.encode_from_tokens_scheduled(clip.tokenize(t))`` returns, per prompt), with prompts of similar token
+    lengths in one forward pass: where the text encoder is one decoder-only LLM (_host.causal_llm_encoder: Z-Image's
+    Qwen3-4B, Flux.2's Qwen3 and Mistral Small 3.x), a prompt padded at the end with the pad token keeps its own
+    tokens' hidden states (each token sees only those before it: causal attention), so each prompt's rows of the
+    pass's output, cut to its own length, are its conditioning (equal up to float summation order: ~1e-6 of the
+    scale).  Passes: cond_batch.length_passes (a prompt padded by at most what a pass costs, memory bounding the
+    rows, on the CPU at most 512 tokens a pass: LLM_PASSES).  Raises _Unsupported where this does not hold
+    (weights, embeddings, scheduled hooks, an encoder that cuts or adds tokens), and the caller encodes one prompt
+    at a time."""
+    import comfy.model_management as mm
+    import torch
+    from comfy.utils import ProgressBar
+
+    spec = _host.causal_llm_encoder(clip)
+    if spec is None:
+        raise _Unsupported("not one decoder-only LLM text encoder")
+    if _host.clip_hooks_scheduled(clip):
+        raise _Unsupported("scheduled CLIP hooks")
+    key, pad, width = spec
+    rows = []
+    for t in texts:
+        toks = clip.tokenize(t)
+        if not isinstance(toks, dict) or list(toks) != [key] or len(toks[key]) != 1:
+            raise _Unsupported("the prompt is not one row of the LLM's tokens")
+        row = list(toks[key][0])
+        for item in row:
+            if not (isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], int)
+                    and not isinstance(item[0], bool) and item[1] == 1.0):
+                raise _Unsupported("weighted tokens or embeddings in a prompt")
+        rows.append(row)
+    lengths = [len(r) for r in rows]
+    if 0 in lengths:
+        raise _Unsupported("an empty token row")
+    device = getattr(getattr(clip, "patcher", None), "load_device", None)
+    cost, most = LLM_PASSES.get(getattr(device, "type", str(device)), LLM_PASSES_GPU)
+    free = _free_memory(clip)
+
+    def max_rows(length):
+        fit = cond_batch.llm_rows_per_pass(free, length, width, len(rows))
+        return fit if most is None else min(fit, max(1, most // length))
+    passes = cond_batch.length_passes(lengths, cost, max_rows)
+    results = [None] * len(rows)
+    pbar = ProgressBar(len(passes))
+    for group in passes:
+        mm.throw_exception_if_processing_interrupted()
+        length = lengths[group[0]]
+        merged = {key: [rows[i] + [(pad, 1.0) + tuple(rows[i][-1][2:])] * (length - lengths[i]) for i in group]}
+        out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
+        cond, mask = out.pop("cond"), out.pop("attention_mask", None)
+        if out.get("pooled_output") is not None:
+            raise _Unsupported("the encoder gives a pooled output")
+        if any(torch.is_tensor(v) for v in out.values()):
+            raise _Unsupported(f"encoder returns extra outputs {sorted(out)}")
+        total = len(group) * length
+        if cond.ndim != 3 or cond.shape[:2] != (1, total) or (mask is not None and tuple(mask.shape) != (1, total)):
+            raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {len(group)} rows of {length} tokens")
+        for j, i in enumerate(group):
+            lo, hi = j * length, j * length + lengths[i]
+            info = dict(out)
+            if mask is not None:
+                info["attention_mask"] = mask[:, lo:hi]
+            results[i] = [[cond[:, lo:hi], info]]
+        pbar.update(1)
+    return results, len(passes)
+
+
 def encode_each(clip, texts):
-    """Fallback for encoders the batched path does not know: ComfyUI's own encode per prompt,
-    padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule.
+    """Encoders the chunked paths do not know: each prompt's conditioning as ComfyUI's own encode of it alone gives
+    it (for one decoder-only LLM encoder, prompts of similar lengths share a pass: encode_llm_rows; else one encode
+    per prompt), padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule.
     Where the model reads the text attention mask (Qwen-Image), shorter prompts are padded with masked tokens
     instead (cond_batch.stack_masked), so entry i is its prompt alone; where the model pads shorter prompts with
     zeros at the start itself (Flux.2, to 512 tokens), with zeros at the start (cond_batch.pad_tokens, pad None)."""
     import torch
 
-    results = [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in texts]
     masked = _host.text_mask_read_by_model(clip)
     floor = None if masked else _host.text_left_pad_floor(clip)
-    empty = None if masked or floor else clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    wanted = list(texts) + ([] if masked or floor else [""])  # the empty prompt pads
+    try:
+        results, passes = encode_llm_rows(clip, wanted)
+    except _Unsupported as why:
+        _log.debug("[Lean Nodes] LeanPromptBatch: one text-encoder pass per prompt (%s)", why)
+        results, passes = [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in wanted], len(wanted)
+    empty = results.pop() if len(wanted) > len(texts) else None
     steps = {len(r) for r in results}
     if len(steps) != 1:
         raise ValueError("LeanPromptBatch: the CLIP hook schedule differs between prompts")
@@ -300,7 +383,7 @@ def encode_each(clip, texts):
     # each prompt's own token count (padding is at the end); where the model pads to `floor` on the left itself,
     # the tokens it reads for the prompt alone: at least `floor`, the last ones of the row
     lengths = [max(r[0][0].shape[1], floor or 0) for r in results]
-    return out, {"passes": len(texts) + (0 if floor else 1), "rows": None, "chunks": None,
+    return out, {"passes": passes, "rows": None, "chunks": None,
                  "lengths": None if masked else lengths, "pad_left": floor}
 
 
@@ -313,7 +396,7 @@ def encode_prompts(clip, texts, keep=None):
             return encode_batched_flux(clip, texts, keep)
         return encode_batched(clip, texts, keep)
     except _Unsupported as why:
-        _log.info("[Lean Nodes] LeanPromptBatch: encoding prompts one by one (%s)", why)
+        _log.info("[Lean Nodes] LeanPromptBatch: encoding each prompt's conditioning alone (%s)", why)
         out, stats = encode_each(clip, texts)
         if keep is not None:
             out = [_batch_slice(c, info, *keep) for c, info in out]

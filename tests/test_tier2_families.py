@@ -13,6 +13,7 @@ CI allow-list).  The tiny Qwen encoders are built by the host from the test-only
 in every test host), which tells the host's own encoder classes the fixtures' layer counts.
 """
 import json
+import re
 
 import pytest
 import torch
@@ -334,11 +335,29 @@ def test_prompt_batch_lengths_and_per_image_loras_on_zimage(host):
             assert moved == 0.0, (i, moved)
 
 
+# text-encoder passes of Prompt Batch's encode, per family: "fewer" than one per prompt (and one for the empty prompt
+# that pads, where one is encoded) where the encoder is one decoder-only LLM whose conditioning is per token
+# (prompts padded at the end share a pass: nodes/_host.causal_llm_encoder); Qwen-Image's encoder cuts its template
+# from the first row only, so one pass per prompt; Klein's prompts are 512 tokens or more and a pass holds at most
+# 512 tokens on the CPU (prompt_batch.LLM_PASSES)
+PASSES = {"zimage": "fewer", "flux2_dev": "fewer", "qwen_image": "each", "flux2": "each"}
+
+
 def _check_prompt_batch(host, family, prompts):
+    mark = len(host.log())
     entry = host.run(_pb_graph(family, prompts))
     host.free()
     said = "\n".join(entry["outputs"]["b"]["text"])
+    found = re.findall(r"LeanPromptBatch: (\d+) prompts, (\d+) text-encoder pass", host.log()[mark:])
+    assert len(found) == 1, found
+    count, passes = map(int, found[0])
     got, meta = probe_node.read(host.base, f"pb_{family}")
+    # one more encode for the empty prompt that pads, except where the padding is masked (Qwen-Image on 0.33) or
+    # zeros at the start (Flux.2)
+    encodes = count + (0 if family.startswith("flux2") or "mask.0.0" in got else 1)
+    print(f"{family}: {count} prompts, {passes} text-encoder passes for {encodes} encodes")
+    assert count == len(prompts)
+    assert passes < encodes if PASSES[family] == "fewer" else passes == encodes, (family, passes, encodes)
     out = got["latent.0"]
     assert out.shape[0] == len(prompts)
     refs = [probe_node.read(host.base, f"pb_{family}_ref{i}")[0] for i in range(len(prompts))]
