@@ -341,10 +341,11 @@ def flux_clip_model(clip):
 
 
 def causal_llm_encoder(clip):
-    """``(token key, pad token, hidden width)`` where the text encoder behind ``clip`` is one decoder-only LLM whose conditioning
-    is its hidden states token by token, exactly as the host encodes it, else None.  Then a prompt padded at the end
-    keeps its own tokens' states (each token sees only the tokens before it), so prompts of different lengths can
-    share one forward pass (Prompt Batch).  What is checked, all of it the host's own code, nothing replaced:
+    """``(token key, pad token, hidden width)`` where the text encoder behind ``clip`` is one decoder-only LLM whose
+    conditioning is its hidden states token by token, exactly as the host encodes it, else None.  Then a prompt
+    padded at the end keeps its own tokens' states (each token sees only the tokens before it), so prompts of
+    different lengths can share one forward pass (Prompt Batch).  What is checked (all of it the host's own code,
+    nothing replaced):
 
     * ``clip.cond_stage_model`` is a ``comfy.sd1_clip.SD1ClipModel`` whose ``encode_token_weights`` is that class's
       own (hands the rows to its one encoder: Z-Image's Qwen3-4B) or ``comfy.text_encoders.flux.Flux2TEModel``'s
