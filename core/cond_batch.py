@@ -101,15 +101,18 @@ def stack_padded(conds, pad, length=None):
     return torch.cat([pad_tokens(c, length, pad) for c in conds], dim=0)
 
 
-def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0.25):
-    """How many 77-token rows one text-encoder forward may take given `free_bytes` of memory.
+def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0.25, score_heads=0):
+    """How many rows of `chunk_len` tokens (77 for a CLIP chunk) one text-encoder forward may take given
+    `free_bytes` of memory.
 
     The estimate is deliberately generous: ~24 activations of [L, width] fp32 live at once per
     row (hidden states, MLP 4x, attention probabilities), and only `fraction` of free memory is
-    used.  Everything fits in one pass unless memory is really short."""
-    per_row = max(1, chunk_len * width * 4 * 24)
+    used.  Everything fits in one pass unless memory is really short.  `score_heads`: also the attention scores
+    [score_heads, L, L] fp32 of a row (an LLM's long prompt: its scores outgrow its hidden states); cap None: no
+    cap but `total_rows`."""
+    per_row = max(1, chunk_len * width * 4 * 24 + score_heads * chunk_len * chunk_len * 4)
     n = int(free_bytes * fraction // per_row)
-    return max(1, min(total_rows, cap, n))
+    return max(1, min(total_rows, n) if cap is None else min(total_rows, cap, n))
 
 
 def length_passes(lengths, pad_cost, max_rows):
@@ -127,14 +130,6 @@ def length_passes(lengths, pad_cost, max_rows):
         passes.append([i])
         cap = max(1, int(max_rows(lengths[i])))
     return passes
-
-
-def llm_rows_per_pass(free_bytes, length, width, total_rows, fraction=0.25):
-    """How many rows of `length` tokens one forward of an LLM text encoder of hidden `width` may take given
-    `free_bytes` of memory: rows_per_pass's ~24 activations of [length, width] fp32 per row, plus the attention
-    scores of up to 64 heads [64, length, length] fp32 (a long prompt's scores outgrow its hidden states)."""
-    per_row = max(1, length * width * 4 * 24 + 64 * length * length * 4)
-    return max(1, min(total_rows, int(free_bytes * fraction // per_row)))
 
 
 def stack_masked(conds, masks):

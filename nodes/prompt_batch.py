@@ -307,7 +307,7 @@ def encode_llm_rows(clip, texts):
     free = _free_memory(clip)
 
     def max_rows(length):
-        fit = cond_batch.llm_rows_per_pass(free, length, width, len(rows))
+        fit = cond_batch.rows_per_pass(free, length, width, len(rows), cap=None, score_heads=64)
         return fit if most is None else min(fit, max(1, most // length))
     passes = cond_batch.length_passes(lengths, cost, max_rows)
     results = [None] * len(rows)

@@ -60,9 +60,9 @@ def test_grouping_is_n_log_n():
 
 def test_rows_per_pass_counts_the_attention_scores_of_long_prompts():
     gib = 1 << 30
-    short = cond_batch.llm_rows_per_pass(8 * gib, 64, 2560, 10 ** 6)
-    long = cond_batch.llm_rows_per_pass(8 * gib, 4096, 2560, 10 ** 6)
+    short = cond_batch.rows_per_pass(8 * gib, 64, 2560, 10 ** 6, cap=None, score_heads=64)
+    long = cond_batch.rows_per_pass(8 * gib, 4096, 2560, 10 ** 6, cap=None, score_heads=64)
     # 64 tokens: 64*2560*96 + 64*64*64*4 bytes a row; 4096 tokens: the scores (4 GiB a row) dominate
     assert short == int(2 * gib // (64 * 2560 * 96 + 64 * 64 * 64 * 4))
     assert long == 1
-    assert cond_batch.llm_rows_per_pass(8 * gib, 64, 2560, 3) == 3
+    assert cond_batch.rows_per_pass(8 * gib, 64, 2560, 3, cap=None, score_heads=64) == 3
