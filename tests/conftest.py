@@ -110,7 +110,9 @@ def pytest_configure(config):
                                        "LoRAs); CI runs these on ComfyUI 0.33.0 only (.ci/run)")
     config.addinivalue_line("markers", "one_host: costly and the same on every host (every benchmark's smoke run; the "
                                        "distributed prompt batch's master and two workers; the tiny-Flux per-image "
-                                       "LoRA check); CI runs these on ComfyUI 0.33.0 only (.ci/run)")
+                                       "LoRA check), or a variant of a claim whose host paths another case runs on "
+                                       "both hosts (other strengths, presets, dtypes, formats, prompt counts); CI "
+                                       "runs these on ComfyUI 0.33.0 only (.ci/run)")
 
 
 def pytest_report_header(config):
@@ -193,7 +195,10 @@ def _deselected_by_ci(config):
                    "ComfyUI processes; the tiny-Flux per-image LoRA check): CI runs them on ComfyUI "
                    "0.33.0 only, for time; what the benchmarks measure is tested on both hosts by the feature tests, "
                    "the distributed module passed on 0.3.64 by hand, and per-image LoRAs run on both hosts on SD1.5 "
-                   "and tiny SDXL (the rows per model call) with the LoRA branch on Flux and the Flux encode")
+                   "and tiny SDXL (the rows per model call) with the LoRA branch on Flux and the Flux encode; the "
+                   "variants (LoRA strengths, block-weight presets, weight dtypes, GGUF quantizations, checkpoint "
+                   "formats, Flux's LoRA schedule, block weights and fp8 branch, 16 prompts, Qwen-Image's tags and "
+                   "fp8) each have a case that runs on both hosts through the same host code")
     return out
 
 

@@ -95,7 +95,8 @@ def test_node_contract(comfy):
     assert dts[0] == ["auto", "fp16", "bf16", "fp32", "fp8_e4m3fn"] and dts[1]["default"] == "auto"
 
 
-@pytest.mark.parametrize("mode", ["mmap", "read"])
+# mmap on both hosts; read is a variant of it (marker one_host: CI runs it on 0.33.0 only)
+@pytest.mark.parametrize("mode", ["mmap", pytest.param("read", marks=pytest.mark.one_host)])
 def test_samples_identical_to_stock_loader(comfy_sd15, stock_image, mode):
     entry = comfy_sd15.run(lean_txt2img(f"ckpt_lean_{mode}", load_mode=mode))
     img = image(comfy_sd15, entry)
@@ -152,7 +153,8 @@ def test_fp16_weights_sample_like_stock(comfy_sd15, stock_image):
     comfy_sd15.free()
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp8_e4m3fn"])
+# fp8_e4m3fn on both hosts; bf16 is a variant of it (marker one_host: CI runs it on 0.33.0 only)
+@pytest.mark.parametrize("dtype", [pytest.param("bf16", marks=pytest.mark.one_host), "fp8_e4m3fn"])
 def test_small_weight_dtypes_sample_like_stock_on_the_same_values(comfy_sd15, sd15n_ckpt, narrow_stock, dtype):
     """bf16 / fp8 weights from the fp16 file, computed in fp32 through ComfyUI's manual cast: the pixels equal
     stock CheckpointLoaderSimple's on a file holding exactly those weight values (lean_testlib.sd15_variants: the

@@ -27,6 +27,7 @@ STRENGTH = 0.8
 TOL = 2e-4
 EFFECT = 100 * TOL
 CASES = [("flux", "Q8_0"), ("flux", "Q4_0"), ("sd15", "Q8_0"), ("sd15", "Q4_0")]
+BOTH_HOSTS = [("flux", "Q4_0"), ("sd15", "Q8_0")]
 ARCH = {  # conditioning width, latent node and size, sampler settings, LoRA file, LoRA modules on the UNet
     "flux": dict(context_dim=4096, latent="EmptySD3LatentImage", size=128, scheduler="simple", denoise=1.0,
                  lora="lean_flux_kohya.safetensors", modules=13),
@@ -125,7 +126,9 @@ def file_tensors(path):
     return len(r.tensors), sum(int(t.n_bytes) for t in r.tensors), len(quantized), floats
 
 
-@pytest.mark.parametrize("arch,q", CASES, ids=[f"{a}-{q}" for a, q in CASES])
+# flux-Q4_0 and sd15-Q8_0 on both hosts; the other two are variants (marker one_host: CI runs them on 0.33.0 only)
+@pytest.mark.parametrize("arch,q", [c if c in BOTH_HOSTS else pytest.param(*c, marks=pytest.mark.one_host)
+                                    for c in CASES], ids=[f"{a}-{q}" for a, q in CASES])
 def test_lean_lora_equals_stock_on_gguf(host, arch, q):
     """LeanLoraLoader on a UnetLoaderGGUF model gives stock LoraLoaderModelOnly's latent (same GGUF model) within
     TOL; every module goes through the low-rank branch, on GGUF-quantized weights of this type."""
@@ -147,7 +150,8 @@ def test_lean_lora_equals_stock_on_gguf(host, arch, q):
     assert f"branch gguf {q} {n}" in text, text  # the weights the branch runs on are GGUF-quantized, of this type
 
 
-@pytest.mark.parametrize("arch,q", [("flux", "Q4_0"), ("sd15", "Q8_0")], ids=["flux-Q4_0", "sd15-Q8_0"])
+@pytest.mark.parametrize("arch,q", [("flux", "Q4_0"), pytest.param("sd15", "Q8_0", marks=pytest.mark.one_host)],
+                         ids=["flux-Q4_0", "sd15-Q8_0"])  # sd15-Q8_0: a variant (CI runs it on 0.33.0 only)
 def test_no_dequantised_copy_kept(host, arch, q):
     """After sampling with LeanLoraLoader the model still holds exactly the file's tensors: as many tensors as the
     file has, with the file's bytes in all, every quantized one still a packed GGMLTensor (ComfyUI-GGUF keeps some

@@ -30,6 +30,8 @@ CFG = 1.0
 DENOISE = 0.2
 EFFECT = 10 * TOL
 BW_PRESETS = ("MIDD", "OUTS", "IND")
+# OUTS on both hosts; MIDD and IND are variants of it (marker one_host: CI runs them on 0.33.0 only)
+BW_CASES = [p if p == "OUTS" else pytest.param(p, marks=pytest.mark.one_host) for p in BW_PRESETS]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +137,9 @@ def base_latent(host):
 
 # ------------------------------------------------------------------ correctness vs stock
 
-@pytest.mark.parametrize("sm,sc", [(1.0, 1.0), (0.8, 0.0), (0.0, 1.3), (-0.7, 0.4)])
+# (1.0, 1.0) on both hosts; the other strengths are variants of it (marker one_host: CI runs them on 0.33.0 only)
+@pytest.mark.parametrize("sm,sc", [(1.0, 1.0), *[pytest.param(*s, marks=pytest.mark.one_host)
+                                                for s in ((0.8, 0.0), (0.0, 1.3), (-0.7, 0.4))]])
 def test_constant_strength_matches_stock(host, base_latent, sm, sc):
     ref = latent(host, graph([stock(sm, sc)]))
     got = latent(host, graph([lean(sm, sc)]))
@@ -173,13 +177,14 @@ def test_zero_strength_and_none_blocks_equal_no_lora(host, base_latent):
     assert maxdiff(latent(host, graph([lean(1.0, 1.0, bw="NONE")])), base_latent) <= TOL
 
 
+@pytest.mark.one_host  # a variant of the keyframe schedule below (CI runs it on 0.33.0 only)
 def test_flat_schedule_equals_constant(host):
     ref = latent(host, graph([stock(1.0, 1.0)], steps=3))
     got = latent(host, graph([lean(1.0, 1.0, schedule="0:1,1:1")], steps=3))
     assert maxdiff(got, ref) <= TOL
 
 
-@pytest.mark.parametrize("preset", BW_PRESETS)
+@pytest.mark.parametrize("preset", BW_CASES)
 def test_block_weights_match_filtered_lora(host, preset):
     """A published preset (A1111 LoRA Block Weight's table, written out in lean_testlib.lbw_presets) equals the stock
     loader with a file holding only the modules of the blocks that preset keeps."""
@@ -343,7 +348,9 @@ def _stock_on_rounded_graph(variant, lora_nodes):
     return g
 
 
-@pytest.mark.parametrize("weight_dtype", list(ROUNDED))
+# fp8_e4m3fn on both hosts; fp16 and bf16 are variants of it (marker one_host: CI runs them on 0.33.0 only)
+@pytest.mark.parametrize("weight_dtype", [pytest.param(d, marks=pytest.mark.one_host) if d != "fp8_e4m3fn" else d
+                                          for d in ROUNDED])
 def test_branch_on_low_precision_weights_equals_stock_on_the_same_values(host, weight_dtype):
     """fp16/bf16/fp8-held UNet weights (computed in fp32 through ComfyUI's manual cast) + LeanLoraLoader equal stock
     LoraLoader on a stock-loaded model holding exactly those weight values (the fp8-/bf16-rounded weights stored in

@@ -133,6 +133,7 @@ def test_stock_loads_every_key_and_lean_equals_stock(host, base_latent, fmt):
 
 # ------------------------------------------------------------------ schedules on Flux
 
+@pytest.mark.one_host  # a variant: its host paths run on both hosts in test_tier2_lora.py's schedules
 def test_schedule_zero_for_the_first_half_equals_stock_segments(host):
     """4 steps (simple scheduler: step fractions 0, 1/4, 1/2, 3/4); schedule 0 before 0.4, 1 from there:
     equals stock KSamplerAdvanced steps 0-2 on the plain model, then 2-4 with stock LoraLoaderModelOnly."""
@@ -153,6 +154,8 @@ def test_schedule_zero_for_the_first_half_equals_stock_segments(host):
 
 # ------------------------------------------------------------------ block weights on Flux
 
+# a variant: its host paths run on both hosts in test_tier2_lora.py's block weights and this file's key maps
+@pytest.mark.one_host
 @pytest.mark.parametrize("fmt", list(DOUBLE_ONLY))
 def test_block_weights_zeroing_single_blocks_equal_filtered_file(host, fmt):
     """D0-D18:1,S0-S37:0 equals the stock loader with a file that holds only the double blocks' modules."""
@@ -227,6 +230,9 @@ def _file_fp8_sha(key):
     return hashlib.sha256(t.to(torch.float8_e4m3fn).contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
+# a variant: its host paths run on both hosts in test_tier2_lora.py's fp8_e4m3fn case and test_tier2_flux.py's fp8
+# Flux
+@pytest.mark.one_host
 def test_fp8_weights_branch_leaves_base_weight_bytes(host):
     """LeanDiffusionModelLoader fp8_e4m3fn + LeanLoraLoader: after sampling, the base weight's bytes equal the
     file's weight cast to fp8 here (never dequantized/re-quantized); the result equals stock UNETLoader +

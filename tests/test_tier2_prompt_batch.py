@@ -174,6 +174,8 @@ SIXTEEN = [f"a {c} {s} {extra}" for c, s, extra in zip(
     ["", LONG, "", "at night", "", LONGER, "", ""] * 2)]
 
 
+# a variant of test_every_entry_equals_stock_clip_text_encode, which runs on both hosts (CI runs it on 0.33.0 only)
+@pytest.mark.one_host
 def test_sixteen_prompts_one_sampler_pass_sixteen_different_images(host):
     text = "\n".join(SIXTEEN)
     g = graphs.prompt_batch_txt2img(text, ckpt=CKPT, prefix="pb16")
