@@ -29,6 +29,21 @@ def declared_nodes():
     return names
 
 
+def made_in_order(make, items, workers=2, ahead=4):
+    """``make(item)`` for each item, yielded in order, computed by ``workers`` threads up to ``ahead`` items ahead.
+    For fixture tensors seeded per key (``sd15.seeded_normal``), which are the same whatever thread makes them: torch
+    releases the GIL while it draws random numbers and converts, so a fresh cache's big fixtures take both cores."""
+    from concurrent.futures import ThreadPoolExecutor
+    items = list(items)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = [pool.submit(make, it) for it in items[:ahead]]
+        for i in range(len(items)):
+            done = pending.pop(0)
+            if i + ahead < len(items):
+                pending.append(pool.submit(make, items[i + ahead]))
+            yield done.result()
+
+
 # Skips for a missing prerequisite (a ComfyUI host, chromium/Playwright, llama_cpp) start with this; under CI=true
 # tests/conftest.py turns each of them into a failure, so CI cannot pass by skipping.  Other skips stay skips.
 PREREQ = "missing prerequisite: "

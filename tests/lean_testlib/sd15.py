@@ -235,7 +235,8 @@ def make_sd15_state_dict(seed=0, dtype=None, parts=("unet", "clip", "vae"), mult
         table.update(clip_l_keys())
     if "vae" in parts:
         table.update(vae_keys())
-    sd = {k: random_tensor(torch, k, s, seed, dtype) for k, s in table.items()}
+    from . import made_in_order  # per-key seeds: the same tensors, made by two threads
+    sd = dict(zip(table, made_in_order(lambda kv: random_tensor(torch, kv[0], kv[1], seed, dtype), table.items())))
     if "clip" in parts:
         sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77, dtype=torch.int64)[None]
     sd.update(_schedule_tensors(torch))

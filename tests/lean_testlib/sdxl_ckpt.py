@@ -182,8 +182,9 @@ def write_streamed(path, table, make, metadata=None):
         with open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(blob)))
             f.write(blob)
-            for key, (shape, dt) in table.items():
-                t = make(key, shape)
+            from . import made_in_order  # made by two threads, written in order (per-key seeds: the same bytes)
+            for (key, (shape, dt)), t in zip(table.items(), made_in_order(lambda kv: make(kv[0], kv[1][0]),
+                                                                          table.items())):
                 assert _DT[str(t.dtype).split(".")[-1]] == dt and tuple(t.shape) == tuple(shape), key
                 t = t.contiguous().reshape(-1)
                 f.write((t.view(torch.int16) if dt == "BF16" else t).numpy().tobytes())
