@@ -141,21 +141,41 @@ def _shared_test_nodes():
     return (probe_node, flux_cond_node, weight_hash_node, tiny_te_node, chunk_limit_node)
 
 
+_POOLS = []  # every HostPool of this process: a new host process stops their idle flagged hosts first
+
+
+def _stop_idle_flagged_hosts():
+    for pool in _POOLS:
+        pool.stop_idle_flagged()
+
+
 class HostPool:
     """Hosts shared between test modules, one per set of start flags (extra_args): the first module that asks for
     a set starts it, later ones reuse it; all stop at the end of the session.  A module's `setup(base)` may add
     models and files (ComfyUI lists its folders afresh), not custom nodes: every pooled host starts with the
     test-only nodes of _shared_test_nodes().  Leaving `use` frees the models and the node cache (POST /free), so
-    an idle pooled host holds no model; a host started with flags is stopped on leaving (its process keeps RAM
-    that the full-size SDXL tests need) and started again by a later module that asks for the same flags."""
+    an idle pooled host holds no model.  A host started with flags stays up while idle only until any other host
+    process starts (ComfyHost.start stops it first: its process keeps RAM that the full-size SDXL tests need), so
+    modules with the same flags in a row share one (test_tier2_lora.py, then test_tier2_lora_per_image.py with the
+    default host's modules between them)."""
 
     def __init__(self, tmp_path_factory, on_start=None):
         self.tmp_path_factory = tmp_path_factory
         self.on_start = on_start
         self.hosts = {}
+        self.idle = set()  # keys of flagged hosts no module uses now
+        _POOLS.append(self)
+
+    def stop_idle_flagged(self):
+        for key in list(self.idle):
+            self.idle.discard(key)
+            host = self.hosts.pop(key, None)
+            if host is not None:
+                host.stop()
 
     def get(self, extra_args=()):
         key = tuple(extra_args)
+        self.idle.discard(key)
         host = self.hosts.get(key)
         if host is None or not host.alive():
             path = require_host()
@@ -181,18 +201,18 @@ class HostPool:
         try:
             yield host
         finally:
-            if tuple(extra_args):
-                # a host with flags of its own serves one module today: stop it, so the RAM its process kept after
-                # the models were freed is back before the full-size SDXL hosts start (one was OOM-killed beside it)
-                self.hosts.pop(tuple(extra_args), None)
-                host.stop()
-            elif host.alive():
+            if host.alive():
                 host.free()
+            if tuple(extra_args):
+                # idle until another host process starts (which stops it first: the RAM its process kept after the
+                # models were freed must be back before the full-size SDXL hosts start; one was OOM-killed beside it)
+                self.idle.add(tuple(extra_args))
 
     def stop_all(self):
         for host in self.hosts.values():
             host.stop()
         self.hosts.clear()
+        self.idle.clear()
 
 
 # Peer custom-node packs (../shared/peers/README.md): archive name -> sha256 of the .tar.gz, as published there.
@@ -270,6 +290,7 @@ class ComfyHost:
         the base dir; a path: that file), each with whether a frame of this repo was on the stack.
         refuse_sockets (needs audit_sockets): the hook also refuses (raises) every connect/getaddrinfo to a
         non-loopback target in the host process (LEAN_SOCKET_AUDIT_REFUSE=1)."""
+        _stop_idle_flagged_hosts()
         base = make_base_dir(base_dir, link_pack=link_pack)
         python = python or host_python(comfy_path)
         port = port or free_port()
