@@ -24,7 +24,15 @@ def test_ci_runs_the_readme_test_command():
     assert f'offline {cmd} "$@"' in ci_lines, f".ci/run does not run the README's test command {cmd!r}"
     assert re.search(r'^\s+run_tests -m "\$sel"', ci, re.M)
     assert 'sel="tier2"' in ci and 'sel="tier2 and not sdxl_ckpt and not one_host"' in ci  # on the default host only
-    assert re.search(r'offline "\$PY" -m pytest -q tests -m "not tier2"', ci)  # tier 1 once
+    # tier 1 once, in two parts that together are all of it: tests/ less the LLM files, then the LLM files
+    assert re.search(r'offline "\$PY" -m pytest -q "\$@" -m "not tier2"', ci)
+    glob = re.search(r"^LLM_T1='([^']+)'$", ci, re.M).group(1)
+    assert re.search(r'^tier1 tests --ignore-glob="\$LLM_T1"', ci, re.M)
+    assert re.search(r'^tier1 \$LLM_T1\b', ci, re.M)
+    assert sorted(REPO.glob(glob)), f"{glob} names no file"
+    # and tier 1 under the dependency floors, in the same two parts
+    assert re.search(r'^\.ci/floors "\$PY" tests --ignore-glob="\$LLM_T1"', ci, re.M)
+    assert re.search(r'^\.ci/floors "\$PY" \$LLM_T1\b', ci, re.M)
 
 
 def test_ci_fails_without_a_network_namespace(tmp_path):
