@@ -163,6 +163,9 @@ def _tier2_missing(config):
             "a tier-1-only run deselects tier 2: -m \"not tier2\"")
 
 
+_TIER2_MODULES_SKIPPED = []  # tier-2 modules that skipped at import in a run that deselects tier 2
+
+
 def _print_slowest_files(tr, n=15):
     if not _FILE_SECONDS:
         return
@@ -179,6 +182,10 @@ def _print_allow_list(tr):
         tr.write_line(f"  [{used} skipped here] /{a.pattern.pattern}/ only when {a.condition or 'always'}: {a.why}")
     for line in _deselected_by_ci(tr.config):
         tr.write_line(f"  [deselected] {line}")
+    if _TIER2_MODULES_SKIPPED:
+        tr.write_line(f"  [{len(_TIER2_MODULES_SKIPPED)} skipped at import, all their tests deselected] tier-2 modules "
+                      f"whose import-time prerequisite is missing in this run (e.g. llama_cpp before CI installs it), "
+                      f"under -m \"not tier2\": {', '.join(_TIER2_MODULES_SKIPPED)}")
 
 
 def _deselected_by_ci(config):
@@ -323,6 +330,7 @@ def pytest_make_collect_report(collector):
     # A tier-2 module that skips at import (e.g. importorskip("llama_cpp")) under `-m "not tier2"`: its tests
     # would all be deselected, so its missing prerequisite is not one this run needs.
     if rep.skipped and _is_tier2_module(collector) and _tier2_deselected(collector.config):
+        _TIER2_MODULES_SKIPPED.append(collector.nodeid)  # said beside the allow-list
         return
     _fail_missing_prereq(rep)
 
