@@ -62,7 +62,6 @@ def parse_args(argv=None):
         ap.error("--rounds must be >= 1")
     if a.smoke:
         a.rounds = 1
-        SETTLE[0] = 0.0  # no peaks are compared in a smoke run
     return a
 
 
@@ -185,15 +184,12 @@ def lora_graph(weight_dtype, lora_class=None):
     return g
 
 
-SETTLE = [1.5]  # seconds after a free before the next measured prompt
-
-
-def free(h):
+def free(h, a):
     """Unload every model and clear the host's cache.  The host's prompt worker applies a /free between prompts, and
     when idle only after its next one: settle=True runs a no-op prompt after it, so the free is done before the
     measured prompt starts; the pause lets the freed memory settle before the peaks are sampled."""
     h.free(settle=True)
-    time.sleep(SETTLE[0])
+    time.sleep(0 if a.smoke else 1.5)  # no peaks are compared in a smoke run
 
 
 def part_images(h, a, res, gpu):
@@ -204,7 +200,7 @@ def part_images(h, a, res, gpu):
     for r in range(a.rounds):
         order += [(k, False) for k in (("stock", "lean") if r % 2 == 0 else ("lean", "stock"))]
     for i, (who, warm) in enumerate(order):
-        free(h)
+        free(h, a)
         with Peaks(h.proc.pid, gpu) as pk:
             entry = h.run(txt2img(f"gpu_{who}_{i}", who == "lean", size, steps))
         img = image(h, entry)
@@ -231,7 +227,7 @@ def part_images(h, a, res, gpu):
 
 def part_lora(h, a, res, dtype):
     import numpy as np
-    free(h)
+    free(h, a)
     plain = latent(h, h.run(lora_graph(dtype)))
     stock = latent(h, h.run(lora_graph(dtype, "LoraLoader")))
     lean = latent(h, h.run(lora_graph(dtype, "LeanLoraLoader")))
@@ -250,7 +246,7 @@ def part_llm(h, a, res, base):
         return
     from lean_testlib import tiny_gguf
     harness.link_model(base, "llm", tiny_gguf.tiny_model("chatml"), "tiny.gguf")
-    free(h)
+    free(h, a)
     g = graphs.llm_preview(loader=graphs.llm_loader(model="tiny.gguf", n_ctx=512, n_gpu_layers=0 if a.smoke else -1),
                            idea="a boat", seed=3, max_tokens=4, keep_loaded=True)
     g["f"] = {"class_type": "TestFreeMemory_lean", "inputs": {"name": "freed", "bytes_over_free": 1 << 20,
