@@ -19,8 +19,8 @@ figure is the median of --repeats runs after one warm-up.  Ends with
 width 3840 with one layer and its 2 + 2 refiners, the Qwen3-4B-shaped encoder with its 28 layers at one head of
 128, built by the host through the test-only hook lean_testlib.tiny_te_node), 8 prompts of 1 to ~110 words,
 64x64, 2 steps at cfg 1 (Z-Image Turbo's way), no VAE:
-(a) encode: LeanPromptBatch (prompts of similar token lengths share a pass of the LLM encoder:
-    nodes/prompt_batch.encode_llm_rows) vs 8 stock CLIPTextEncode;
+(a) encode: LeanPromptBatch (the prompts side by side in one pass of the LLM encoder, each masked to its own
+    tokens: nodes/prompt_batch.encode_llm_rows) vs 8 stock CLIPTextEncode;
 (b) end to end: LeanPromptBatch (its `model` output: each token length runs with its own text, nodes/_text_split.py)
     + one KSampler over the batch of 8 vs 8 x (CLIPTextEncode + KSampler of one).
 It also checks what it times: image i of the batch equals stock's image i within 1e-4 of its scale (max_rel_diff).

@@ -132,6 +132,41 @@ def length_passes(lengths, pad_cost, max_rows):
     return passes
 
 
+def tokens_per_pass(free_bytes, width, fraction=0.25, score_heads=0):
+    """How many tokens one packed forward of an LLM text encoder may hold (the prompts side by side in one row,
+    token_packs) given `free_bytes` of memory: the largest S with rows_per_pass's estimate of one row of S tokens
+    (~24 activations of [S, width] fp32, plus the attention scores [score_heads, S, S] fp32) within `fraction` of
+    it; at least 1."""
+    budget = free_bytes * fraction
+    a, b = 4.0 * score_heads, 4.0 * 24 * width  # a S^2 + b S <= budget
+    s = budget / b if a == 0 else (-b + (b * b + 4 * a * budget) ** 0.5) / (2 * a)
+    return max(1, int(s))
+
+
+def token_packs(lengths, budget):
+    """Prompts of a decoder-only text encoder grouped into packed forward passes (each pass computes its prompts'
+    own tokens side by side in one row: no padding): [[prompt indices]], each pass longest first.  A pass holds at
+    most `budget` tokens (a longer prompt has a pass of its own).  Best fit, longest first: few passes, and
+    O(n log n) comparisons in the number of prompts."""
+    import bisect
+    budget = max(1, int(budget))
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    passes, room = [], []  # room: sorted [(tokens left, pass index)] of the passes with tokens left
+    for i in order:
+        n = lengths[i]
+        at = bisect.bisect_left(room, (n, -1))
+        if at < len(room):
+            left, p = room.pop(at)
+            passes[p].append(i)
+            if left > n:
+                bisect.insort(room, (left - n, p))
+            continue
+        passes.append([i])
+        if budget > n:
+            bisect.insort(room, (budget - n, len(passes) - 1))
+    return passes
+
+
 def stack_masked(conds, masks):
     """[1, T_i, C] tensors zero-padded at the end to the longest and stacked into [N, T, C], with the attention
     mask [N, T] (integer: 1 = a real token, 0 = padding) a model that reads it needs to ignore the padding; a

@@ -389,6 +389,93 @@ def causal_llm_encoder(clip):
     return name, pad, width
 
 
+def packed_llm_core(clip):
+    """``(core, stops)`` where packed_llm_rows can run the host's ``comfy.text_encoders.llama.Llama2_`` (``core``)
+    inside ``clip``'s one decoder-only LLM encoder (causal_llm_encoder), else None.  ``core.forward`` takes
+    ``position_ids`` and an ``attention_mask`` it reshapes to ``[batch, 1, -1, keys]`` (so a ``[1, S, S]`` mask is
+    one mask per query) and adds its causal mask to (``Llama2_.forward`` in 0.3.64 and 0.33.0), and torch's forward
+    pre-hooks take keyword arguments (torch 2.0 and later).  ``stops``: the encoder's pad and end tokens.  The host
+    masks a row's tokens from the first of them on (``SDClipModel.process_tokens``: from its end token, or its pad
+    token where it has none, and a row's leading pad tokens), so rows holding neither have every token unmasked,
+    alone or side by side in one row."""
+    import torch
+    if causal_llm_encoder(clip) is None:
+        return None
+    model = clip.cond_stage_model
+    inner = getattr(model, model.clip, None)
+    core = getattr(getattr(inner, "transformer", None), "model", None)
+    llama = _import("comfy.text_encoders.llama")
+    if llama is None or type(core) is not getattr(llama, "Llama2_", None):
+        return None
+    try:
+        params = inspect.signature(type(core).forward).parameters
+        hooks = inspect.signature(torch.nn.Module.register_forward_pre_hook).parameters
+    except (TypeError, ValueError):
+        return None
+    wanted = {"x", "attention_mask", "embeds", "position_ids", "embeds_info"}
+    if not wanted <= set(params) or "with_kwargs" not in hooks:
+        return None
+    special = getattr(inner, "special_tokens", None) or {}
+    stops = {t for t in (special.get("pad"), special.get("end")) if isinstance(t, int)}
+    return core, stops
+
+
+class PackRefused(Exception):
+    """The host's call of its LLM is not what packed_llm_rows expects; the caller encodes the rows another way."""
+
+
+class packed_llm_rows:
+    """While active, the one forward of the host's LLM (``core``: packed_llm_core) over one row that is several
+    prompts' tokens side by side (``lengths``: each prompt's token count, in order; none holding the encoder's pad
+    or end token) computes each prompt as if alone: each prompt's positions start at 0 again (``position_ids``), and
+    an attention mask lets a token see only its own prompt's tokens (the host adds its causal mask: those before
+    it).  So each prompt's hidden states are those of the prompt alone (up to float summation order; the masked
+    scores weigh exactly 0), with no padding computed: the pass costs what its tokens cost.
+
+    Why here and not through an entry point: the host's encode (``SDClipModel.forward``) calls the LLM without
+    ``position_ids`` and with a mask of the row's own tokens, and has no option for this (read in 0.3.64 and
+    0.33.0); the LLM's own ``forward`` takes both.  A torch forward pre-hook gives them; nothing of the host is
+    replaced, and the hook is removed on exit.  Where the call is not what this expects (token ids instead of
+    embeddings, images in the prompt, a KV cache, another row shape, a masked token, a second call) it raises
+    PackRefused, and so does the exit when no call came (the row would have been one prompt)."""
+
+    def __init__(self, core, lengths):
+        self.core, self.lengths, self.calls = core, [int(n) for n in lengths], 0
+        self._handle = None
+
+    def __enter__(self):
+        self._handle = self.core.register_forward_pre_hook(self._pre, with_kwargs=True)
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        self._handle.remove()
+        if kind is None and self.calls != 1:
+            raise PackRefused("the host's LLM was not called through its module")
+        return False
+
+    def _pre(self, module, args, kwargs):
+        import torch
+        self.calls += 1
+        x = args[0] if args else kwargs.get("x")
+        mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
+        embeds = kwargs.get("embeds")
+        total = sum(self.lengths)
+        if (self.calls != 1 or x is not None or len(args) > 2 or not torch.is_tensor(embeds)
+                or tuple(embeds.shape[:2]) != (1, total) or min(self.lengths) < 1
+                or kwargs.get("position_ids") is not None or kwargs.get("embeds_info")
+                or kwargs.get("past_key_values")
+                or (mask is not None and (tuple(mask.shape) != (1, total) or not bool(mask.all())))):
+            raise PackRefused("the host's call of its LLM is not one row of unmasked token embeddings")
+        dev = embeds.device
+        sizes = torch.tensor(self.lengths, device=dev)
+        seg = torch.repeat_interleave(torch.arange(len(self.lengths), device=dev), sizes)
+        starts = torch.cumsum(sizes, 0) - sizes
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("x", "attention_mask")}
+        kwargs["position_ids"] = (torch.arange(total, device=dev) - starts[seg]).unsqueeze(0)
+        kwargs["attention_mask"] = (seg[:, None] == seg[None, :]).unsqueeze(0)  # 1: may attend
+        return (None,), kwargs
+
+
 class pooled_per_row:
     """While active, records each chunk encoder's pooled output for every row it encodes: ``.got[id(encoder)]``
     (a tensor [rows, C], or None when the encoder has no pooled output).

@@ -1,5 +1,7 @@
 """LeanPromptBatch: N prompts (lines, wildcards) -> one batched CONDITIONING (entry i for latent i)."""
+import collections
 import hashlib
+import itertools
 import logging
 import os
 
@@ -258,26 +260,34 @@ def encode_batched_flux(clip, texts, keep=None):
                                                   "chunks": [len(rows[i][0]) for i in range(start, end)]}
 
 
-# How prompts share a pass of an LLM text encoder, per device type: (what one more pass costs, in padded tokens;
-# the most tokens in one pass, None: memory decides).  CPU, measured on the Qwen3-4B-shaped fixture
-# (bench/prompt_batch.py --family zimage, 2 cores): a pass costs ~85 ms besides ~2.1 ms a token, and a pass of
-# more than ~512 tokens costs more per token (8 prompts of 512 tokens: 11.3 s in one pass, 9.2 s one by one).
-# GPU (argued, not measured here): a pass reads all the weights and a padded token costs little.
+# How prompts share a pass of an LLM text encoder, per device type.  Side by side in one row (_host.packed_llm_rows:
+# no padding computed): the most tokens in one pass (memory bounds it too).  CPU, measured on the Qwen3-4B-shaped
+# fixture (bench/prompt_batch.py --family zimage, 2 cores): a pass costs ~47 ms besides ~0.8 ms a token, and the 9
+# prompts of the benchmark (392 tokens) take 336 ms side by side in one pass, 604-628 ms one by one, 1446-1526 ms as
+# padded rows in one pass; 512 tokens keeps the attention over the pass (it grows with the square of its tokens)
+# within a few percent of a real 4B encoder's work.  GPU (argued, not measured here): a pass reads all the weights.
+LLM_PACK = {"cpu": 512}
+# Padded rows (where the host's LLM cannot be packed): (what one more pass costs, in padded tokens; the most tokens
+# in one pass).  CPU, measured as above: a padded token costs as much as a real one.
 LLM_PASSES = {"cpu": (32, 512)}
 LLM_PASSES_GPU = (512, None)
 
 
 def encode_llm_rows(clip, texts):
     """Each prompt's conditioning exactly as the host encodes the prompt alone (the list
-    ``clip.encode_from_tokens_scheduled(clip.tokenize(t))`` returns, per prompt), with prompts of similar token
-    lengths in one forward pass: where the text encoder is one decoder-only LLM (_host.causal_llm_encoder: Z-Image's
-    Qwen3-4B, Flux.2's Qwen3 and Mistral Small 3.x), a prompt padded at the end with the pad token keeps its own
-    tokens' hidden states (each token sees only those before it: causal attention), so each prompt's rows of the
-    pass's output, cut to its own length, are its conditioning (equal up to float summation order: ~1e-6 of the
-    scale).  Passes: cond_batch.length_passes (a prompt padded by at most what a pass costs, memory bounding the
-    rows, on the CPU at most 512 tokens a pass: LLM_PASSES).  Raises _Unsupported where this does not hold
-    (weights, embeddings, scheduled hooks, an encoder that cuts or adds tokens), and the caller encodes one prompt
-    at a time."""
+    ``clip.encode_from_tokens_scheduled(clip.tokenize(t))`` returns, per prompt), with several prompts in one
+    forward pass: where the text encoder is one decoder-only LLM (_host.causal_llm_encoder: Z-Image's Qwen3-4B,
+    Flux.2's Qwen3 and Mistral Small 3.x), a prompt padded at the end with the pad token keeps its own tokens' hidden
+    states (each token sees only those before it: causal attention), so each prompt's rows of the pass's output, cut
+    to its own length, are its conditioning (equal up to float summation order: ~1e-6 of the scale).  Where the
+    host's LLM can be packed (_host.packed_llm_core) and no prompt holds its pad or end token, a pass is instead
+    one row of the prompts' own tokens side by side, each masked to its own (_host.packed_llm_rows: no padding
+    computed), and the passes are cond_batch.token_packs (at most as many tokens as memory allows, on the CPU 512:
+    LLM_PACK); where the host refuses that, the rest are padded rows.  Padded rows share passes by
+    cond_batch.length_passes (a prompt padded by at most what a pass costs, memory bounding the rows, on the CPU at
+    most 512 tokens a pass: LLM_PASSES).  Returns (conditionings, passes, packed passes).  Raises _Unsupported
+    where this does not hold (weights, embeddings, scheduled hooks, an encoder that cuts or adds tokens), and the
+    caller encodes one prompt at a time."""
     import comfy.model_management as mm
     import torch
     from comfy.utils import ProgressBar
@@ -303,41 +313,72 @@ def encode_llm_rows(clip, texts):
     if 0 in lengths:
         raise _Unsupported("an empty token row")
     device = getattr(getattr(clip, "patcher", None), "load_device", None)
-    cost, most = LLM_PASSES.get(getattr(device, "type", str(device)), LLM_PASSES_GPU)
+    kind = getattr(device, "type", str(device))
     free = _free_memory(clip)
+    pack = _host.packed_llm_core(clip)
+    if pack is not None and any(t[0] in pack[1] for r in rows for t in r):
+        pack = None  # the host masks part of such a row (Klein pads each prompt to 512): not side by side
 
-    def max_rows(length):
-        fit = cond_batch.rows_per_pass(free, length, width, len(rows), cap=None, score_heads=64)
-        return fit if most is None else min(fit, max(1, most // length))
-    passes = cond_batch.length_passes(lengths, cost, max_rows)
+    def padded_passes(indices):
+        cost, most = LLM_PASSES.get(kind, LLM_PASSES_GPU)
+
+        def max_rows(length):
+            fit = cond_batch.rows_per_pass(free, length, width, len(rows), cap=None, score_heads=64)
+            return fit if most is None else min(fit, max(1, most // length))
+        return [[indices[j] for j in p]
+                for p in cond_batch.length_passes([lengths[i] for i in indices], cost, max_rows)]
+    if pack is not None:
+        most = cond_batch.tokens_per_pass(free, width, score_heads=64)
+        queue = collections.deque(cond_batch.token_packs(lengths, min(most, LLM_PACK.get(kind, most))))
+    else:
+        queue = collections.deque(padded_passes(list(range(len(rows)))))
     results = [None] * len(rows)
-    pbar = ProgressBar(len(passes))
-    for group in passes:
+    passes = packed = 0
+    pbar = ProgressBar(len(queue))
+    while queue:
+        group = queue.popleft()
         mm.throw_exception_if_processing_interrupted()
-        length = lengths[group[0]]
-        merged = {key: [rows[i] + [(pad, 1.0) + tuple(rows[i][-1][2:])] * (length - lengths[i]) for i in group]}
-        out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
+        if pack is not None and len(group) > 1:
+            try:
+                with _host.packed_llm_rows(pack[0], [lengths[i] for i in group]):
+                    out = clip.encode_from_tokens({key: [[t for i in group for t in rows[i]]]},
+                                                  return_pooled=True, return_dict=True)
+            except _host.PackRefused as why:
+                _log.info("[Lean Nodes] LeanPromptBatch: prompts padded instead of side by side (%s)", why)
+                pack = None
+                queue = collections.deque(padded_passes(sorted(group + [i for g in queue for i in g])))
+                pbar = ProgressBar(len(queue))
+                continue
+            packed += 1
+            spans = list(zip(group, itertools.accumulate([0] + [lengths[i] for i in group])))
+            total = sum(lengths[i] for i in group)
+        else:
+            length = lengths[group[0]]
+            merged = {key: [rows[i] + [(pad, 1.0) + tuple(rows[i][-1][2:])] * (length - lengths[i]) for i in group]}
+            out = clip.encode_from_tokens(merged, return_pooled=True, return_dict=True)
+            spans = [(i, j * length) for j, i in enumerate(group)]
+            total = len(group) * length
+        passes += 1
         cond, mask = out.pop("cond"), out.pop("attention_mask", None)
         if out.get("pooled_output") is not None:
             raise _Unsupported("the encoder gives a pooled output")
         if any(torch.is_tensor(v) for v in out.values()):
             raise _Unsupported(f"encoder returns extra outputs {sorted(out)}")
-        total = len(group) * length
         if cond.ndim != 3 or cond.shape[:2] != (1, total) or (mask is not None and tuple(mask.shape) != (1, total)):
-            raise _Unsupported(f"encoder output {tuple(cond.shape)} is not {len(group)} rows of {length} tokens")
-        for j, i in enumerate(group):
-            lo, hi = j * length, j * length + lengths[i]
+            raise _Unsupported(f"encoder output {tuple(cond.shape)} is not the {total} tokens of {len(group)} rows")
+        for i, lo in spans:
+            hi = lo + lengths[i]
             info = dict(out)
             if mask is not None:
                 info["attention_mask"] = mask[:, lo:hi]
             results[i] = [[cond[:, lo:hi], info]]
         pbar.update(1)
-    return results, len(passes)
+    return results, passes, packed
 
 
 def encode_each(clip, texts):
     """Encoders the chunked paths do not know: each prompt's conditioning as ComfyUI's own encode of it alone gives
-    it (for one decoder-only LLM encoder, prompts of similar lengths share a pass: encode_llm_rows; else one encode
+    it (for one decoder-only LLM encoder, several prompts share a pass: encode_llm_rows; else one encode
     per prompt), padded with the encoded empty prompt and stacked.  Scheduled hooks keep their schedule.
     Where the model reads the text attention mask (Qwen-Image), shorter prompts are padded with masked tokens
     instead (cond_batch.stack_masked), so entry i is its prompt alone; where the model pads shorter prompts with
@@ -348,10 +389,10 @@ def encode_each(clip, texts):
     floor = None if masked else _host.text_left_pad_floor(clip)
     wanted = list(texts) + ([] if masked or floor else [""])  # the empty prompt pads
     try:
-        results, passes = encode_llm_rows(clip, wanted)
+        results, passes, packed = encode_llm_rows(clip, wanted)
     except _Unsupported as why:
         _log.debug("[Lean Nodes] LeanPromptBatch: one text-encoder pass per prompt (%s)", why)
-        results, passes = [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in wanted], len(wanted)
+        results, passes, packed = [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in wanted], len(wanted), 0
     empty = results.pop() if len(wanted) > len(texts) else None
     steps = {len(r) for r in results}
     if len(steps) != 1:
@@ -383,7 +424,7 @@ def encode_each(clip, texts):
     # each prompt's own token count (padding is at the end); where the model pads to `floor` on the left itself,
     # the tokens it reads for the prompt alone: at least `floor`, the last ones of the row
     lengths = [max(r[0][0].shape[1], floor or 0) for r in results]
-    return out, {"passes": passes, "rows": None, "chunks": None,
+    return out, {"passes": passes, "rows": None, "chunks": None, "packed": packed,
                  "lengths": None if masked else lengths, "pad_left": floor}
 
 
@@ -555,7 +596,7 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
         return encode_prompts(c, clean_texts, keep)
     masked = _host.text_mask_read_by_model(clip)
     floor = None if masked else _host.text_left_pad_floor(clip)
-    parts, info, passes = [], None, 0
+    parts, info, passes, packed = [], None, 0, 0
     lengths = [0] * len(share)  # each entry's own token count, where the encoder says it (encode_each)
     for te, idx in groups.items():
         c = loras.clip_for(clip, te) if te else clip
@@ -574,6 +615,7 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
         info = info if info is not None else {k: v for k, v in extra.items() if k != "attention_mask"}
         parts.append([idx, cond, extra.get("pooled_output"), c, extra.get("attention_mask"), extra])
         passes += stats["passes"]
+        packed += stats.get("packed", 0)
         own = stats.get("lengths")
         if lengths is not None and own is not None:
             for j, i in enumerate(idx):
@@ -607,7 +649,7 @@ def encode_with_entry_loras(clip, clean_texts, loras, keep=None):
                 del info[key]
     if "pooled_output" in info:
         info["pooled_output"] = pooled
-    return [[cond, info]], {"passes": passes, "rows": None, "chunks": None,
+    return [[cond, info]], {"passes": passes, "rows": None, "chunks": None, "packed": packed,
                             "lengths": None if masked else lengths, "pad_left": floor}
 
 
@@ -780,9 +822,10 @@ class LeanPromptBatch:
             lines.append(said)
         if _host.flux_clip_model(clip) is not None:  # as CLIPTextEncodeFlux: one guidance value on every entry
             conditioning = [[c, {**info, "guidance": float(guidance)}] for c, info in conditioning]
-        _log.info("[Lean Nodes] LeanPromptBatch: %d prompts%s, %s text-encoder pass(es), %s distinct chunks",
-                  n, "" if keep is None else f" (this participant: prompts {start + 1}-{end})",
-                  stats["passes"], stats["rows"])
+        _log.info("[Lean Nodes] LeanPromptBatch: %d prompts%s, %s text-encoder pass(es)%s, %s distinct chunks",
+                  n, "" if keep is None else f" (this participant: prompts {start + 1}-{end})", stats["passes"],
+                  f" ({stats['packed']} packed: the prompts' own tokens side by side)" if stats.get("packed") else "",
+                  stats["rows"])
         for line in lines:
             _log.info("[Lean Nodes] LeanPromptBatch: %s", line)
         return {"ui": {"text": lines},

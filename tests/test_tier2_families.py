@@ -18,7 +18,7 @@ import re
 import pytest
 import torch
 
-from lean_testlib import families, flux_files, graphs, harness, probe_node
+from lean_testlib import families, flux_files, graphs, harness, inproc, probe_node
 
 pytestmark = pytest.mark.tier2
 
@@ -340,10 +340,40 @@ def test_prompt_batch_lengths_and_per_image_loras_on_zimage(host):
 
 # text-encoder passes of Prompt Batch's encode, per family: "fewer" than one per prompt (and one for the empty prompt
 # that pads, where one is encoded) where the encoder is one decoder-only LLM whose conditioning is per token
-# (prompts padded at the end share a pass: nodes/_host.causal_llm_encoder); Qwen-Image's encoder cuts its template
-# from the first row only, so one pass per prompt; Klein's prompts are 512 tokens or more and a pass holds at most
-# 512 tokens on the CPU (prompt_batch.LLM_PASSES)
+# (nodes/_host.causal_llm_encoder), with the prompts side by side in one row (_host.packed_llm_rows: "packed" in the
+# log); Qwen-Image's encoder cuts its template from the first row only, so one pass per prompt; Klein's prompts are
+# 512 tokens or more (its tokenizer pads them with the pad token: not side by side) and a pass holds at most 512
+# tokens on the CPU (prompt_batch.LLM_PASSES)
 PASSES = {"zimage": "fewer", "flux2_dev": "fewer", "qwen_image": "each", "flux2": "each"}
+PACKED = {"zimage", "flux2_dev"}
+
+
+def test_prompt_batch_llm_prompts_side_by_side_equal_each_alone(host):
+    """Prompt Batch's encode with an LLM text encoder's prompts side by side in one row (nodes/_host.packed_llm_rows;
+    lean_testlib.llm_pack, in the host's Python, on the tiny Qwen3-4B encoder as Z-Image's): each prompt's
+    conditioning equals the host's own encode of the prompt alone within 1e-5 of its scale (float summation order
+    only: the masked attention scores weigh exactly 0), in one pass for 9 prompts of 8-103 tokens, in several where
+    a pass holds 64 tokens; where the host's call is refused or never reaches the hook, and where a prompt holds the
+    pad token, the prompts are padded rows instead (no pass packed), with the same result.  Fails (checked) where
+    the mask lets the prompts see each other, and where the hook is never called and that goes unnoticed (~1.0 of
+    the scale).  Positions not started again per prompt move it only by float rounding (1.7e-6: the host's RoPE
+    depends on relative positions), so they restart as in the prompt alone without a check that could tell."""
+    _knows(host, "zimage")
+    res = inproc.run_json("llm_pack")
+    cases = {c["name"]: c for c in res["cases"]}
+    assert list(cases) == ["side by side", "small passes", "refused", "not called", "a pad token in a prompt"]
+    for c in cases.values():
+        print(c)
+        assert c["max_rel"] <= 1e-5, c
+    assert len(set(cases["side by side"]["lengths"])) == 9  # the prompts really differ in length
+    assert cases["side by side"]["passes"] == cases["side by side"]["packed"] == 1
+    small = cases["small passes"]
+    short = [n for n in small["lengths"] if n <= 64]  # a longer prompt has a pass of its own
+    assert small["passes"] >= len(small["lengths"]) - len(short) + sum(short) / 64, small
+    assert 1 <= small["packed"] < small["passes"], small
+    for name in ("refused", "not called", "a pad token in a prompt"):
+        assert cases[name]["packed"] == 0 and cases[name]["passes"] >= 1, cases[name]
+    assert res["pad_in_row"]
 
 
 def _check_prompt_batch(host, family, prompts):
@@ -361,6 +391,8 @@ def _check_prompt_batch(host, family, prompts):
     print(f"{family}: {count} prompts, {passes} text-encoder passes for {encodes} encodes")
     assert count == len(prompts)
     assert passes < encodes if PASSES[family] == "fewer" else passes == encodes, (family, passes, encodes)
+    packed = re.findall(r"text-encoder pass\(es\) \((\d+) packed", host.log()[mark:])
+    assert (len(packed) == 1 and 1 <= int(packed[0]) <= passes) if family in PACKED else not packed, packed
     out = got["latent.0"]
     assert out.shape[0] == len(prompts)
     refs = [probe_node.read(host.base, f"pb_{family}_ref{i}")[0] for i in range(len(prompts))]
