@@ -4,7 +4,7 @@ prompts side by side in one row (nodes/_host.packed_llm_rows), against the host'
 The encoder is the tiny Qwen3-4B fixture (lean_testlib.families, 28 layers at Qwen3-4B's width, built by the host
 through the test-only hook lean_testlib.tiny_te_node) loaded as Z-Image's (ComfyUI 0.33.0 and later).  The reference
 for prompt i is ``clip.encode_from_tokens_scheduled(clip.tokenize(prompt i))``: the host's encode of it alone.  Cases:
-  * side by side: the benchmark's 8 prompts of 8-139 tokens and the empty prompt, the CPU's 512-token passes;
+  * side by side: 8 prompts of 9-103 tokens (like the benchmark's) and the empty prompt, the CPU's 512-token passes;
   * small passes: at most 64 tokens a pass (several passes, a prompt longer than a pass alone);
   * refused: the hook refuses the host's call (as where the host calls its LLM another way): padded rows instead;
   * not called: the hook never sees the call (a host that calls the LLM's forward directly): padded rows instead;
