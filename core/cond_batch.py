@@ -101,6 +101,12 @@ def stack_padded(conds, pad, length=None):
     return torch.cat([pad_tokens(c, length, pad) for c in conds], dim=0)
 
 
+def row_bytes(length, width, score_heads=0):
+    """The memory estimate of one text-encoder row of `length` tokens (rows_per_pass, tokens_per_pass): ~24
+    activations of [length, width] fp32, plus `score_heads` attention score maps [length, length] fp32."""
+    return length * width * 4 * 24 + score_heads * length * length * 4
+
+
 def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0.25, score_heads=0):
     """How many rows of `chunk_len` tokens (77 for a CLIP chunk) one text-encoder forward may take given
     `free_bytes` of memory.
@@ -110,8 +116,7 @@ def rows_per_pass(free_bytes, chunk_len, width, total_rows, cap=1024, fraction=0
     used.  Everything fits in one pass unless memory is really short.  `score_heads`: also the attention scores
     [score_heads, L, L] fp32 of a row (an LLM's long prompt: its scores outgrow its hidden states); cap None: no
     cap but `total_rows`."""
-    per_row = max(1, chunk_len * width * 4 * 24 + score_heads * chunk_len * chunk_len * 4)
-    n = int(free_bytes * fraction // per_row)
+    n = int(free_bytes * fraction // max(1, row_bytes(chunk_len, width, score_heads)))
     return max(1, min(total_rows, n) if cap is None else min(total_rows, cap, n))
 
 
@@ -134,13 +139,16 @@ def length_passes(lengths, pad_cost, max_rows):
 
 def tokens_per_pass(free_bytes, width, fraction=0.25, score_heads=0):
     """How many tokens one packed forward of an LLM text encoder may hold (the prompts side by side in one row,
-    token_packs) given `free_bytes` of memory: the largest S with rows_per_pass's estimate of one row of S tokens
-    (~24 activations of [S, width] fp32, plus the attention scores [score_heads, S, S] fp32) within `fraction` of
-    it; at least 1."""
+    token_packs) given `free_bytes` of memory: the largest S whose row_bytes (the estimate rows_per_pass uses) is
+    within `fraction` of it; at least 1."""
     budget = free_bytes * fraction
-    a, b = 4.0 * score_heads, 4.0 * 24 * width  # a S^2 + b S <= budget
-    s = budget / b if a == 0 else (-b + (b * b + 4 * a * budget) ** 0.5) / (2 * a)
-    return max(1, int(s))
+    a, b = row_bytes(1, 0, score_heads), row_bytes(1, width)  # row_bytes(S) = a S^2 + b S
+    s = max(1, int(budget / b if a == 0 else (-b + (b * b + 4 * a * budget) ** 0.5) / (2 * a)))
+    while row_bytes(s + 1, width, score_heads) <= budget:  # the float root, made exact
+        s += 1
+    while s > 1 and row_bytes(s, width, score_heads) > budget:
+        s -= 1
+    return s
 
 
 def token_packs(lengths, budget):

@@ -267,6 +267,8 @@ def encode_batched_flux(clip, texts, keep=None):
 # padded rows in one pass; 512 tokens keeps the attention over the pass (it grows with the square of its tokens)
 # within a few percent of a real 4B encoder's work.  GPU (argued, not measured here): a pass reads all the weights.
 LLM_PACK = {"cpu": 512}
+# Attention score maps counted per row in the memory estimate of an LLM's pass (cond_batch.row_bytes)
+LLM_SCORE_HEADS = 64
 # Padded rows (where the host's LLM cannot be packed): (what one more pass costs, in padded tokens; the most tokens
 # in one pass).  CPU, measured as above: a padded token costs as much as a real one.
 LLM_PASSES = {"cpu": (32, 512)}
@@ -323,12 +325,12 @@ def encode_llm_rows(clip, texts):
         cost, most = LLM_PASSES.get(kind, LLM_PASSES_GPU)
 
         def max_rows(length):
-            fit = cond_batch.rows_per_pass(free, length, width, len(rows), cap=None, score_heads=64)
+            fit = cond_batch.rows_per_pass(free, length, width, len(rows), cap=None, score_heads=LLM_SCORE_HEADS)
             return fit if most is None else min(fit, max(1, most // length))
         return [[indices[j] for j in p]
                 for p in cond_batch.length_passes([lengths[i] for i in indices], cost, max_rows)]
     if pack is not None:
-        most = cond_batch.tokens_per_pass(free, width, score_heads=64)
+        most = cond_batch.tokens_per_pass(free, width, score_heads=LLM_SCORE_HEADS)
         queue = collections.deque(cond_batch.token_packs(lengths, min(most, LLM_PACK.get(kind, most))))
     else:
         queue = collections.deque(padded_passes(list(range(len(rows)))))
